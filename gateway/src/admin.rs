@@ -1,0 +1,105 @@
+//! The admin API (SPEC §6) on `admin_listen`: health, readiness, metrics, and the operator calls.
+//!
+//! When `admin_token` is set, every call except `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>`, compared in constant time.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, ErrorKind};
+use crate::gateway::Gateway;
+use crate::server::listener::{ConnInfo, Handler};
+
+/// The admin listener's handler.
+#[derive(Debug)]
+pub struct Admin {
+    gateway: Arc<Gateway>,
+    expected_authorization: Option<Vec<u8>>,
+}
+
+impl Admin {
+    /// An admin API for a gateway.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        let token = &gateway.config().server.admin_token;
+        let expected_authorization =
+            (!token.is_empty()).then(|| format!("Bearer {token}").into_bytes());
+        Self {
+            gateway,
+            expected_authorization,
+        }
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.expected_authorization else {
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        bool::from(given.ct_eq(expected))
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
+        let path = request.uri().path().to_string();
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => {
+                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            }
+            (&Method::GET, "/readyz") => Ok(self.readyz()),
+            _ if !self.authorized(&request) => Err(Error::new(
+                ErrorKind::Unauthorized,
+                "this admin call needs Authorization: Bearer <admin_token>",
+            )
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
+            (&Method::GET, "/metrics") => Ok(self.metrics()),
+            _ => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no admin call {} {path}", request.method()),
+            )),
+        }
+    }
+
+    fn readyz(&self) -> Response<Full<Bytes>> {
+        let ready = self.gateway.is_ready();
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, &serde_json::json!({ "ready": ready }))
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(self.gateway.metrics().encode())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl Handler for Admin {
+    async fn handle(&self, request: Request<Incoming>, _conn: ConnInfo) -> Response<Full<Bytes>> {
+        self.route(request)
+            .await
+            .unwrap_or_else(|error| error.into_response(None))
+    }
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,43 @@
+//! The command line (SPEC §1): `txgate serve` and `txgate check`, both taking `--config`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// txgate: an edge gateway for money-moving HTTP APIs.
+#[derive(Debug, Parser)]
+#[command(name = "txgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr; the level comes from the TXGATE_LOG filter (RUST_LOG syntax).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The config file.
+        #[arg(short, long, default_value = "txgate.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config and compile every plugin it names; print each error and exit 1.
+    Check {
+        /// The config file.
+        #[arg(short, long, default_value = "txgate.toml")]
+        config: PathBuf,
+    },
+}

@@ -1,0 +1,315 @@
+//! The configuration schema (SPEC §2): one struct per TOML table, every table closed with
+//! `deny_unknown_fields` so that a typo never silently turns a safety feature off.
+//!
+//! Loading and key-path error reporting live in `load.rs`; cross-references and value checks in
+//! `validate.rs`. The types here are plain data.
+
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use load::{ConfigIssue, load};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, limits and timeouts.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The embedded durable store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Backend services by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// WebAssembly plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Routes, matched in file order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The directory relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Client traffic: HTTP/1.1 and h2c, or TLS with h2 through ALPN.
+    pub listen: SocketAddr,
+    /// The admin API.
+    pub admin_listen: SocketAddr,
+    /// Bearer token for admin calls; empty means none (loopback only).
+    pub admin_token: String,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: u64,
+    /// Larger upstream response bodies get 502.
+    pub max_response_bytes: u64,
+    /// Total request header bytes (names plus values); more gets 431.
+    pub max_header_bytes: u64,
+    /// A client must send its request head within this time (slowloris guard, idle keep-alive cut).
+    pub header_read_timeout_ms: u64,
+    /// Concurrent client connections; more are answered 503 and closed.
+    pub max_connections: u32,
+    /// A saga still running at this deadline answers 202.
+    pub request_timeout_ms: u64,
+    /// How long in-flight requests may run after SIGTERM or SIGINT.
+    pub shutdown_grace_ms: u64,
+    /// Optional TLS termination.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            admin_token: String::new(),
+            max_body_bytes: 1_048_576,
+            max_response_bytes: 8 * 1_048_576,
+            max_header_bytes: 32 * 1024,
+            header_read_timeout_ms: 10_000,
+            max_connections: 4096,
+            request_timeout_ms: 15_000,
+            shutdown_grace_ms: 10_000,
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`: PEM files, relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the embedded store.
+    pub dir: PathBuf,
+    /// Finished sagas and idempotency records are kept at least this long.
+    pub retention_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./txgate-data"),
+            retention_secs: 86_400,
+        }
+    }
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL, `http://host:port` with an optional path prefix.
+    pub url: String,
+    /// Per-attempt timeout, response head and body included.
+    #[serde(default = "defaults::upstream_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts for retryable failures, the first one included.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Exponential backoff base, with full jitter.
+    #[serde(default = "defaults::backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    /// Backoff cap.
+    #[serde(default = "defaults::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open the circuit breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// Time an open breaker waits before letting one trial request through.
+    #[serde(default = "defaults::breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+}
+
+/// Where a plugin's key-value state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginState {
+    /// Memory plus disk: a write is on disk before the hook call returns.
+    #[default]
+    Durable,
+    /// Memory only.
+    Volatile,
+}
+
+/// What a plugin failure (trap, timeout, limit) does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Answer 503.
+    #[default]
+    Reject,
+    /// Carry on as if the plugin were not on the route, for this call.
+    Skip,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The component file, relative to the config file.
+    pub module: PathBuf,
+    /// Durable or volatile key-value state.
+    #[serde(default)]
+    pub state: PluginState,
+    /// Failure policy.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Budget for the plugin's own execution in one hook call.
+    #[serde(default = "defaults::plugin_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear memory cap per instance.
+    #[serde(default = "defaults::memory_limit_bytes")]
+    pub memory_limit_bytes: u64,
+    /// Free-form settings, handed to the plugin as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics and saga records.
+    pub name: String,
+    /// Allowed methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Exact path match.
+    pub path: Option<String>,
+    /// Prefix path match.
+    pub path_prefix: Option<String>,
+    /// Plugins in request order.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// A plain proxied route's upstream.
+    pub upstream: Option<String>,
+    /// A saga or TCC route's steps.
+    pub saga: Option<SagaConfig>,
+}
+
+/// Saga or TCC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SagaMode {
+    /// Actions in order; compensations in reverse on failure.
+    Saga,
+    /// All tries, then all confirms, or cancels of everything tried.
+    Tcc,
+}
+
+/// `[routes.saga]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaConfig {
+    /// Saga or TCC.
+    pub mode: SagaMode,
+    /// Steps in order.
+    pub steps: Vec<StepConfig>,
+}
+
+/// `[[routes.saga.steps]]`: calls are `"METHOD /path"` on the step's upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Step name, unique in the route.
+    pub name: String,
+    /// The upstream that serves the step.
+    pub upstream: String,
+    /// Saga mode: the forward call.
+    pub action: Option<String>,
+    /// Saga mode: the undo call.
+    pub compensate: Option<String>,
+    /// TCC mode: reserve.
+    #[serde(rename = "try")]
+    pub try_call: Option<String>,
+    /// TCC mode: commit the reservation.
+    pub confirm: Option<String>,
+    /// TCC mode: release the reservation.
+    pub cancel: Option<String>,
+}
+
+mod defaults {
+    pub(super) fn upstream_timeout_ms() -> u64 {
+        2000
+    }
+    pub(super) fn max_attempts() -> u32 {
+        5
+    }
+    pub(super) fn backoff_base_ms() -> u64 {
+        50
+    }
+    pub(super) fn backoff_max_ms() -> u64 {
+        5000
+    }
+    pub(super) fn breaker_failures() -> u32 {
+        20
+    }
+    pub(super) fn breaker_cooldown_ms() -> u64 {
+        5000
+    }
+    pub(super) fn plugin_timeout_ms() -> u64 {
+        10
+    }
+    pub(super) fn memory_limit_bytes() -> u64 {
+        16 * 1_048_576
+    }
+}
+
+impl Config {
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// A saga call from the config: `"POST /debit"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// HTTP method.
+    pub method: http::Method,
+    /// Path (and optional query) on the step's upstream.
+    pub path: String,
+}
+
+/// Parses `"METHOD /path"`.
+pub fn parse_call(text: &str) -> Result<Call, String> {
+    let mut parts = text.split_whitespace();
+    let (Some(method), Some(path), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("`{text}` is not of the form \"METHOD /path\""));
+    };
+    let method = http::Method::from_bytes(method.as_bytes())
+        .ok()
+        .filter(|_| method.bytes().all(|b| b.is_ascii_uppercase()))
+        .ok_or_else(|| format!("`{method}` is not an upper-case HTTP method"))?;
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(format!("`{path}` is not a path starting with `/`"));
+    }
+    Ok(Call {
+        method,
+        path: path.to_string(),
+    })
+}

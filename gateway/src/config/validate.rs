@@ -1,0 +1,323 @@
+//! Value checks and cross-references: a route naming an unknown upstream or plugin, a saga step
+//! missing its undo call, a public admin listener without a token. Every issue is collected.
+
+use std::collections::HashSet;
+
+use super::{Config, ConfigIssue, RouteConfig, SagaMode, StepConfig, UpstreamConfig};
+
+/// Bounds that keep a config from asking for unbounded work.
+const ATTEMPTS_MAX: u32 = 100;
+const SAGA_STEPS_MAX: usize = 32;
+const PLUGIN_TIMEOUT_MS_MAX: u64 = 60_000;
+const PLUGIN_MEMORY_BYTES_MIN: u64 = 64 * 1024;
+const PLUGIN_MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+const ROUTE_PLUGINS_MAX: usize = 16;
+
+/// Checks a parsed config. `broken` holds the key paths of tables that failed to parse; a
+/// reference to one of them is not reported again as unknown.
+pub(super) fn validate(config: &Config, broken: &[String]) -> Vec<ConfigIssue> {
+    let mut issues = Issues(Vec::new(), broken.to_vec());
+    server(config, &mut issues);
+    if config.store.retention_secs == 0 {
+        issues.push("store.retention_secs", "must be at least 1");
+    }
+    for (name, upstream) in &config.upstreams {
+        upstream_checks(&format!("upstreams.{name}"), upstream, &mut issues);
+    }
+    for (name, plugin) in &config.plugins {
+        let key = format!("plugins.{name}");
+        if !config.resolve(&plugin.module).is_file() {
+            let shown = plugin.module.display();
+            issues.push(format!("{key}.module"), format!("no such file: {shown}"));
+        }
+        if plugin.timeout_ms == 0 || plugin.timeout_ms > PLUGIN_TIMEOUT_MS_MAX {
+            let reason = format!("must be between 1 and {PLUGIN_TIMEOUT_MS_MAX}");
+            issues.push(format!("{key}.timeout_ms"), reason);
+        }
+        if !(PLUGIN_MEMORY_BYTES_MIN..=PLUGIN_MEMORY_BYTES_MAX).contains(&plugin.memory_limit_bytes)
+        {
+            let reason =
+                format!("must be between {PLUGIN_MEMORY_BYTES_MIN} and {PLUGIN_MEMORY_BYTES_MAX}");
+            issues.push(format!("{key}.memory_limit_bytes"), reason);
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !names.insert(route.name.as_str()) {
+            issues.push(
+                format!("{key}.name"),
+                format!("duplicate route name `{}`", route.name),
+            );
+        }
+        route_checks(&key, route, config, &mut issues);
+    }
+    issues.0
+}
+
+struct Issues(Vec<ConfigIssue>, Vec<String>);
+
+impl Issues {
+    /// Whether `key` (such as `upstreams.bank_a`) is a table that failed to parse.
+    fn is_broken(&self, key: &str) -> bool {
+        self.1
+            .iter()
+            .any(|b| b == key || b.starts_with(&format!("{key}.")))
+    }
+
+    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigIssue::new(key, reason));
+    }
+
+    fn positive(&mut self, key: String, value: u64) {
+        if value == 0 {
+            self.push(key, "must be at least 1");
+        }
+    }
+}
+
+fn server(config: &Config, issues: &mut Issues) {
+    let server = &config.server;
+    if !server.admin_listen.ip().is_loopback() && server.admin_token.is_empty() {
+        issues.push(
+            "server.admin_token",
+            "required when admin_listen is not a loopback address",
+        );
+    }
+    for (key, value) in [
+        ("max_body_bytes", server.max_body_bytes),
+        ("max_response_bytes", server.max_response_bytes),
+        ("header_read_timeout_ms", server.header_read_timeout_ms),
+        ("max_connections", u64::from(server.max_connections)),
+        ("request_timeout_ms", server.request_timeout_ms),
+    ] {
+        issues.positive(format!("server.{key}"), value);
+    }
+    if server.max_header_bytes < 1024 {
+        issues.push("server.max_header_bytes", "must be at least 1024");
+    }
+    if let Some(tls) = &server.tls {
+        for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if !config.resolve(path).is_file() {
+                let reason = format!("no such file: {}", path.display());
+                issues.push(format!("server.tls.{key}"), reason);
+            }
+        }
+    }
+}
+
+fn upstream_checks(key: &str, upstream: &UpstreamConfig, issues: &mut Issues) {
+    if let Err(reason) = crate::upstream::parse_base_url(&upstream.url) {
+        issues.push(format!("{key}.url"), reason);
+    }
+    issues.positive(format!("{key}.timeout_ms"), upstream.timeout_ms);
+    if upstream.max_attempts == 0 || upstream.max_attempts > ATTEMPTS_MAX {
+        let reason = format!("must be between 1 and {ATTEMPTS_MAX}");
+        issues.push(format!("{key}.max_attempts"), reason);
+    }
+    issues.positive(format!("{key}.backoff_max_ms"), upstream.backoff_max_ms);
+    if upstream.backoff_base_ms > upstream.backoff_max_ms {
+        issues.push(
+            format!("{key}.backoff_base_ms"),
+            "must not exceed backoff_max_ms",
+        );
+    }
+    issues.positive(
+        format!("{key}.breaker_failures"),
+        u64::from(upstream.breaker_failures),
+    );
+    issues.positive(
+        format!("{key}.breaker_cooldown_ms"),
+        upstream.breaker_cooldown_ms,
+    );
+}
+
+fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Issues) {
+    if route.name.is_empty() {
+        issues.push(format!("{key}.name"), "must not be empty");
+    }
+    match (&route.path, &route.path_prefix) {
+        (Some(_), Some(_)) => issues.push(
+            format!("{key}.path_prefix"),
+            "give either `path` or `path_prefix`, not both",
+        ),
+        (None, None) => issues.push(
+            format!("{key}.path"),
+            "a route needs `path` or `path_prefix`",
+        ),
+        (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
+            let field = if route.path.is_some() {
+                "path"
+            } else {
+                "path_prefix"
+            };
+            issues.push(format!("{key}.{field}"), "must start with `/`");
+        }
+        _ => {}
+    }
+    for (i, method) in route.methods.iter().enumerate() {
+        if http::Method::from_bytes(method.as_bytes()).is_err() || method.to_uppercase() != *method
+        {
+            let reason = format!("`{method}` is not an upper-case HTTP method");
+            issues.push(format!("{key}.methods[{i}]"), reason);
+        }
+    }
+    route_plugins(key, route, config, issues);
+    match (&route.upstream, &route.saga) {
+        (Some(_), Some(_)) => issues.push(
+            format!("{key}.saga"),
+            "a route has either `upstream` (plain) or `saga`, not both",
+        ),
+        (None, None) => issues.push(
+            format!("{key}.upstream"),
+            "a route needs `upstream` (plain) or a `saga` table",
+        ),
+        (Some(upstream), None) => {
+            known_upstream(&format!("{key}.upstream"), upstream, config, issues)
+        }
+        (None, Some(saga)) => {
+            if saga.steps.is_empty() || saga.steps.len() > SAGA_STEPS_MAX {
+                let reason = format!("a saga needs 1 to {SAGA_STEPS_MAX} steps");
+                issues.push(format!("{key}.saga.steps"), reason);
+            }
+            let mut names = HashSet::new();
+            for (i, step) in saga.steps.iter().enumerate() {
+                let step_key = format!("{key}.saga.steps[{i}]");
+                if !names.insert(step.name.as_str()) {
+                    let reason = format!("duplicate step name `{}`", step.name);
+                    issues.push(format!("{step_key}.name"), reason);
+                }
+                step_checks(&step_key, step, saga.mode, config, issues);
+            }
+        }
+    }
+}
+
+fn route_plugins(key: &str, route: &RouteConfig, config: &Config, issues: &mut Issues) {
+    if route.plugins.len() > ROUTE_PLUGINS_MAX {
+        let reason = format!("at most {ROUTE_PLUGINS_MAX} plugins per route");
+        issues.push(format!("{key}.plugins"), reason);
+    }
+    let mut seen = HashSet::new();
+    for (i, plugin) in route.plugins.iter().enumerate() {
+        if !config.plugins.contains_key(plugin) && !issues.is_broken(&format!("plugins.{plugin}")) {
+            let reason = format!("unknown plugin `{plugin}`; define it under [plugins.{plugin}]");
+            issues.push(format!("{key}.plugins[{i}]"), reason);
+        } else if !seen.insert(plugin.as_str()) {
+            issues.push(
+                format!("{key}.plugins[{i}]"),
+                format!("`{plugin}` is listed twice"),
+            );
+        }
+    }
+}
+
+fn known_upstream(key: &str, upstream: &str, config: &Config, issues: &mut Issues) {
+    if !config.upstreams.contains_key(upstream)
+        && !issues.is_broken(&format!("upstreams.{upstream}"))
+    {
+        let reason =
+            format!("unknown upstream `{upstream}`; define it under [upstreams.{upstream}]");
+        issues.push(key, reason);
+    }
+}
+
+fn step_checks(key: &str, step: &StepConfig, mode: SagaMode, config: &Config, issues: &mut Issues) {
+    if step.name.is_empty()
+        || !step
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        issues.push(
+            format!("{key}.name"),
+            "must be non-empty ASCII letters, digits, `_` or `-` (it goes into Idempotency-Key)",
+        );
+    }
+    known_upstream(&format!("{key}.upstream"), &step.upstream, config, issues);
+    let calls = [
+        ("action", &step.action, mode == SagaMode::Saga),
+        ("compensate", &step.compensate, mode == SagaMode::Saga),
+        ("try", &step.try_call, mode == SagaMode::Tcc),
+        ("confirm", &step.confirm, mode == SagaMode::Tcc),
+        ("cancel", &step.cancel, mode == SagaMode::Tcc),
+    ];
+    let mode_name = match mode {
+        SagaMode::Saga => "saga",
+        SagaMode::Tcc => "tcc",
+    };
+    for (field, value, wanted) in calls {
+        match (value, wanted) {
+            (None, true) => issues.push(
+                format!("{key}.{field}"),
+                format!("required in mode = \"{mode_name}\""),
+            ),
+            (Some(_), false) => issues.push(
+                format!("{key}.{field}"),
+                format!("not used in mode = \"{mode_name}\""),
+            ),
+            (Some(call), true) => {
+                if let Err(reason) = super::parse_call(call) {
+                    issues.push(format!("{key}.{field}"), reason);
+                }
+            }
+            (None, false) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::parse;
+    use super::*;
+
+    fn issues_of(text: &str) -> Vec<String> {
+        validate(&parse(text).unwrap(), &[])
+            .into_iter()
+            .map(|i| i.key)
+            .collect()
+    }
+
+    #[test]
+    fn route_with_unknown_upstream_and_plugin_is_named() {
+        let text =
+            "[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"nope\"\nplugins = [\"ghost\"]\n";
+        assert_eq!(
+            issues_of(text),
+            ["routes[0].plugins[0]", "routes[0].upstream"]
+        );
+    }
+
+    #[test]
+    fn public_admin_listener_needs_a_token() {
+        let text = "[server]\nadmin_listen = \"0.0.0.0:9080\"\n";
+        assert_eq!(issues_of(text), ["server.admin_token"]);
+    }
+
+    #[test]
+    fn saga_step_in_wrong_mode_is_named() {
+        let text = r#"
+[upstreams.a]
+url = "http://127.0.0.1:1"
+[[routes]]
+name = "t"
+path = "/t"
+[routes.saga]
+mode = "tcc"
+[[routes.saga.steps]]
+name = "s"
+upstream = "a"
+action = "POST /x"
+try = "POST /try"
+confirm = "PUT"
+cancel = "POST /cancel"
+"#;
+        assert_eq!(
+            issues_of(text),
+            [
+                "routes[0].saga.steps[0].action",
+                "routes[0].saga.steps[0].confirm"
+            ]
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! The gateway's one error type, and the one place it becomes an HTTP response
+//! ([`Error::into_response`], RFC 9457 problem+json).
+//!
+//! An error carries a [`ErrorKind`] (which fixes its status, title and whether a retry is safe), the
+//! side it came from, a human-readable detail, and optionally its cause and extra response headers
+//! (`Allow` on 405, `Retry-After` on 503).
+
+use std::fmt;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::config::ConfigIssue;
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong, at the granularity a client or operator acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed (bad header, bad body).
+    BadRequest,
+    /// `X-Request-ID` is missing where required, or not 1–255 visible ASCII characters.
+    InvalidRequestId,
+    /// No route matches the path.
+    NotFound,
+    /// A route matches the path but not the method.
+    MethodNotAllowed,
+    /// The body is over `max_body_bytes`.
+    PayloadTooLarge,
+    /// The request headers are over `max_header_bytes`.
+    HeadersTooLarge,
+    /// Missing or wrong admin token.
+    Unauthorized,
+    /// Too many connections, or shutting down.
+    Overloaded,
+    /// The upstream refused or dropped the connection before any byte was sent.
+    UpstreamConnect,
+    /// The upstream did not answer within `timeout_ms`.
+    UpstreamTimeout,
+    /// The upstream's answer was broken (protocol error, reset mid-response).
+    UpstreamProtocol,
+    /// The upstream's body is over `max_response_bytes`.
+    UpstreamResponseTooLarge,
+    /// The upstream's circuit breaker is open.
+    BreakerOpen,
+    /// A plugin trapped, ran out of time or memory, and its policy is `reject`.
+    PluginFailed,
+    /// The config file is wrong; the detail lists every issue.
+    Config,
+    /// The durable store failed or refused to start.
+    Store,
+    /// Anything else: a bug, or the operating system said no.
+    Internal,
+}
+
+/// Which side of the gateway an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong.
+    Downstream,
+    /// A backend failed.
+    Upstream,
+    /// A plugin failed.
+    Plugin,
+    /// The gateway itself.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status this kind answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest | Self::InvalidRequestId => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Overloaded | Self::BreakerOpen | Self::PluginFailed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamConnect | Self::UpstreamProtocol | Self::UpstreamResponseTooLarge => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Config | Self::Store | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable slug, used in the problem `type` URI and in metrics.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad-request",
+            Self::InvalidRequestId => "invalid-request-id",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::HeadersTooLarge => "headers-too-large",
+            Self::Unauthorized => "unauthorized",
+            Self::Overloaded => "overloaded",
+            Self::UpstreamConnect => "upstream-connect",
+            Self::UpstreamTimeout => "upstream-timeout",
+            Self::UpstreamProtocol => "upstream-protocol",
+            Self::UpstreamResponseTooLarge => "upstream-response-too-large",
+            Self::BreakerOpen => "breaker-open",
+            Self::PluginFailed => "plugin-failed",
+            Self::Config => "config",
+            Self::Store => "store",
+            Self::Internal => "internal",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::BadRequest => "Bad request",
+            Self::InvalidRequestId => "Missing or invalid X-Request-ID",
+            Self::NotFound => "No route for this path",
+            Self::MethodNotAllowed => "Method not allowed on this route",
+            Self::PayloadTooLarge => "Request body too large",
+            Self::HeadersTooLarge => "Request headers too large",
+            Self::Unauthorized => "Unauthorized",
+            Self::Overloaded => "Gateway overloaded",
+            Self::UpstreamConnect => "Upstream unreachable",
+            Self::UpstreamTimeout => "Upstream timed out",
+            Self::UpstreamProtocol => "Upstream answered badly",
+            Self::UpstreamResponseTooLarge => "Upstream response too large",
+            Self::BreakerOpen => "Upstream circuit breaker open",
+            Self::PluginFailed => "Plugin failed",
+            Self::Config => "Configuration error",
+            Self::Store => "Store error",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    /// The side the error came from.
+    pub fn side(self) -> Side {
+        match self {
+            Self::BadRequest
+            | Self::InvalidRequestId
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::PayloadTooLarge
+            | Self::HeadersTooLarge
+            | Self::Unauthorized => Side::Downstream,
+            Self::UpstreamConnect
+            | Self::UpstreamTimeout
+            | Self::UpstreamProtocol
+            | Self::UpstreamResponseTooLarge
+            | Self::BreakerOpen => Side::Upstream,
+            Self::PluginFailed => Side::Plugin,
+            Self::Overloaded | Self::Config | Self::Store | Self::Internal => Side::Internal,
+        }
+    }
+}
+
+/// The gateway's error.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    detail: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    cause: Option<Cause>,
+}
+
+impl Error {
+    /// A new error with a detail for humans.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            headers: Vec::new(),
+            cause: None,
+        }
+    }
+
+    /// Every issue of a config file, one per line, each naming the file and the key.
+    pub fn config(file: &Path, issues: Vec<ConfigIssue>) -> Self {
+        let file = file.display();
+        let lines: Vec<String> = issues.iter().map(|i| format!("{file}: {i}")).collect();
+        Self::new(ErrorKind::Config, lines.join("\n"))
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_cause(mut self, cause: impl Into<Cause>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// Adds a header to the error response (`Allow`, `Retry-After`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// Whether the failed operation may be retried without applying anything twice.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::UpstreamConnect
+                | ErrorKind::UpstreamTimeout
+                | ErrorKind::UpstreamProtocol
+                | ErrorKind::BreakerOpen
+                | ErrorKind::Overloaded
+        )
+    }
+
+    /// The one place an error becomes an HTTP response: RFC 9457 problem+json.
+    pub fn into_response(self, request_id: Option<&str>) -> Response<Full<Bytes>> {
+        let status = self.kind.status();
+        let problem = serde_json::json!({
+            "type": format!("urn:txgate:problem:{}", self.kind.slug()),
+            "title": self.kind.title(),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "request_id": request_id,
+        });
+        let mut response = Response::new(Full::new(Bytes::from(problem.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            headers.insert(crate::request_id::HEADER, id);
+        }
+        response
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Config => write!(f, "{}", self.detail)?,
+            kind => write!(f, "{}: {}", kind.title(), self.detail)?,
+        }
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_json_carries_every_rfc9457_member() {
+        let error = Error::new(ErrorKind::PayloadTooLarge, "body over 10 bytes");
+        let response = error.into_response(Some("req-1"));
+        assert_eq!(response.status(), 413);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(response.headers()["x-request-id"], "req-1");
+    }
+
+    #[test]
+    fn only_failures_that_applied_nothing_are_retryable() {
+        assert!(Error::new(ErrorKind::UpstreamConnect, "").is_retryable());
+        assert!(!Error::new(ErrorKind::PayloadTooLarge, "").is_retryable());
+        assert_eq!(ErrorKind::PluginFailed.side(), Side::Plugin);
+    }
+}

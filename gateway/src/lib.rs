@@ -1,0 +1,28 @@
+//! # txgate
+//!
+//! An edge gateway for money-moving HTTP APIs. Requests carry an `X-Request-ID`; they pass through
+//! sandboxed WebAssembly plugins and are proxied to backends, or run as sagas and TCC transactions
+//! whose state survives a crash.
+//!
+//! The binary (`txgate serve`, `txgate check`) is a thin wrapper over this library:
+//! [`config::load`] reads and validates a config, [`serve`] runs it until SIGTERM, and [`check`]
+//! validates without serving. Every failure is an [`Error`], which becomes an RFC 9457 problem+json
+//! response in exactly one place.
+
+pub mod admin;
+mod check;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod gateway;
+pub mod logging;
+pub mod metrics;
+mod pipeline;
+pub mod request_id;
+pub mod server;
+pub mod upstream;
+
+pub use check::check;
+pub use config::{Config, ConfigIssue};
+pub use error::{Error, ErrorKind, Side};
+pub use server::serve;

@@ -1,0 +1,246 @@
+//! Prometheus metrics (SPEC §6), served by the admin listener at `/metrics`.
+//!
+//! Label values are `Arc<String>` so the hot path clones a pointer, not a string.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label value shared by every series that carries it.
+pub type Name = Arc<String>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: Name,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamResult {
+    upstream: Name,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginHook {
+    plugin: Name,
+    hook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginKind {
+    plugin: Name,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteOutcome {
+    route: Name,
+    outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~26 s: covers a plugin hook call and a saga stuck in retries alike.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    request_duration: HistogramFamily<RouteLabel>,
+    upstream_attempts: Family<UpstreamResult, Counter>,
+    plugin_calls: Family<PluginHook, Counter>,
+    plugin_errors: Family<PluginKind, Counter>,
+    plugin_duration: HistogramFamily<PluginHook>,
+    sagas: Family<RouteOutcome, Counter>,
+    sagas_in_flight: Gauge,
+    store_commit_duration: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered and empty.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let request_duration = HistogramFamily::new_with_constructor(latency_histogram as _);
+        let upstream_attempts = Family::default();
+        let plugin_calls = Family::default();
+        let plugin_errors = Family::default();
+        let plugin_duration = HistogramFamily::new_with_constructor(latency_histogram as _);
+        let sagas = Family::default();
+        let sagas_in_flight = Gauge::default();
+        let store_commit_duration = latency_histogram();
+        let prefix = |name: &str| format!("txgate_{name}");
+        registry.register(
+            prefix("requests"),
+            "Client requests answered",
+            requests.clone(),
+        );
+        registry.register(
+            prefix("request_duration_seconds"),
+            "Time from request head to response",
+            request_duration.clone(),
+        );
+        registry.register(
+            prefix("upstream_attempts"),
+            "Calls to upstreams, by result",
+            upstream_attempts.clone(),
+        );
+        registry.register(
+            prefix("plugin_calls"),
+            "Plugin hook calls",
+            plugin_calls.clone(),
+        );
+        registry.register(
+            prefix("plugin_errors"),
+            "Plugin traps, timeouts and limit breaches",
+            plugin_errors.clone(),
+        );
+        registry.register(
+            prefix("plugin_duration_seconds"),
+            "Time spent in plugin hook calls",
+            plugin_duration.clone(),
+        );
+        registry.register(prefix("sagas"), "Sagas finished, by outcome", sagas.clone());
+        registry.register(
+            prefix("sagas_in_flight"),
+            "Sagas started and not yet finished",
+            sagas_in_flight.clone(),
+        );
+        registry.register(
+            prefix("store_commit_duration_seconds"),
+            "Time for one durable group commit",
+            store_commit_duration.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_attempts,
+            plugin_calls,
+            plugin_errors,
+            plugin_duration,
+            sagas,
+            sagas_in_flight,
+            store_commit_duration,
+        }
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn request(&self, route: &Name, status: u16, elapsed: Duration) {
+        let route = route.clone();
+        self.request_duration
+            .get_or_create(&RouteLabel {
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+    }
+
+    /// Counts one upstream attempt.
+    pub fn upstream_attempt(&self, upstream: &Name, result: &'static str) {
+        let labels = UpstreamResult {
+            upstream: upstream.clone(),
+            result,
+        };
+        self.upstream_attempts.get_or_create(&labels).inc();
+    }
+
+    /// Counts one plugin hook call and its duration.
+    pub fn plugin_call(&self, plugin: &Name, hook: &'static str, elapsed: Duration) {
+        let labels = PluginHook {
+            plugin: plugin.clone(),
+            hook,
+        };
+        self.plugin_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.plugin_calls.get_or_create(&labels).inc();
+    }
+
+    /// Counts one plugin failure (`trap`, `timeout`, `memory`, `output`, ...).
+    pub fn plugin_error(&self, plugin: &Name, kind: &'static str) {
+        let labels = PluginKind {
+            plugin: plugin.clone(),
+            kind,
+        };
+        self.plugin_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts one finished saga.
+    pub fn saga_finished(&self, route: &Name, outcome: &'static str) {
+        let labels = RouteOutcome {
+            route: route.clone(),
+            outcome,
+        };
+        self.sagas.get_or_create(&labels).inc();
+    }
+
+    /// The in-flight saga gauge.
+    pub fn sagas_in_flight(&self) -> &Gauge {
+        &self.sagas_in_flight
+    }
+
+    /// Records one group commit.
+    pub fn store_commit(&self, elapsed: Duration) {
+        self.store_commit_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_the_contract_metrics() {
+        let metrics = Metrics::new();
+        let route = Arc::new("transfers".to_string());
+        metrics.request(&route, 200, Duration::from_millis(3));
+        metrics.upstream_attempt(&Arc::new("bank_a".into()), "success");
+        let text = metrics.encode();
+        assert!(text.contains("txgate_requests_total{route=\"transfers\",status=\"200\"} 1"));
+        assert!(text.contains("txgate_request_duration_seconds_bucket{"));
+        assert!(
+            text.contains(
+                "txgate_upstream_attempts_total{upstream=\"bank_a\",result=\"success\"} 1"
+            )
+        );
+        assert!(text.contains("txgate_sagas_in_flight"));
+    }
+}

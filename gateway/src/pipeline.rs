@@ -1,0 +1,171 @@
+//! One request's lifecycle, top to bottom:
+//!
+//! 1. route (404, 405);
+//! 2. `X-Request-ID` (400 when invalid, or missing on a saga route; generated elsewhere);
+//! 3. header and body limits (431, 413) — the body is read whole, bounded;
+//! 4. the route's target: a plain upstream call (pool, retries, breaker) or a saga;
+//! 5. the response: hop-by-hop headers removed, `X-Request-ID` echoed, metrics recorded.
+//!
+//! Every failure is an [`Error`]; it becomes a response only through [`Error::into_response`].
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::error::{Error, ErrorKind};
+use crate::gateway::{Gateway, Route, Target};
+use crate::request_id;
+use crate::server::listener::{ConnInfo, Handler};
+use crate::upstream::{self, OutboundRequest, Upstream};
+
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+impl Handler for Gateway {
+    async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let (label, response) = match self.router().find(&parts.method, parts.uri.path()) {
+            Ok(route) => (
+                &route.name,
+                serve_route(self, route, parts, body, conn).await,
+            ),
+            Err(error) => {
+                let id = request_id::extract(&parts.headers, false)
+                    .map_or_else(|_| request_id::generate(), |(id, _)| id);
+                (
+                    self.unmatched_label(),
+                    error.into_response(id.to_str().ok()),
+                )
+            }
+        };
+        let status = response.status().as_u16();
+        self.metrics().request(label, status, started.elapsed());
+        response
+    }
+}
+
+async fn serve_route(
+    gateway: &Gateway,
+    route: &Route,
+    parts: Parts,
+    body: Incoming,
+    conn: ConnInfo,
+) -> Response<Full<Bytes>> {
+    let id = match request_id::extract(&parts.headers, route.requires_request_id) {
+        Ok((id, _generated)) => id,
+        Err(error) => return error.into_response(None),
+    };
+    match dispatch(gateway, route, parts, body, conn, &id).await {
+        Ok(mut response) => {
+            response.headers_mut().insert(request_id::HEADER, id);
+            response
+        }
+        Err(error) => error.into_response(id.to_str().ok()),
+    }
+}
+
+async fn dispatch(
+    gateway: &Gateway,
+    route: &Route,
+    parts: Parts,
+    body: Incoming,
+    conn: ConnInfo,
+    id: &HeaderValue,
+) -> Result<Response<Full<Bytes>>, Error> {
+    let server = &gateway.config().server;
+    check_header_size(&parts.headers, server.max_header_bytes)?;
+    let body = read_body(body, &parts.headers, server.max_body_bytes).await?;
+    match &route.target {
+        Target::Plain(upstream) => proxy(upstream, parts, body, conn, id).await,
+        Target::Saga => Err(Error::new(
+            ErrorKind::Internal,
+            "saga routes are not served by this build",
+        )),
+    }
+}
+
+async fn proxy(
+    upstream: &Upstream,
+    parts: Parts,
+    body: Bytes,
+    conn: ConnInfo,
+    id: &HeaderValue,
+) -> Result<Response<Full<Bytes>>, Error> {
+    let mut headers = parts.headers;
+    upstream::strip_hop_by_hop(&mut headers);
+    let host = headers.remove(header::HOST).or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    if let Some(host) = host {
+        headers.insert(FORWARDED_HOST, host);
+    }
+    upstream::add_forwarded(&mut headers, conn.peer.ip(), conn.tls);
+    headers.insert(request_id::HEADER, id.clone());
+    let outbound = OutboundRequest {
+        method: parts.method,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        headers,
+        body,
+    };
+    let answer = upstream.send(&outbound).await?;
+    let mut response = Response::new(Full::new(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    upstream::strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// Total header bytes, counted as on the wire (`name: value\r\n`).
+fn check_header_size(headers: &HeaderMap, max_bytes: u64) -> Result<(), Error> {
+    let total: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if total as u64 > max_bytes {
+        return Err(Error::new(
+            ErrorKind::HeadersTooLarge,
+            format!("request headers are {total} bytes; the limit is {max_bytes}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the whole body, refusing at once when `Content-Length` is already over the limit.
+pub(crate) async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    max_bytes: u64,
+) -> Result<Bytes, Error> {
+    let too_large = || {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is over {max_bytes} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_bytes) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(
+            Error::new(ErrorKind::BadRequest, "the request body could not be read")
+                .with_cause(error),
+        ),
+    }
+}

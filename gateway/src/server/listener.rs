@@ -1,0 +1,223 @@
+//! The accept loop shared by the client and admin listeners: HTTP/1.1 and h2c on one port (or h2
+//! through ALPN under TLS), a cap on concurrent connections, a deadline for each request head, and
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::{Error, ErrorKind};
+
+/// hyper's read buffer is set this many times the header limit, so that the gateway itself sees an
+/// oversized head and answers 431 problem+json; hyper's own cut-off is the backstop.
+const HEAD_BUFFER_FACTOR: usize = 2;
+/// Concurrent HTTP/2 streams per connection.
+const H2_STREAMS_MAX: u32 = 256;
+/// How long a connection refused for overload may take to send its request and read the 503.
+/// Connections being refused at once.
+const REFUSALS_MAX: usize = 64;
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Serves one request. Every error has already become a response.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers a request.
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+}
+
+/// Limits of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Concurrent connections.
+    pub connections_max: usize,
+    /// Time allowed for the TLS handshake plus each request head.
+    pub header_read_timeout: Duration,
+    /// Request head bytes (see [`HEAD_BUFFER_FACTOR`]).
+    pub header_bytes_max: usize,
+    /// In-flight requests may run this long after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// Accepts connections until `shutdown` flips to true, then lets in-flight requests finish for up
+/// to the grace period. Returns the number of connections that had to be cut.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    tls: Option<TlsAcceptor>,
+    limits: ListenerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) -> usize {
+    let builder = Arc::new(http_builder(&limits));
+    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_MAX));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    // Refusals are capped too: past the cap the socket is simply closed.
+                    if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            refuse_overloaded(stream).await;
+                            drop(refusal);
+                        });
+                    }
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = Connection {
+                    builder: builder.clone(),
+                    handler: handler.clone(),
+                    tls: tls.clone(),
+                    limits: limits.clone(),
+                    watcher: graceful.watcher(),
+                    peer,
+                };
+                tokio::spawn(async move {
+                    conn.run(stream).await;
+                    drop(permit);
+                });
+            }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    drop(listener);
+    let open = graceful.count();
+    tokio::select! {
+        () = graceful.shutdown() => 0,
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(open, "shutdown grace elapsed; cutting the remaining connections");
+            open
+        }
+    }
+}
+
+fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let buffer_bytes = (limits.header_bytes_max * HEAD_BUFFER_FACTOR).max(8192);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(buffer_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buffer_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_STREAMS_MAX)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+struct Connection<H> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: Arc<H>,
+    tls: Option<TlsAcceptor>,
+    limits: ListenerLimits,
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn run(self, stream: TcpStream) {
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve_io(stream, false).await;
+        };
+        let handshake =
+            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+        match handshake.await {
+            Ok(Ok(tls_stream)) => self.serve_io(tls_stream, true).await,
+            Ok(Err(error)) => tracing::debug!(peer = %self.peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// hyper's HTTP/1 head timeout starts only once the protocol is known, so a client that sends
+    /// nothing at all is cut here: the first request must arrive within the head deadline.
+    async fn serve_io<I>(self, io: I, tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let started = Arc::new(AtomicBool::new(false));
+        let conn_info = ConnInfo {
+            peer: self.peer,
+            tls,
+        };
+        let handler = self.handler.clone();
+        let seen = started.clone();
+        let service = service_fn(move |request| {
+            seen.store(true, Ordering::Relaxed);
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(request, conn_info).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let conn = self.watcher.watch(conn);
+        let deadline = self.limits.header_read_timeout;
+        let first_request_deadline = async move {
+            tokio::time::sleep(deadline).await;
+            if started.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = conn => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %self.peer, %error, "connection ended with an error");
+                }
+            }
+            () = first_request_deadline => {
+                tracing::debug!(peer = %self.peer, "no request head within the deadline; closing");
+            }
+        }
+    }
+}
+
+/// Over the connection limit: the client's first request is answered 503 problem+json, then the
+/// connection closes. Bounded in time, so a refused client cannot hold a task for long.
+async fn refuse_overloaded(stream: TcpStream) {
+    let service = service_fn(|_request: Request<Incoming>| async {
+        let error = Error::new(ErrorKind::Overloaded, "too many connections; retry shortly")
+            .with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        Ok::<_, Infallible>(error.into_response(None))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn).await;
+}

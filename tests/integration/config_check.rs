@@ -1,0 +1,99 @@
+//! `txgate check` and start-up validation: every config mistake names its file and key.
+
+use std::process::Command;
+
+use crate::support::bin;
+
+fn check(config: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(bin("txgate"))
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), stdout, stderr)
+}
+
+#[test]
+fn config_typo_names_its_key() {
+    // Proves a misspelt key is an error naming the file and the full key path, and check exits 1.
+    let (ok, _, stderr) =
+        check("[upstreams.bank_a]\nurl = \"http://127.0.0.1:7001\"\ntimeout_msx = 5\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("gateway.toml: upstreams.bank_a.timeout_msx: unknown field"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_prints_every_error() {
+    // Proves one run reports a wrong type, a bad reference and a missing saga call together.
+    let config = r#"
+[server]
+max_body_bytes = "big"
+
+[upstreams.bank_a]
+url = "http://127.0.0.1:7001"
+
+[[routes]]
+name = "api"
+path_prefix = "/api/"
+upstream = "bank_b"
+plugins = ["ghost"]
+
+[[routes]]
+name = "transfers"
+path = "/transfers"
+[routes.saga]
+mode = "saga"
+[[routes.saga.steps]]
+name = "debit"
+upstream = "bank_a"
+action = "POST /debit"
+"#;
+    let (ok, _, stderr) = check(config);
+    assert!(!ok);
+    for key in [
+        "server.max_body_bytes: invalid type",
+        "routes[0].upstream: unknown upstream `bank_b`",
+        "routes[0].plugins[0]: unknown plugin `ghost`",
+        "routes[1].saga.steps[0].compensate: required",
+    ] {
+        assert!(stderr.contains(key), "missing `{key}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn valid_config_passes_check() {
+    // Proves check exits 0 with a summary on a good config.
+    let (ok, stdout, stderr) = check(
+        "[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"a\"\n",
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("OK (1 routes, 1 upstreams, 0 plugins)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_exit_1() {
+    // Proves serve validates exactly like check and does not start on a bad config.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[serverx]\n").unwrap();
+    let output = Command::new(bin("txgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml: serverx: unknown key"));
+}

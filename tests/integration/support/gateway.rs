@@ -1,0 +1,238 @@
+//! A gateway process with its own config, store and log in a temp dir.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{bin, client, free_port, wait_until};
+
+/// How long a gateway may take to become ready (plugins are compiled at start).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds a gateway config around a test's upstreams and routes.
+pub struct GatewayBuilder {
+    server: Vec<String>,
+    body: String,
+    wait_ready: bool,
+}
+
+impl GatewayBuilder {
+    /// A config whose upstreams, plugins and routes are `body`; `[server]` and `[store]` are
+    /// filled in with free ports and a temp dir.
+    pub fn new(body: impl Into<String>) -> Self {
+        Self {
+            server: Vec::new(),
+            body: body.into(),
+            wait_ready: true,
+        }
+    }
+
+    /// Adds a `[server]` line, such as `max_body_bytes = 100`.
+    pub fn server(mut self, line: &str) -> Self {
+        self.server.push(line.to_string());
+        self
+    }
+
+    /// Starts without waiting for `/readyz` (for tests of start-up itself).
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Writes the config and starts `txgate serve`.
+    pub async fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{}\n\n[store]\ndir = \"store\"\n\n{}\n",
+            self.server.join("\n"),
+            self.body
+        );
+        let config_path = dir.path().join("txgate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut gateway = Gateway {
+            child: None,
+            port,
+            admin_port,
+            dir,
+            config_path,
+            token: None,
+            starts: 0,
+        };
+        gateway.token = self.server.iter().find_map(|line| {
+            line.strip_prefix("admin_token = ")
+                .map(|t| t.trim_matches('"').to_string())
+        });
+        gateway.spawn();
+        if self.wait_ready {
+            gateway.wait_ready().await;
+        }
+        gateway
+    }
+}
+
+/// A running `txgate serve`, killed on drop.
+pub struct Gateway {
+    child: Option<Child>,
+    /// Client port.
+    pub port: u16,
+    /// Admin port.
+    pub admin_port: u16,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    token: Option<String>,
+    starts: u32,
+}
+
+impl Gateway {
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = File::create(self.log_path()).expect("log file");
+        let child = Command::new(bin("txgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env(
+                "TXGATE_LOG",
+                std::env::var("TXGATE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start txgate");
+        self.child = Some(child);
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("gateway-{}.log", self.starts))
+    }
+
+    /// Everything the current process logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The directory holding the config and the store.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Waits for `/readyz`, failing fast (with the log) if the process dies.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = self.admin_url("/readyz");
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("txgate exited early ({status}):\n{}", self.log());
+            }
+            if client()
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("txgate not ready after {READY_TIMEOUT:?}:\n{}", self.log());
+    }
+
+    /// A URL on the client listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// An authorised admin request.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = client().request(method, self.admin_url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.admin(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric series (`name{labels}`), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal txgate");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let mut status = None;
+        wait_until(timeout, "txgate to exit", || {
+            status = child.try_wait().ok().flatten();
+            let done = status.is_some();
+            async move { done }
+        })
+        .await;
+        self.child = None;
+        status.expect("exit status")
+    }
+
+    /// SIGKILL, reaped at once.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the gateway again with the same config, ports and store.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop the gateway before restarting it"
+        );
+        self.spawn();
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
