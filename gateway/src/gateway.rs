@@ -46,8 +46,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway from a validated config.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let upstreams = upstream::build_all(&config, &metrics)?;
+    pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> Result<Self, Error> {
+        let upstreams = upstream::build_all(&config, &metrics, workers)?;
         let entries = config
             .routes
             .iter()

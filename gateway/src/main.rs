@@ -5,20 +5,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use txgate::cli::{Cli, Command};
 
+// mimalloc: the proxy path allocates per request; measured faster than glibc's malloc there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     txgate::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Check { config } => txgate::check(&config).map(|summary| println!("{summary}")),
-        Command::Serve { config } => txgate::config::load(&config).and_then(|config| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    txgate::Error::new(txgate::ErrorKind::Internal, "tokio").with_cause(e)
-                })?;
-            runtime.block_on(txgate::serve(config))
-        }),
+        Command::Serve { config } => txgate::config::load(&config).and_then(txgate::serve),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Concurrent client connections; more are answered 503 and closed.
     pub max_connections: u32,
+    /// Threads serving the client port; 0 means one per core.
+    pub workers: u32,
     /// A saga still running at this deadline answers 202.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may run after SIGTERM or SIGINT.
@@ -78,6 +80,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 * 1024,
             header_read_timeout_ms: 10_000,
             max_connections: 4096,
+            workers: 0,
             request_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
             tls: None,

@@ -56,8 +56,8 @@ pub trait Handler: Send + Sync + 'static {
 /// Limits of one listener.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
-    /// Concurrent connections.
-    pub connections_max: usize,
+    /// Concurrent connections, shared by every worker serving the port.
+    pub connections: Arc<Semaphore>,
     /// Time allowed for the TLS handshake plus each request head.
     pub header_read_timeout: Duration,
     /// Request head bytes (see [`HEAD_BUFFER_FACTOR`]).
@@ -76,7 +76,7 @@ pub async fn serve<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> usize {
     let builder = Arc::new(http_builder(&limits));
-    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let permits = limits.connections.clone();
     let refusals = Arc::new(Semaphore::new(REFUSALS_MAX));
     let graceful = GracefulShutdown::new();
     loop {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -23,7 +23,12 @@ use listener::ListenerLimits;
 const ADMIN_CONNECTIONS_MAX: usize = 64;
 
 /// Serves until SIGTERM or SIGINT, then drains within `shutdown_grace_ms`.
-pub async fn serve(config: Config) -> Result<(), Error> {
+///
+/// The client port is served by one thread per core, each with its own single-threaded runtime
+/// and its own upstream connections (see `upstream::pool`); they share the listening socket.
+/// Worker 0 also serves the admin API and watches for signals.
+pub fn serve(config: Config) -> Result<(), Error> {
+    let workers = worker_count(config.server.workers);
     let metrics = Arc::new(Metrics::new());
     let tls = match &config.server.tls {
         Some(tls) => Some(tls::acceptor(
@@ -32,51 +37,129 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         )?),
         None => None,
     };
-    let gateway = Arc::new(Gateway::new(config, metrics)?);
+    let gateway = Arc::new(Gateway::new(config, metrics, workers)?);
     let server = gateway.config().server.clone();
-    let client_listener = bind(server.listen, "server.listen").await?;
-    let admin_listener = bind(server.admin_listen, "server.admin_listen").await?;
+    let client_listener = bind(server.listen, "server.listen")?;
+    let admin_listener = bind(server.admin_listen, "server.admin_listen")?;
     tracing::info!(
         listen = %server.listen,
         admin = %server.admin_listen,
         tls = tls.is_some(),
+        workers,
         "txgate serving"
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(watch_signals(stop_tx));
     let limits = ListenerLimits {
-        connections_max: server.max_connections as usize,
+        connections: Arc::new(Semaphore::new(server.max_connections as usize)),
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
         header_bytes_max: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
     };
-    let admin_limits = ListenerLimits {
-        connections_max: ADMIN_CONNECTIONS_MAX,
-        ..limits.clone()
-    };
-    let admin = tokio::spawn(listener::serve(
-        admin_listener,
-        Arc::new(Admin::new(gateway.clone())),
-        None,
-        admin_limits,
-        stop_rx.clone(),
-    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut admin = Some((admin_listener, stop_tx));
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let worker = Worker {
+            index,
+            gateway: gateway.clone(),
+            listener: client_listener
+                .try_clone()
+                .map_err(io_error("server.listen"))?,
+            admin: admin.take(),
+            tls: tls.clone(),
+            limits: limits.clone(),
+            stop: stop_rx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("txgate-worker-{index}"))
+            .spawn(move || worker.run())
+            .map_err(io_error("worker thread"))?;
+        threads.push(thread);
+    }
+    drop(client_listener);
     gateway.set_ready(true);
-    let cut = listener::serve(client_listener, gateway.clone(), tls, limits, stop_rx).await;
+    let mut cut = 0;
+    for thread in threads {
+        cut += thread
+            .join()
+            .map_err(|_| Error::new(ErrorKind::Internal, "a worker thread panicked"))??;
+    }
     gateway.set_ready(false);
-    let _ = admin.await;
     tracing::info!(connections_cut = cut, "txgate stopped");
     Ok(())
 }
 
-async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|e| {
+/// One thread's share of the client port.
+struct Worker {
+    index: usize,
+    gateway: Arc<Gateway>,
+    listener: std::net::TcpListener,
+    admin: Option<(std::net::TcpListener, watch::Sender<bool>)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: ListenerLimits,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) -> Result<usize, Error> {
+        crate::upstream::set_worker_index(self.index);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_error("tokio runtime"))?;
+        runtime.block_on(async move {
+            let listener =
+                TcpListener::from_std(self.listener).map_err(io_error("server.listen"))?;
+            let admin = match self.admin {
+                Some((admin_listener, stop_tx)) => {
+                    let admin_listener = TcpListener::from_std(admin_listener)
+                        .map_err(io_error("server.admin_listen"))?;
+                    tokio::spawn(watch_signals(stop_tx));
+                    let admin_limits = ListenerLimits {
+                        connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS_MAX)),
+                        ..self.limits.clone()
+                    };
+                    Some(tokio::spawn(listener::serve(
+                        admin_listener,
+                        Arc::new(Admin::new(self.gateway.clone())),
+                        None,
+                        admin_limits,
+                        self.stop.clone(),
+                    )))
+                }
+                None => None,
+            };
+            let cut =
+                listener::serve(listener, self.gateway, self.tls, self.limits, self.stop).await;
+            if let Some(admin) = admin {
+                let _ = admin.await;
+            }
+            Ok(cut)
+        })
+    }
+}
+
+/// `0` means one worker per core.
+fn worker_count(configured: u32) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n as usize,
+    }
+}
+
+fn bind(addr: std::net::SocketAddr, key: &'static str) -> Result<std::net::TcpListener, Error> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         Error::new(
             ErrorKind::Internal,
             format!("cannot listen on {addr} ({key})"),
         )
         .with_cause(e)
-    })
+    })?;
+    listener.set_nonblocking(true).map_err(io_error(key))?;
+    Ok(listener)
+}
+
+fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::new(ErrorKind::Internal, what).with_cause(e)
 }
 
 async fn watch_signals(stop: watch::Sender<bool>) {

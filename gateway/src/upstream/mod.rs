@@ -8,6 +8,7 @@
 mod backoff;
 mod breaker;
 mod headers;
+mod pool;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,24 +18,16 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use backoff::delay as backoff_delay;
 pub use breaker::Breaker;
 pub use headers::{add_forwarded, strip_hop_by_hop};
+pub use pool::set_worker_index;
+use pool::{Pool, SendError};
 
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{Metrics, Name};
-
-/// Idle keep-alive connections kept per upstream host.
-const POOL_IDLE_PER_HOST_MAX: usize = 512;
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT_MS: u64 = 60_000;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A request to send upstream. Kept whole so that every attempt sends the same bytes.
 #[derive(Debug, Clone)]
@@ -66,7 +59,7 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
 }
 
 /// Splits an upstream URL into scheme, authority and base path. Only `http` is supported.
-pub fn parse_base_url(url: &str) -> Result<(Scheme, Authority, String), String> {
+pub fn parse_base_url(url: &str) -> Result<(Authority, String), String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
@@ -84,19 +77,18 @@ pub fn parse_base_url(url: &str) -> Result<(Scheme, Authority, String), String> 
         return Err(format!("`{url}` must not have a query"));
     }
     let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok((Scheme::HTTP, authority, base_path))
+    Ok((authority, base_path))
 }
 
 /// One backend service.
 #[derive(Debug)]
 pub struct Upstream {
     name: Name,
-    scheme: Scheme,
-    authority: Authority,
+    host: http::HeaderValue,
     base_path: String,
     config: UpstreamConfig,
     breaker: Breaker,
-    client: HttpClient,
+    pool: Pool,
     response_bytes_max: usize,
     metrics: Arc<Metrics>,
 }
@@ -104,36 +96,32 @@ pub struct Upstream {
 /// Every upstream of a config, by name.
 pub type Upstreams = HashMap<String, Arc<Upstream>>;
 
-/// Builds the upstreams of a validated config; they share one connection pool.
-pub fn build_all(config: &Config, metrics: &Arc<Metrics>) -> Result<Upstreams, Error> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(POOL_IDLE_TIMEOUT_MS))
-        .pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector);
+/// Builds the upstreams of a validated config, each with a connection pool per worker.
+pub fn build_all(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    workers: usize,
+) -> Result<Upstreams, Error> {
     let response_bytes_max =
         usize::try_from(config.server.max_response_bytes).unwrap_or(usize::MAX);
     config
         .upstreams
         .iter()
         .map(|(name, upstream)| {
-            let (scheme, authority, base_path) = parse_base_url(&upstream.url)
+            let (authority, base_path) = parse_base_url(&upstream.url)
                 .map_err(|reason| Error::new(ErrorKind::Config, reason))?;
+            let host = http::HeaderValue::from_str(authority.as_str())
+                .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
             let built = Upstream {
                 name: Arc::new(name.clone()),
-                scheme,
-                authority,
+                pool: Pool::new(authority.to_string(), workers),
+                host,
                 base_path,
                 breaker: Breaker::new(
                     upstream.breaker_failures,
                     Duration::from_millis(upstream.breaker_cooldown_ms),
                 ),
                 config: upstream.clone(),
-                client: client.clone(),
                 response_bytes_max,
                 metrics: metrics.clone(),
             };
@@ -221,23 +209,31 @@ impl Upstream {
     }
 
     async fn exchange(&self, request: &OutboundRequest) -> Result<UpstreamResponse, Error> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, request.path_and_query))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::BadRequest, format!("bad upstream path: {e}")))?;
+        // A connection-level client sends the URI as given: origin-form, plus an explicit Host.
+        let uri = if self.base_path.is_empty() {
+            Uri::try_from(request.path_and_query.as_str())
+        } else {
+            Uri::try_from(format!("{}{}", self.base_path, request.path_and_query))
+        }
+        .map_err(|e| Error::new(ErrorKind::BadRequest, format!("bad upstream path: {e}")))?;
         let mut outbound = Request::new(Full::new(request.body.clone()));
         *outbound.method_mut() = request.method.clone();
         *outbound.uri_mut() = uri;
         *outbound.headers_mut() = request.headers.clone();
-        let response = self.client.request(outbound).await.map_err(|e| {
-            let kind = if e.is_connect() {
-                ErrorKind::UpstreamConnect
-            } else {
-                ErrorKind::UpstreamProtocol
-            };
-            Error::new(kind, format!("upstream `{}`", self.name)).with_cause(e)
+        outbound
+            .headers_mut()
+            .insert(http::header::HOST, self.host.clone());
+        let (response, lease) = self.pool.send(outbound).await.map_err(|e| {
+            let detail = format!("upstream `{}`", self.name);
+            match e {
+                SendError::Connect(e) => {
+                    Error::new(ErrorKind::UpstreamConnect, detail).with_cause(e)
+                }
+                SendError::Unsent(e) => {
+                    Error::new(ErrorKind::UpstreamConnect, detail).with_cause(e)
+                }
+                SendError::Sent(e) => Error::new(ErrorKind::UpstreamProtocol, detail).with_cause(e),
+            }
         })?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, self.response_bytes_max)
@@ -259,6 +255,7 @@ impl Upstream {
                 }
             })?
             .to_bytes();
+        self.pool.put(lease);
         Ok(UpstreamResponse {
             status: parts.status,
             headers: parts.headers,
@@ -273,7 +270,7 @@ mod tests {
 
     #[test]
     fn base_url_needs_http_host_and_port() {
-        let (_, authority, base) = parse_base_url("http://127.0.0.1:7001/v1/").unwrap();
+        let (authority, base) = parse_base_url("http://127.0.0.1:7001/v1/").unwrap();
         assert_eq!(authority.as_str(), "127.0.0.1:7001");
         assert_eq!(base, "/v1");
         assert!(parse_base_url("https://x:1").is_err());
