@@ -28,6 +28,8 @@ pub struct Route {
     pub name: Name,
     /// Plain or saga.
     pub target: Target,
+    /// A prefix removed from the path before it goes upstream.
+    pub strip_prefix: Option<String>,
     /// Whether requests must carry an `X-Request-ID` (saga routes). Plugins that need one (the
     /// idempotency plugin) see whether the client sent it and answer 400 themselves.
     pub requires_request_id: bool,
@@ -126,6 +128,7 @@ fn route_entry(route: &RouteConfig, upstreams: &Upstreams) -> Result<Entry<Route
             name: Arc::new(route.name.clone()),
             target,
             requires_request_id,
+            strip_prefix: route.path_prefix.clone().filter(|_| route.strip_prefix),
         },
     })
 }

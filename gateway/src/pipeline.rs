@@ -80,7 +80,10 @@ async fn dispatch(
     check_header_size(&parts.headers, server.max_header_bytes)?;
     let body = read_body(body, &parts.headers, server.max_body_bytes).await?;
     match &route.target {
-        Target::Plain(upstream) => proxy(upstream, parts, body, conn, id).await,
+        Target::Plain(upstream) => {
+            let path = upstream_path(&parts.uri, route.strip_prefix.as_deref());
+            proxy(upstream, parts, path, body, conn, id).await
+        }
         Target::Saga => Err(Error::new(
             ErrorKind::Internal,
             "saga routes are not served by this build",
@@ -88,9 +91,20 @@ async fn dispatch(
     }
 }
 
+/// The path and query sent upstream, without the route's prefix when it strips one.
+fn upstream_path(uri: &http::Uri, strip: Option<&str>) -> String {
+    let full = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    match strip.and_then(|prefix| full.strip_prefix(prefix.trim_end_matches('/'))) {
+        Some(rest) if rest.starts_with('/') => rest.to_string(),
+        Some(rest) => format!("/{rest}"),
+        None => full.to_string(),
+    }
+}
+
 async fn proxy(
     upstream: &Upstream,
     parts: Parts,
+    path_and_query: String,
     body: Bytes,
     conn: ConnInfo,
     id: &HeaderValue,
@@ -110,10 +124,7 @@ async fn proxy(
     headers.insert(request_id::HEADER, id.clone());
     let outbound = OutboundRequest {
         method: parts.method,
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        path_and_query,
         headers,
         body,
     };
@@ -167,5 +178,19 @@ pub(crate) async fn read_body(
             Error::new(ErrorKind::BadRequest, "the request body could not be read")
                 .with_cause(error),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripping_keeps_a_leading_slash_and_the_query() {
+        let uri: http::Uri = "/bank-a/accounts/alice?x=1".parse().unwrap();
+        assert_eq!(upstream_path(&uri, Some("/bank-a/")), "/accounts/alice?x=1");
+        assert_eq!(upstream_path(&uri, None), "/bank-a/accounts/alice?x=1");
+        let bare: http::Uri = "/bank-a?x=1".parse().unwrap();
+        assert_eq!(upstream_path(&bare, Some("/bank-a")), "/?x=1");
     }
 }

@@ -131,6 +131,13 @@ async fn sigterm_lets_in_flight_request_finish_and_exits_zero() {
     assert_eq!(response.status(), 200);
     let status = gateway.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "exit status {status}");
+    gateway.restart().await;
+    let response = client().get(gateway.url("/echo")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a restart on the same ports serves again"
+    );
 }
 
 #[tokio::test]

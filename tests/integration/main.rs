@@ -9,6 +9,7 @@
 mod support;
 
 mod admin;
+mod bank;
 mod config_check;
 mod lifecycle;
 mod proxy;

@@ -201,6 +201,9 @@ pub struct RouteConfig {
     pub path: Option<String>,
     /// Prefix path match.
     pub path_prefix: Option<String>,
+    /// Plain routes: remove `path_prefix` from the path sent upstream (`/a/x` becomes `/x`).
+    #[serde(default)]
+    pub strip_prefix: bool,
     /// Plugins in request order.
     #[serde(default)]
     pub plugins: Vec<String>,

@@ -155,6 +155,12 @@ fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Is
         }
         _ => {}
     }
+    if route.strip_prefix && (route.path_prefix.is_none() || route.saga.is_some()) {
+        issues.push(
+            format!("{key}.strip_prefix"),
+            "only a plain route with `path_prefix` can strip it",
+        );
+    }
     for (i, method) in route.methods.iter().enumerate() {
         if http::Method::from_bytes(method.as_bytes()).is_err() || method.to_uppercase() != *method
         {

@@ -19,7 +19,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Error, ErrorKind};
@@ -56,8 +56,6 @@ pub trait Handler: Send + Sync + 'static {
 /// Limits of one listener.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
-    /// Concurrent connections, shared by every worker serving the port.
-    pub connections: Arc<Semaphore>,
     /// Time allowed for the TLS handshake plus each request head.
     pub header_read_timeout: Duration,
     /// Request head bytes (see [`HEAD_BUFFER_FACTOR`]).
@@ -66,24 +64,31 @@ pub struct ListenerLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Accepts connections until `shutdown` flips to true, then lets in-flight requests finish for up
-/// to the grace period. Returns the number of connections that had to be cut.
-pub async fn serve<H: Handler>(
+/// An accepted connection on its way to the worker that will serve it.
+#[derive(Debug)]
+pub struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Accepts connections until `shutdown` flips to true, handing them round-robin to the workers'
+/// queues. One acceptor for all workers keeps the spread even, which a shared socket polled by
+/// every worker does not (the first worker to wake takes whole bursts). Returns when shutdown
+/// starts; dropping the senders tells each worker to drain.
+pub async fn accept(
     listener: TcpListener,
-    handler: Arc<H>,
-    tls: Option<TlsAcceptor>,
-    limits: ListenerLimits,
+    workers: Vec<mpsc::UnboundedSender<Accepted>>,
+    connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
-) -> usize {
-    let builder = Arc::new(http_builder(&limits));
-    let permits = limits.connections.clone();
+) {
     let refusals = Arc::new(Semaphore::new(REFUSALS_MAX));
-    let graceful = GracefulShutdown::new();
+    let mut next = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
                     // Refusals are capped too: past the cap the socket is simply closed.
                     if let Ok(refusal) = refusals.clone().try_acquire_owned() {
                         tokio::spawn(async move {
@@ -94,23 +99,47 @@ pub async fn serve<H: Handler>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = Connection {
-                    builder: builder.clone(),
-                    handler: handler.clone(),
-                    tls: tls.clone(),
-                    limits: limits.clone(),
-                    watcher: graceful.watcher(),
-                    peer,
-                };
-                tokio::spawn(async move {
-                    conn.run(stream).await;
-                    drop(permit);
-                });
+                let Ok(stream) = stream.into_std() else { continue };
+                let _ = workers[next].send(Accepted { stream, peer, permit });
+                next = (next + 1) % workers.len();
             }
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
-    drop(listener);
+}
+
+/// Serves the connections handed to this worker until its queue closes, then lets in-flight
+/// requests finish for up to the grace period. Returns the number of connections cut.
+pub async fn serve<H: Handler>(
+    mut queue: mpsc::UnboundedReceiver<Accepted>,
+    handler: Arc<H>,
+    tls: Option<TlsAcceptor>,
+    limits: ListenerLimits,
+) -> usize {
+    let builder = Arc::new(http_builder(&limits));
+    let graceful = GracefulShutdown::new();
+    while let Some(Accepted {
+        stream,
+        peer,
+        permit,
+    }) = queue.recv().await
+    {
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            continue;
+        };
+        let conn = Connection {
+            builder: builder.clone(),
+            handler: handler.clone(),
+            tls: tls.clone(),
+            limits: limits.clone(),
+            watcher: graceful.watcher(),
+            peer,
+        };
+        tokio::spawn(async move {
+            conn.run(stream).await;
+            drop(permit);
+        });
+    }
     let open = graceful.count();
     tokio::select! {
         () = graceful.shutdown() => 0,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -25,8 +25,8 @@ const ADMIN_CONNECTIONS_MAX: usize = 64;
 /// Serves until SIGTERM or SIGINT, then drains within `shutdown_grace_ms`.
 ///
 /// The client port is served by one thread per core, each with its own single-threaded runtime
-/// and its own upstream connections (see `upstream::pool`); they share the listening socket.
-/// Worker 0 also serves the admin API and watches for signals.
+/// and its own upstream connections (see `upstream::pool`). Worker 0 also accepts every
+/// connection and hands them out round-robin, serves the admin API, and watches for signals.
 pub fn serve(config: Config) -> Result<(), Error> {
     let workers = worker_count(config.server.workers);
     let metrics = Arc::new(Metrics::new());
@@ -49,25 +49,31 @@ pub fn serve(config: Config) -> Result<(), Error> {
         "txgate serving"
     );
     let limits = ListenerLimits {
-        connections: Arc::new(Semaphore::new(server.max_connections as usize)),
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
         header_bytes_max: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
     };
+    let (queues, mut receivers): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+    let mut front = Some(Front {
+        client: client_listener,
+        admin: admin_listener,
+        queues,
+        connections: Arc::new(Semaphore::new(server.max_connections as usize)),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut admin = Some((admin_listener, stop_tx));
+    let mut stop_tx = Some(stop_tx);
     let mut threads = Vec::with_capacity(workers);
-    for index in 0..workers {
+    for (index, queue) in receivers.drain(..).enumerate() {
         let worker = Worker {
             index,
             gateway: gateway.clone(),
-            listener: client_listener
-                .try_clone()
-                .map_err(io_error("server.listen"))?,
-            admin: admin.take(),
+            queue,
+            front: front.take(),
+            stop_tx: stop_tx.take(),
+            stop: stop_rx.clone(),
             tls: tls.clone(),
             limits: limits.clone(),
-            stop: stop_rx.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("txgate-worker-{index}"))
@@ -75,7 +81,6 @@ pub fn serve(config: Config) -> Result<(), Error> {
             .map_err(io_error("worker thread"))?;
         threads.push(thread);
     }
-    drop(client_listener);
     gateway.set_ready(true);
     let mut cut = 0;
     for thread in threads {
@@ -88,15 +93,24 @@ pub fn serve(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// One thread's share of the client port.
+/// What worker 0 runs besides its share of connections: the acceptor and the admin API.
+struct Front {
+    client: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    queues: Vec<mpsc::UnboundedSender<listener::Accepted>>,
+    connections: Arc<Semaphore>,
+}
+
+/// One thread's share of the client connections.
 struct Worker {
     index: usize,
     gateway: Arc<Gateway>,
-    listener: std::net::TcpListener,
-    admin: Option<(std::net::TcpListener, watch::Sender<bool>)>,
+    queue: mpsc::UnboundedReceiver<listener::Accepted>,
+    front: Option<Front>,
+    stop_tx: Option<watch::Sender<bool>>,
+    stop: watch::Receiver<bool>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ListenerLimits,
-    stop: watch::Receiver<bool>,
 }
 
 impl Worker {
@@ -107,35 +121,52 @@ impl Worker {
             .build()
             .map_err(io_error("tokio runtime"))?;
         runtime.block_on(async move {
-            let listener =
-                TcpListener::from_std(self.listener).map_err(io_error("server.listen"))?;
-            let admin = match self.admin {
-                Some((admin_listener, stop_tx)) => {
-                    let admin_listener = TcpListener::from_std(admin_listener)
-                        .map_err(io_error("server.admin_listen"))?;
-                    tokio::spawn(watch_signals(stop_tx));
-                    let admin_limits = ListenerLimits {
-                        connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS_MAX)),
-                        ..self.limits.clone()
-                    };
-                    Some(tokio::spawn(listener::serve(
-                        admin_listener,
-                        Arc::new(Admin::new(self.gateway.clone())),
-                        None,
-                        admin_limits,
-                        self.stop.clone(),
-                    )))
-                }
+            if let Some(stop_tx) = self.stop_tx {
+                tokio::spawn(watch_signals(stop_tx));
+            }
+            let admin = match self.front {
+                Some(front) => Some(start_front(front, &self.gateway, &self.limits, &self.stop)?),
                 None => None,
             };
-            let cut =
-                listener::serve(listener, self.gateway, self.tls, self.limits, self.stop).await;
+            let cut = listener::serve(self.queue, self.gateway, self.tls, self.limits).await;
             if let Some(admin) = admin {
                 let _ = admin.await;
             }
             Ok(cut)
         })
     }
+}
+
+/// Starts the client acceptor and the admin listener on the current worker.
+fn start_front(
+    front: Front,
+    gateway: &Arc<Gateway>,
+    limits: &ListenerLimits,
+    stop: &watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<usize>, Error> {
+    let client = TcpListener::from_std(front.client).map_err(io_error("server.listen"))?;
+    let admin = TcpListener::from_std(front.admin).map_err(io_error("server.admin_listen"))?;
+    tokio::spawn(listener::accept(
+        client,
+        front.queues,
+        front.connections,
+        stop.clone(),
+    ));
+    let (admin_queue, admin_receiver) = mpsc::unbounded_channel();
+    let admin_connections = Arc::new(Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    tokio::spawn(listener::accept(
+        admin,
+        vec![admin_queue],
+        admin_connections,
+        stop.clone(),
+    ));
+    let handler = Arc::new(Admin::new(gateway.clone()));
+    Ok(tokio::spawn(listener::serve(
+        admin_receiver,
+        handler,
+        None,
+        limits.clone(),
+    )))
 }
 
 /// `0` means one worker per core.

@@ -118,7 +118,9 @@ impl Pool {
                 },
             }
         }
-        Err(SendError::Unsent(unsent.expect("the loop ran at least once")))
+        Err(SendError::Unsent(
+            unsent.expect("the loop ran at least once"),
+        ))
     }
 
     /// Returns a connection whose response has been read in full.

@@ -1,7 +1,7 @@
 //! A gateway process with its own config, store and log in a temp dir.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct GatewayBuilder {
     server: Vec<String>,
     body: String,
-    wait_ready: bool,
 }
 
 impl GatewayBuilder {
@@ -27,19 +26,12 @@ impl GatewayBuilder {
         Self {
             server: Vec::new(),
             body: body.into(),
-            wait_ready: true,
         }
     }
 
     /// Adds a `[server]` line, such as `max_body_bytes = 100`.
     pub fn server(mut self, line: &str) -> Self {
         self.server.push(line.to_string());
-        self
-    }
-
-    /// Starts without waiting for `/readyz` (for tests of start-up itself).
-    pub fn no_wait(mut self) -> Self {
-        self.wait_ready = false;
         self
     }
 
@@ -69,9 +61,7 @@ impl GatewayBuilder {
                 .map(|t| t.trim_matches('"').to_string())
         });
         gateway.spawn();
-        if self.wait_ready {
-            gateway.wait_ready().await;
-        }
+        gateway.wait_ready().await;
         gateway
     }
 }
@@ -115,11 +105,6 @@ impl Gateway {
     /// Everything the current process logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// The directory holding the config and the store.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Waits for `/readyz`, failing fast (with the log) if the process dies.

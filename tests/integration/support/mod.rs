@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use bank::Bank;
-pub use gateway::{Gateway, GatewayBuilder};
+pub use gateway::GatewayBuilder;
 
 /// A built workspace binary (`txgate`, `txgate-bank`), next to this test executable.
 pub fn bin(name: &str) -> PathBuf {
