@@ -58,6 +58,7 @@ impl Admin {
             )
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
             (&Method::GET, "/metrics") => Ok(self.metrics()),
+            (&Method::POST, "/admin/reload") => self.reload().await,
             _ => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no admin call {} {path}", request.method()),
@@ -73,6 +74,28 @@ impl Admin {
             StatusCode::SERVICE_UNAVAILABLE
         };
         json(status, &serde_json::json!({ "ready": ready }))
+    }
+
+    async fn reload(&self) -> Result<Response<Full<Bytes>>, Error> {
+        let gateway = self.gateway.clone();
+        let reloaded = tokio::task::spawn_blocking(move || gateway.reload_plugins())
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Internal, "the reload task failed").with_cause(e)
+            })??;
+        tracing::info!(
+            trigger = "admin",
+            version = reloaded.version,
+            plugins = ?reloaded.plugins,
+            "plugins reloaded"
+        );
+        let body = serde_json::json!({
+            "reloaded": true,
+            "version": reloaded.version,
+            "plugins": reloaded.plugins,
+            "elapsed_ms": reloaded.elapsed.as_millis() as u64,
+        });
+        Ok(json(StatusCode::OK, &body))
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {

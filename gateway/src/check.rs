@@ -9,6 +9,7 @@ use crate::error::Error;
 /// A one-line summary of a valid config.
 pub fn check(path: &Path) -> Result<String, Error> {
     let config = config::load(path)?;
+    crate::plugin::check_all(&config)?;
     Ok(format!(
         "{}: OK ({} routes, {} upstreams, {} plugins)",
         path.display(),

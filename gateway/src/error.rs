@@ -49,6 +49,8 @@ pub enum ErrorKind {
     PluginFailed,
     /// The config file is wrong; the detail lists every issue.
     Config,
+    /// A plugin reload failed; the running plugins stay.
+    ReloadFailed,
     /// The durable store failed or refused to start.
     Store,
     /// Anything else: a bug, or the operating system said no.
@@ -85,6 +87,7 @@ impl ErrorKind {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ReloadFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Config | Self::Store | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +110,7 @@ impl ErrorKind {
             Self::BreakerOpen => "breaker-open",
             Self::PluginFailed => "plugin-failed",
             Self::Config => "config",
+            Self::ReloadFailed => "reload-failed",
             Self::Store => "store",
             Self::Internal => "internal",
         }
@@ -129,6 +133,7 @@ impl ErrorKind {
             Self::BreakerOpen => "Upstream circuit breaker open",
             Self::PluginFailed => "Plugin failed",
             Self::Config => "Configuration error",
+            Self::ReloadFailed => "Plugin reload failed; the running plugins stay",
             Self::Store => "Store error",
             Self::Internal => "Internal error",
         }
@@ -150,7 +155,9 @@ impl ErrorKind {
             | Self::UpstreamResponseTooLarge
             | Self::BreakerOpen => Side::Upstream,
             Self::PluginFailed => Side::Plugin,
-            Self::Overloaded | Self::Config | Self::Store | Self::Internal => Side::Internal,
+            Self::Overloaded | Self::Config | Self::ReloadFailed | Self::Store | Self::Internal => {
+                Side::Internal
+            }
         }
     }
 }

@@ -1,15 +1,17 @@
 //! The running gateway: the validated config turned into routes, upstreams and metrics, shared by
 //! every connection.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::Method;
+use tokio::sync::watch;
 
 use crate::config::{Config, RouteConfig};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{Metrics, Name};
+use crate::plugin::{self, Chain, PluginEnv, Plugins};
 use crate::server::router::{Entry, PathMatch, Router};
+use crate::store::EmbeddedStore;
 use crate::upstream::{self, Upstream, Upstreams};
 
 /// What a matched route does.
@@ -35,6 +37,9 @@ pub struct Route {
     pub requires_request_id: bool,
 }
 
+/// Keys one store namespace may hold.
+const KEYS_PER_NAMESPACE_MAX: usize = 10_000_000;
+
 /// Shared state of a running gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -42,7 +47,10 @@ pub struct Gateway {
     router: Router<Route>,
     upstreams: Upstreams,
     metrics: Arc<Metrics>,
-    ready: AtomicBool,
+    store: Arc<EmbeddedStore>,
+    plugins: OnceLock<Plugins>,
+    boot_id: Arc<str>,
+    ready: watch::Sender<bool>,
     unmatched: Name,
 }
 
@@ -60,9 +68,51 @@ impl Gateway {
             router: Router::new(entries),
             upstreams,
             metrics,
-            ready: AtomicBool::new(false),
+            store: Arc::new(EmbeddedStore::new(KEYS_PER_NAMESPACE_MAX)),
+            plugins: OnceLock::new(),
+            boot_id: Arc::from(uuid::Uuid::new_v4().to_string()),
+            ready: watch::channel(false).0,
             unmatched: Arc::new("_unmatched".to_string()),
         })
+    }
+
+    /// Everything that must happen before the gateway is ready: compile the plugins.
+    pub fn start_up(&self) -> Result<(), Error> {
+        let env = PluginEnv {
+            runtime: plugin::Runtime::new()?,
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            boot_id: self.boot_id.clone(),
+        };
+        let plugins = Plugins::load(&self.config, env)?;
+        tracing::info!(plugins = ?plugins.current().names(), "plugins loaded");
+        let _ = self.plugins.set(plugins);
+        Ok(())
+    }
+
+    /// The live plugins (set once start-up has run).
+    pub fn plugins(&self) -> Option<&Plugins> {
+        self.plugins.get()
+    }
+
+    /// The plugin chain of a route, in the live plugin version.
+    pub fn chain(&self, route: &str) -> Option<Chain> {
+        let set = self.plugins.get()?.current();
+        let plugins = set.chain(route)?.clone();
+        let body_bytes_max =
+            usize::try_from(self.config.server.max_response_bytes).unwrap_or(usize::MAX);
+        Some(Chain::new(plugins, body_bytes_max))
+    }
+
+    /// Reloads the plugins from the config file (blocking: it compiles).
+    pub fn reload_plugins(&self) -> Result<plugin::Reloaded, Error> {
+        let plugins = self
+            .plugins
+            .get()
+            .ok_or_else(|| Error::new(ErrorKind::ReloadFailed, "the gateway is still starting"))?;
+        plugins
+            .reload()
+            .map_err(|e| Error::new(ErrorKind::ReloadFailed, e.to_string()))
     }
 
     /// The config it runs.
@@ -92,12 +142,17 @@ impl Gateway {
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        *self.ready.borrow()
     }
 
-    /// Marks the gateway ready (store recovered, plugins loaded).
+    /// Marks the gateway ready (store recovered, plugins loaded) or not (shutting down).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+        self.ready.send_replace(ready);
+    }
+
+    /// Watches readiness: the acceptor waits for it before taking connections.
+    pub fn ready_watch(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 }
 

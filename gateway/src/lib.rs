@@ -9,6 +9,8 @@
 //! validates without serving. Every failure is an [`Error`], which becomes an RFC 9457 problem+json
 //! response in exactly one place.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 mod check;
 pub mod cli;
@@ -18,9 +20,12 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 mod pipeline;
+pub mod plugin;
 pub mod request_id;
 pub mod server;
+pub mod store;
 pub mod upstream;
+pub mod worker;
 
 pub use check::check;
 pub use config::{Config, ConfigIssue};

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 
 use crate::error::{Error, ErrorKind};
 use crate::gateway::{Gateway, Route, Target};
+use crate::plugin::{RequestStep, wit, wit_headers};
 use crate::request_id;
 use crate::server::listener::{ConnInfo, Handler};
 use crate::upstream::{self, OutboundRequest, Upstream};
@@ -55,34 +56,87 @@ async fn serve_route(
     body: Incoming,
     conn: ConnInfo,
 ) -> Response<Full<Bytes>> {
-    let id = match request_id::extract(&parts.headers, route.requires_request_id) {
-        Ok((id, _generated)) => id,
+    let (id, generated) = match request_id::extract(&parts.headers, route.requires_request_id) {
+        Ok(found) => found,
         Err(error) => return error.into_response(None),
     };
-    match dispatch(gateway, route, parts, body, conn, &id).await {
-        Ok(mut response) => {
-            response.headers_mut().insert(request_id::HEADER, id);
-            response
-        }
+    let request = Admitted {
+        route,
+        conn,
+        id: &id,
+        id_from_client: !generated,
+    };
+    let mut response = match admit(gateway, &request, parts, body).await {
+        Ok(response) => response,
         Err(error) => error.into_response(id.to_str().ok()),
-    }
+    };
+    response.headers_mut().insert(request_id::HEADER, id);
+    response
 }
 
-async fn dispatch(
-    gateway: &Gateway,
-    route: &Route,
-    parts: Parts,
-    body: Incoming,
+/// A request that passed routing and the request-ID check.
+struct Admitted<'a> {
+    route: &'a Route,
     conn: ConnInfo,
-    id: &HeaderValue,
+    id: &'a HeaderValue,
+    id_from_client: bool,
+}
+
+/// Limits, then the route's plugins around its target.
+async fn admit(
+    gateway: &Gateway,
+    request: &Admitted<'_>,
+    mut parts: Parts,
+    body: Incoming,
 ) -> Result<Response<Full<Bytes>>, Error> {
     let server = &gateway.config().server;
     check_header_size(&parts.headers, server.max_header_bytes)?;
     let body = read_body(body, &parts.headers, server.max_body_bytes).await?;
-    match &route.target {
+    let Some(chain) = gateway.chain(&request.route.name) else {
+        return target(request, parts, body).await;
+    };
+    let mut seen = plugin_view(request, &parts, &body);
+    let response = match chain.on_request(&mut seen, &mut parts.headers).await? {
+        RequestStep::Respond {
+            response,
+            answered_by,
+        } => return chain.on_response(answered_by, &seen, response).await,
+        RequestStep::Continue => target(request, parts, body)
+            .await
+            .unwrap_or_else(|error| error.into_response(request.id.to_str().ok())),
+    };
+    chain.on_response(chain.len(), &seen, response).await
+}
+
+/// The request as plugins see it.
+fn plugin_view(request: &Admitted<'_>, parts: &Parts, body: &Bytes) -> wit::Request {
+    wit::Request {
+        route: request.route.name.to_string(),
+        method: parts.method.as_str().to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
+        headers: wit_headers(&parts.headers),
+        body: body.to_vec(),
+        client_ip: request.conn.peer.ip().to_string(),
+        request_id: request.id.to_str().unwrap_or_default().to_string(),
+        request_id_from_client: request.id_from_client,
+        saga_route: matches!(request.route.target, Target::Saga),
+    }
+}
+
+/// The route's target: a plain upstream call, or a saga.
+async fn target(
+    request: &Admitted<'_>,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Response<Full<Bytes>>, Error> {
+    match &request.route.target {
         Target::Plain(upstream) => {
-            let path = upstream_path(&parts.uri, route.strip_prefix.as_deref());
-            proxy(upstream, parts, path, body, conn, id).await
+            let path = upstream_path(&parts.uri, request.route.strip_prefix.as_deref());
+            proxy(upstream, parts, path, body, request.conn, request.id).await
         }
         Target::Saga => Err(Error::new(
             ErrorKind::Internal,

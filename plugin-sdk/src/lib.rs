@@ -1,1 +1,175 @@
-//! sdk
+//! # txgate-plugin-sdk
+//!
+//! Write txgate plugins in Rust and compile them to WebAssembly components:
+//!
+//! ```no_run
+//! use txgate_plugin_sdk::{HeaderChanges, HookError, Plugin, Request, RequestDecision};
+//!
+//! struct Tagger;
+//!
+//! impl Plugin for Tagger {
+//!     fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+//!         let tag = format!("seen-by-tagger:{}", request.route);
+//!         Ok(RequestDecision::Continue(HeaderChanges::none().set("x-tag", &tag)))
+//!     }
+//! }
+//!
+//! txgate_plugin_sdk::export!(Tagger);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-wasip2 --release` (the crate is a `cdylib`), and name
+//! the `.wasm` file in the gateway's `[plugins.NAME]` table. `plugin-sdk/README.md` walks through
+//! it step by step.
+//!
+//! - [`Plugin`] has one method per hook of the WIT world (`wit/plugin.wit`, the source of truth),
+//!   each with a default that tells the gateway the hook is not implemented, so it is skipped.
+//! - The host's offer is in [`kv`], [`clock`], [`random`], [`log`], [`config`] and [`process`].
+//!   There is nothing else: no files, sockets or environment.
+//! - [`testing::Harness`] runs your hooks natively, with a fake host (an in-memory key-value store
+//!   and a settable clock), so plain `cargo test` tests your plugin.
+
+#![deny(missing_docs)]
+
+mod host;
+mod types;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+mod guest;
+
+// The generated bindings name the SDK by its crate name, from plugin crates and from here alike.
+#[cfg(target_arch = "wasm32")]
+extern crate self as txgate_plugin_sdk;
+
+pub use host::{KvError, clock, config, kv, log, process, random};
+/// The JSON library the SDK uses for bodies and config, re-exported so plugins need not pin it.
+pub use serde_json;
+pub use types::{
+    Classification, CompensateDecision, Header, HeaderChanges, HookError, Phase, Request,
+    RequestDecision, Response, StepAnswer, StepCall, find_header,
+};
+
+/// A txgate plugin: one associated function per hook. Every hook has a default that answers
+/// [`HookError::NotImplemented`], after which the gateway skips that hook for this plugin.
+///
+/// Hooks keep no state between calls in the plugin's memory: the gateway may run each call on a
+/// fresh or a reused instance. Keep state in [`kv`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a txgate plugin",
+    label = "this type is named in `txgate_plugin_sdk::export!`",
+    note = "add `impl txgate_plugin_sdk::Plugin for {Self} {{}}` and override the hooks you need"
+)]
+pub trait Plugin {
+    /// After routing and the gateway's checks, before any upstream call, in plugin order.
+    /// Continue (optionally editing request headers) or answer the client at once.
+    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+        let _ = request;
+        Err(HookError::NotImplemented)
+    }
+
+    /// Before each saga call; returns the call to send (method, path, headers and body may be
+    /// rewritten).
+    fn on_step_request(call: StepCall) -> Result<StepCall, HookError> {
+        let _ = call;
+        Err(HookError::NotImplemented)
+    }
+
+    /// After each saga call attempt; `Some` overrides how the answer is classified.
+    fn on_step_response(
+        call: StepCall,
+        answer: StepAnswer,
+    ) -> Result<Option<Classification>, HookError> {
+        let _ = (call, answer);
+        Err(HookError::NotImplemented)
+    }
+
+    /// Once before a compensation or cancel is first sent: rewrite it, or skip it. A
+    /// [`HookError::Failed`] here makes the saga `stuck`; the undo is never sent half-built.
+    fn on_compensate(
+        undo: StepCall,
+        action: StepCall,
+        action_answer: Option<StepAnswer>,
+    ) -> Result<CompensateDecision, HookError> {
+        let _ = (undo, action, action_answer);
+        Err(HookError::NotImplemented)
+    }
+
+    /// Before the response goes to the client, in reverse plugin order; returns the response to
+    /// send.
+    fn on_response(request: Request, response: Response) -> Result<Response, HookError> {
+        let _ = (request, response);
+        Err(HookError::NotImplemented)
+    }
+}
+
+/// Exports a [`Plugin`] as the component's hooks: `txgate_plugin_sdk::export!(MyPlugin);`.
+///
+/// Use it once, at the root of a `cdylib` crate. In a native build (tests) it only checks that
+/// the type is a plugin.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        const _: fn() = || {
+            fn assert_plugin<P: $crate::Plugin>() {}
+            assert_plugin::<$plugin>();
+        };
+
+        // The export glue is wit-bindgen's canonical-ABI code: raw pointers by necessity.
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            use $crate::__private::wit_types as __wit;
+
+            struct __TxgatePluginExport;
+
+            impl $crate::__private::HooksGuest for __TxgatePluginExport {
+                fn on_request(r: __wit::Request) -> Result<__wit::RequestDecision, __wit::HookError> {
+                    $crate::__private::on_request::<$plugin>(r)
+                }
+                fn on_step_request(c: __wit::StepCall) -> Result<__wit::StepCall, __wit::HookError> {
+                    $crate::__private::on_step_request::<$plugin>(c)
+                }
+                fn on_step_response(
+                    c: __wit::StepCall,
+                    a: __wit::StepAnswer,
+                ) -> Result<Option<__wit::Classification>, __wit::HookError> {
+                    $crate::__private::on_step_response::<$plugin>(c, a)
+                }
+                fn on_compensate(
+                    u: __wit::StepCall,
+                    c: __wit::StepCall,
+                    a: Option<__wit::StepAnswer>,
+                ) -> Result<__wit::CompensateDecision, __wit::HookError> {
+                    $crate::__private::on_compensate::<$plugin>(u, c, a)
+                }
+                fn on_response(
+                    r: __wit::Request,
+                    s: __wit::Response,
+                ) -> Result<__wit::Response, __wit::HookError> {
+                    $crate::__private::on_response::<$plugin>(r, s)
+                }
+            }
+
+            $crate::__private::bindings::__export_plugin_bindings!(__TxgatePluginExport with_types_in $crate::__private::bindings);
+        };
+    };
+    () => {
+        compile_error!("name your plugin type: `txgate_plugin_sdk::export!(MyPlugin);`");
+    };
+    ($($other:tt)+) => {
+        compile_error!("`export!` takes one type that implements `txgate_plugin_sdk::Plugin`: `txgate_plugin_sdk::export!(MyPlugin);`");
+    };
+}
+
+/// Used by [`export!`]; not part of the API.
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+pub mod __private {
+    pub use crate::guest::{
+        HooksGuest, bindings, on_compensate, on_request, on_response, on_step_request,
+        on_step_response, wit_types,
+    };
+    pub use wit_bindgen;
+}

@@ -8,9 +8,15 @@
 
 mod support;
 
+/// Paths of the WebAssembly components `build.rs` compiled from source.
+mod wasm {
+    include!(concat!(env!("OUT_DIR"), "/wasm.rs"));
+}
+
 mod admin;
 mod bank;
 mod config_check;
 mod lifecycle;
+mod plugins;
 mod proxy;
 mod resilience;

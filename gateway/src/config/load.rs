@@ -51,6 +51,7 @@ pub fn load(path: &Path) -> Result<Config, Error> {
         .parse()
         .map_err(|e: toml::de::Error| fail(vec![ConfigIssue::new("", syntax_reason(&text, &e))]))?;
     let (mut config, mut issues) = parse_table(table);
+    config.path = path.to_path_buf();
     config.base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

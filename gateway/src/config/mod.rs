@@ -37,6 +37,9 @@ pub struct Config {
     /// The directory relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The config file itself (re-read on reload).
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 /// `[server]`.

@@ -72,16 +72,22 @@ pub struct Accepted {
     permit: OwnedSemaphorePermit,
 }
 
-/// Accepts connections until `shutdown` flips to true, handing them round-robin to the workers'
+/// Once `ready`, accepts connections until `shutdown` flips to true, handing them round-robin to the workers'
 /// queues. One acceptor for all workers keeps the spread even, which a shared socket polled by
 /// every worker does not (the first worker to wake takes whole bursts). Returns when shutdown
 /// starts; dropping the senders tells each worker to drain.
 pub async fn accept(
     listener: TcpListener,
+    mut ready: watch::Receiver<bool>,
     workers: Vec<mpsc::UnboundedSender<Accepted>>,
     connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Until the gateway is ready, connections wait in the kernel's backlog.
+    tokio::select! {
+        _ = ready.wait_for(|ready| *ready) => {}
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    }
     let refusals = Arc::new(Semaphore::new(REFUSALS_MAX));
     let mut next = 0;
     loop {

@@ -29,6 +29,7 @@ const ADMIN_CONNECTIONS_MAX: usize = 64;
 /// connection and hands them out round-robin, serves the admin API, and watches for signals.
 pub fn serve(config: Config) -> Result<(), Error> {
     let workers = worker_count(config.server.workers);
+    crate::worker::set_count(workers);
     let metrics = Arc::new(Metrics::new());
     let tls = match &config.server.tls {
         Some(tls) => Some(tls::acceptor(
@@ -62,6 +63,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         connections: Arc::new(Semaphore::new(server.max_connections as usize)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_signal = stop_tx.clone();
     let mut stop_tx = Some(stop_tx);
     let mut threads = Vec::with_capacity(workers);
     for (index, queue) in receivers.drain(..).enumerate() {
@@ -81,7 +83,14 @@ pub fn serve(config: Config) -> Result<(), Error> {
             .map_err(io_error("worker thread"))?;
         threads.push(thread);
     }
-    gateway.set_ready(true);
+    let started = gateway.start_up();
+    match &started {
+        Ok(()) => gateway.set_ready(true),
+        Err(error) => {
+            tracing::error!(%error, "start-up failed; stopping");
+            let _ = stop_signal.send(true);
+        }
+    }
     let mut cut = 0;
     for thread in threads {
         cut += thread
@@ -89,6 +98,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
             .map_err(|_| Error::new(ErrorKind::Internal, "a worker thread panicked"))??;
     }
     gateway.set_ready(false);
+    started?;
     tracing::info!(connections_cut = cut, "txgate stopped");
     Ok(())
 }
@@ -115,14 +125,14 @@ struct Worker {
 
 impl Worker {
     fn run(self) -> Result<usize, Error> {
-        crate::upstream::set_worker_index(self.index);
+        crate::worker::set_index(self.index);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(io_error("tokio runtime"))?;
         runtime.block_on(async move {
             if let Some(stop_tx) = self.stop_tx {
-                tokio::spawn(watch_signals(stop_tx));
+                tokio::spawn(watch_signals(stop_tx, self.gateway.clone()));
             }
             let admin = match self.front {
                 Some(front) => Some(start_front(front, &self.gateway, &self.limits, &self.stop)?),
@@ -148,6 +158,7 @@ fn start_front(
     let admin = TcpListener::from_std(front.admin).map_err(io_error("server.admin_listen"))?;
     tokio::spawn(listener::accept(
         client,
+        gateway.ready_watch(),
         front.queues,
         front.connections,
         stop.clone(),
@@ -156,6 +167,7 @@ fn start_front(
     let admin_connections = Arc::new(Semaphore::new(ADMIN_CONNECTIONS_MAX));
     tokio::spawn(listener::accept(
         admin,
+        watch::channel(true).1,
         vec![admin_queue],
         admin_connections,
         stop.clone(),
@@ -193,21 +205,45 @@ fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |e| Error::new(ErrorKind::Internal, what).with_cause(e)
 }
 
-async fn watch_signals(stop: watch::Sender<bool>) {
-    let (Ok(mut term), Ok(mut int)) = (
+/// SIGTERM and SIGINT stop the gateway; SIGHUP reloads the plugins.
+async fn watch_signals(stop: watch::Sender<bool>, gateway: Arc<Gateway>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                let gateway = gateway.clone();
+                tokio::task::spawn_blocking(move || log_reload(&gateway, "SIGHUP"));
+            }
+        }
     };
     tracing::info!(
         signal = name,
         "shutting down: no new connections, letting requests finish"
     );
     let _ = stop.send(true);
+}
+
+/// Reloads the plugins and logs the outcome (SIGHUP has no one to answer).
+fn log_reload(gateway: &Gateway, trigger: &str) {
+    match gateway.reload_plugins() {
+        Ok(reloaded) => tracing::info!(
+            trigger,
+            version = reloaded.version,
+            plugins = ?reloaded.plugins,
+            elapsed_ms = reloaded.elapsed.as_millis() as u64,
+            "plugins reloaded"
+        ),
+        Err(error) => {
+            tracing::error!(trigger, %error, "plugin reload failed; the running plugins stay")
+        }
+    }
 }

@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Full, Limited};
 pub use backoff::delay as backoff_delay;
 pub use breaker::Breaker;
 pub use headers::{add_forwarded, strip_hop_by_hop};
-pub use pool::set_worker_index;
 use pool::{Pool, SendError};
 
 use crate::config::{Config, UpstreamConfig};

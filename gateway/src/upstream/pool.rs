@@ -9,7 +9,6 @@
 //! A request that hyper hands back unsent (the pooled connection closed before it was written)
 //! is safe to send again on another connection; that is the only retry this module makes.
 
-use std::cell::Cell;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,16 +26,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_PER_WORKER_MAX: usize = 256;
 /// Unsent requests re-tried on another connection before giving up.
 const UNSENT_RETRIES_MAX: usize = 4;
-
-thread_local! {
-    /// The worker this thread is (0 outside the worker pool).
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks the current thread as worker `index`; pools then use that worker's slot.
-pub fn set_worker_index(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -83,7 +72,7 @@ impl Pool {
     }
 
     fn slot(&self) -> &Mutex<Vec<Idle>> {
-        let index = WORKER.with(Cell::get) % self.slots.len();
+        let index = crate::worker::index() % self.slots.len();
         &self.slots[index]
     }
 

@@ -40,22 +40,18 @@ impl GatewayBuilder {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let admin_port = free_port();
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{}\n\n[store]\ndir = \"store\"\n\n{}\n",
-            self.server.join("\n"),
-            self.body
-        );
         let config_path = dir.path().join("txgate.toml");
-        std::fs::write(&config_path, config).expect("write config");
         let mut gateway = Gateway {
             child: None,
             port,
             admin_port,
             dir,
             config_path,
+            server: self.server.clone(),
             token: None,
             starts: 0,
         };
+        gateway.write_config(&self.body);
         gateway.token = self.server.iter().find_map(|line| {
             line.strip_prefix("admin_token = ")
                 .map(|t| t.trim_matches('"').to_string())
@@ -75,11 +71,24 @@ pub struct Gateway {
     pub admin_port: u16,
     dir: tempfile::TempDir,
     config_path: PathBuf,
+    server: Vec<String>,
     token: Option<String>,
     starts: u32,
 }
 
 impl Gateway {
+    /// Rewrites the config file with a new body (same server section, ports and store), for
+    /// reload tests.
+    pub fn write_config(&self, body: &str) {
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{}\n\n[store]\ndir = \"store\"\n\n{body}\n",
+            self.port,
+            self.admin_port,
+            self.server.join("\n"),
+        );
+        std::fs::write(&self.config_path, config).expect("write config");
+    }
+
     fn spawn(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path()).expect("log file");

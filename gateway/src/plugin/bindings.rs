@@ -1,0 +1,16 @@
+//! Host bindings generated from the WIT world (`plugin-sdk/wit/plugin.wit`, the source of truth).
+//!
+//! `kv` is async because a durable write waits for a group commit, and that wait must yield to
+//! the runtime instead of blocking a worker. Every import gets a tracing span.
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../plugin-sdk/wit",
+    imports: {
+        "txgate:plugin/kv": async | tracing,
+        default: tracing,
+    },
+    exports: {
+        default: async,
+    },
+});

@@ -1,0 +1,111 @@
+//! The one wasmtime `Engine` of the process, its epoch ticker, and the `Linker` every plugin is
+//! instantiated through.
+//!
+//! - Epoch interruption bounds each hook call's wall time: a ticker bumps the epoch every
+//!   [`EPOCH_TICK`], and each store's deadline callback decides, tick by tick, whether the call
+//!   is over budget (then it traps) or yields to the runtime so other requests on the worker move.
+//! - The pooling allocator pre-reserves instance, memory and stack slots, so instantiation is a
+//!   few microseconds and memory is bounded up front.
+//! - WASI preview 2 is linked because every `wasm32-wasip2` component imports it, even for pure
+//!   code; each store's WASI context denies everything (see `state.rs`).
+
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{Plugin, PluginPre};
+use super::state::HostState;
+use crate::error::{Error, ErrorKind};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Pool sizes: live plugin instances across all plugins, versions and workers.
+const POOL_COMPONENT_INSTANCES: u32 = 1000;
+const POOL_CORE_INSTANCES: u32 = 8000;
+const POOL_MEMORIES: u32 = 2000;
+const POOL_TABLES: u32 = 4000;
+const POOL_STACKS: u32 = 1000;
+/// A linear memory slot: the largest `memory_limit_bytes` the config accepts.
+const POOL_MEMORY_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024;
+/// Native stack for one hook call.
+const WASM_STACK_BYTES_MAX: usize = 512 * 1024;
+
+/// The engine and linker, shared by every plugin version.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (and starts its epoch ticker) and the linker.
+    pub fn new() -> Result<Self, Error> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_COMPONENT_INSTANCES)
+            .total_core_instances(POOL_CORE_INSTANCES)
+            .total_memories(POOL_MEMORIES)
+            .total_tables(POOL_TABLES)
+            .total_stacks(POOL_STACKS)
+            .max_memory_size(POOL_MEMORY_BYTES_MAX);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(WASM_STACK_BYTES_MAX)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(wasm_error("cannot start the plugin engine"))?;
+        spawn_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(wasm_error("cannot link WASI"))?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(wasm_error("cannot link the host interfaces"))?;
+        Ok(Self { engine, linker })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a component and checks it implements the world: every import it needs is
+    /// offered and every hook is exported. Errors name the missing part.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<PluginPre<HostState>, String> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("not a WebAssembly component the gateway can compile: {e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports something the gateway does not offer: {e:#}"))?;
+        PluginPre::new(pre)
+            .map_err(|e| format!("does not implement the txgate:plugin world: {e:#}"))
+    }
+}
+
+/// Advances the engine's epoch every tick, for as long as the engine lives.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("txgate-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the epoch ticker: plugin deadlines will not fire");
+    }
+}
+
+fn wasm_error(what: &'static str) -> impl Fn(wasmtime::Error) -> Error {
+    move |e| Error::new(ErrorKind::Internal, format!("{what}: {e:#}"))
+}

@@ -1,0 +1,120 @@
+//! `txgate:plugin/kv`: the plugin's namespace (`kv/<plugin>`) in the gateway's store, durable or
+//! volatile by its `state` setting. Time spent waiting for the store (a group commit) is added to
+//! the call's `host_wait`, which the plugin's deadline does not charge.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::PluginState;
+use crate::plugin::bindings::txgate::plugin::kv::{Host, KvError};
+use crate::plugin::state::HostState;
+use crate::store::{Applied, Durability, Mutation, StoreError};
+
+/// Longest key.
+const KEY_BYTES_MAX: usize = 512;
+/// Largest value.
+const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
+fn check(key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(KvError::InvalidKey);
+    }
+    if value.is_some_and(|v| v.len() > VALUE_BYTES_MAX) {
+        return Err(KvError::ValueTooLarge);
+    }
+    Ok(())
+}
+
+fn kv_error(error: StoreError) -> KvError {
+    match error {
+        StoreError::LimitReached { .. } => KvError::LimitReached(error.to_string()),
+        StoreError::NotANumber => KvError::NotANumber,
+        StoreError::Unavailable(detail) => KvError::Unavailable(detail),
+    }
+}
+
+impl HostState {
+    async fn mutate(&mut self, key: String, mutation: Mutation) -> Result<Applied, KvError> {
+        let durability = match self.shared.state {
+            PluginState::Durable => Durability::Durable,
+            PluginState::Volatile => Durability::Volatile,
+        };
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let result = shared
+            .store
+            .mutate(&shared.namespace, &key, mutation, durability)
+            .await;
+        self.call.host_wait += started.elapsed();
+        result.map_err(kv_error)
+    }
+}
+
+impl Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        check(&key, None)?;
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let value = shared.store.get(&shared.namespace, &key).await;
+        self.call.host_wait += started.elapsed();
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), KvError> {
+        check(&key, Some(&value))?;
+        let mutation = Mutation::Put {
+            value: Bytes::from(value),
+            ttl_ms,
+        };
+        self.mutate(key, mutation).await.map(|_| ())
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, KvError> {
+        check(&key, None)?;
+        match self.mutate(key, Mutation::Delete).await? {
+            Applied::Deleted(existed) => Ok(existed),
+            _ => Ok(false),
+        }
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        check(&key, new.as_deref())?;
+        let mutation = Mutation::CompareAndSwap {
+            expected: expected.map(Bytes::from),
+            new: new.map(Bytes::from),
+            ttl_ms,
+        };
+        match self.mutate(key, mutation).await? {
+            Applied::Swapped(done) => Ok(done),
+            _ => Ok(false),
+        }
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, KvError> {
+        check(&key, None)?;
+        match self
+            .mutate(key, Mutation::Increment { delta, ttl_ms })
+            .await?
+        {
+            Applied::Counter(value) => Ok(value),
+            _ => Err(KvError::NotANumber),
+        }
+    }
+}

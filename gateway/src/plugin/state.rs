@@ -1,0 +1,152 @@
+//! What a plugin instance's store carries: the plugin it belongs to, a deny-all WASI context,
+//! memory limits that remember being hit, and the current hook call's time budget.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::PluginState;
+use crate::metrics::Name;
+use crate::store::Store;
+
+/// Per-instance table limits: generous for Rust components, far below what could hurt the host.
+const TABLE_ELEMENTS_MAX: usize = 100_000;
+const INSTANCES_MAX: usize = 64;
+const TABLES_MAX: usize = 64;
+const MEMORIES_MAX: usize = 16;
+
+/// What every instance of one plugin version shares.
+#[derive(Debug)]
+pub struct PluginShared {
+    /// The plugin's name (a metrics label and the key-value namespace).
+    pub name: Name,
+    /// `[plugins.NAME.config]` as JSON text.
+    pub config_json: String,
+    /// Where its keys live.
+    pub state: PluginState,
+    /// The store behind its keys.
+    pub store: Arc<dyn Store>,
+    /// This process's boot id.
+    pub boot_id: Arc<str>,
+    /// The key-value namespace: `kv/<name>`.
+    pub namespace: String,
+}
+
+/// The time budget of the hook call under way. Host calls add their waiting time to
+/// `host_wait`, which the deadline does not charge.
+#[derive(Debug, Clone, Copy)]
+pub struct CallBudget {
+    /// When the call started.
+    pub started: Instant,
+    /// Time spent waiting inside host calls.
+    pub host_wait: Duration,
+    /// The plugin's `timeout_ms`.
+    pub budget: Duration,
+}
+
+impl CallBudget {
+    /// Plugin time used so far.
+    pub fn used(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_wait)
+    }
+}
+
+/// Why the last call broke a limit, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Breach {
+    /// No limit broken.
+    #[default]
+    None,
+    /// Ran past `timeout_ms`.
+    Deadline,
+    /// Tried to grow memory past `memory_limit_bytes`.
+    Memory,
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    /// The plugin.
+    pub shared: Arc<PluginShared>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory_bytes_max: usize,
+    /// The call under way.
+    pub call: CallBudget,
+    /// The limit the current call broke.
+    pub breach: Breach,
+}
+
+impl HostState {
+    /// A fresh state: WASI with no preopened directories, no environment, no arguments, no
+    /// sockets and no name lookups. stdio goes nowhere.
+    pub fn new(shared: Arc<PluginShared>, memory_bytes_max: usize) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            shared,
+            wasi,
+            table: ResourceTable::new(),
+            memory_bytes_max,
+            call: CallBudget {
+                started: Instant::now(),
+                host_wait: Duration::ZERO,
+                budget: Duration::ZERO,
+            },
+            breach: Breach::None,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes_max {
+            self.breach = Breach::Memory;
+            return Err(wasmtime::Error::msg(format!(
+                "memory cap: tried to grow to {desired} bytes; the limit is {}",
+                self.memory_bytes_max
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_MAX)
+    }
+
+    fn instances(&self) -> usize {
+        INSTANCES_MAX
+    }
+
+    fn tables(&self) -> usize {
+        TABLES_MAX
+    }
+
+    fn memories(&self) -> usize {
+        MEMORIES_MAX
+    }
+}

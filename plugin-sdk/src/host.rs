@@ -1,0 +1,234 @@
+//! What the gateway offers a plugin: its config, a key-value store, clocks, randomness, logging
+//! and the process's boot id. Nothing else: no files, sockets or environment.
+//!
+//! Inside a gateway these call the host through the component's imports. In a native build (your
+//! plugin's `cargo test`) they call the fake host of [`crate::testing::Harness`].
+
+#[cfg(target_arch = "wasm32")]
+use crate::guest::bindings::txgate::plugin as wit;
+
+/// Why a key-value call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+    /// The key is empty or longer than 512 bytes.
+    InvalidKey,
+    /// The value is larger than 1 MiB.
+    ValueTooLarge,
+    /// The namespace holds as many keys as it may.
+    LimitReached(String),
+    /// The value is not a number (for `increment`).
+    NotANumber,
+    /// The store could not complete the call.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for KvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidKey => f.write_str("invalid key"),
+            Self::ValueTooLarge => f.write_str("value too large"),
+            Self::LimitReached(detail) => write!(f, "key limit reached: {detail}"),
+            Self::NotANumber => f.write_str("the value is not a number"),
+            Self::Unavailable(detail) => write!(f, "store unavailable: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
+impl From<KvError> for crate::HookError {
+    fn from(error: KvError) -> Self {
+        crate::HookError::Failed(format!("key-value store: {error}"))
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn kv_error(error: wit::kv::KvError) -> KvError {
+    match error {
+        wit::kv::KvError::InvalidKey => KvError::InvalidKey,
+        wit::kv::KvError::ValueTooLarge => KvError::ValueTooLarge,
+        wit::kv::KvError::LimitReached(detail) => KvError::LimitReached(detail),
+        wit::kv::KvError::NotANumber => KvError::NotANumber,
+        wit::kv::KvError::Unavailable(detail) => KvError::Unavailable(detail),
+    }
+}
+
+/// The plugin's key-value store: namespaced per plugin, with time-to-live, durable or volatile
+/// by the plugin's `state` setting.
+pub mod kv {
+    use super::KvError;
+    #[cfg(target_arch = "wasm32")]
+    use super::{kv_error, wit};
+
+    /// The value under `key`, if any and not expired.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::kv::get(key).map_err(kv_error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.kv_get(key));
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl_ms` (never when `None`).
+    pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::kv::set(key, value, ttl_ms).map_err(kv_error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.kv_set(key, value, ttl_ms));
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn delete(key: &str) -> Result<bool, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::kv::delete(key).map_err(kv_error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.kv_delete(key));
+    }
+
+    /// Atomically replaces the value under `key` with `new` (delete when `None`) if it equals
+    /// `expected` (`None`: absent). Returns whether the swap happened.
+    pub fn compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::kv::compare_and_swap(key, expected, new, ttl_ms).map_err(kv_error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.kv_cas(key, expected, new, ttl_ms));
+    }
+
+    /// Atomically adds `delta` to the number under `key` (absent: 0); returns the new value.
+    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::kv::increment(key, delta, ttl_ms).map_err(kv_error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.kv_increment(key, delta, ttl_ms));
+    }
+}
+
+/// Time.
+pub mod clock {
+    #[cfg(target_arch = "wasm32")]
+    use super::wit;
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_unix_ms() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        return wit::clock::now_unix_ms();
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.now_unix_ms());
+    }
+
+    /// Monotonic nanoseconds from an arbitrary start.
+    pub fn monotonic_ns() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        return wit::clock::monotonic_ns();
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.monotonic_ns());
+    }
+}
+
+/// Randomness.
+pub mod random {
+    #[cfg(target_arch = "wasm32")]
+    use super::wit;
+
+    /// Most bytes one call returns.
+    pub const BYTES_MAX: u32 = 4096;
+
+    /// `len` (at most [`BYTES_MAX`]) cryptographically secure random bytes.
+    pub fn bytes(len: u32) -> Vec<u8> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::random::get_bytes(len.min(BYTES_MAX));
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.random_bytes(len.min(BYTES_MAX)));
+    }
+}
+
+/// Logging into the gateway's tracing, tagged with the plugin's name.
+pub mod log {
+    #[cfg(target_arch = "wasm32")]
+    use super::wit;
+
+    /// Severity.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Level {
+        /// Very detailed.
+        Trace,
+        /// Detailed.
+        Debug,
+        /// Normal operation.
+        Info,
+        /// Unexpected.
+        Warn,
+        /// Failed.
+        Error,
+    }
+
+    /// Logs a message.
+    pub fn log(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let level = match level {
+                Level::Trace => wit::log::Level::Trace,
+                Level::Debug => wit::log::Level::Debug,
+                Level::Info => wit::log::Level::Info,
+                Level::Warn => wit::log::Level::Warn,
+                Level::Error => wit::log::Level::Error,
+            };
+            wit::log::log(level, message);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::with_host(|host| host.log(level, message));
+    }
+
+    /// Logs at info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+
+    /// Logs at warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+
+    /// Logs at error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+}
+
+/// The plugin's configuration: `[plugins.NAME.config]` as JSON.
+pub mod config {
+    #[cfg(target_arch = "wasm32")]
+    use super::wit;
+    use crate::HookError;
+
+    /// The configuration as JSON text.
+    pub fn json() -> String {
+        #[cfg(target_arch = "wasm32")]
+        return wit::config::get();
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.config_json());
+    }
+
+    /// The configuration parsed into your type (use `#[serde(default)]` for optional keys).
+    pub fn get<T: serde::de::DeserializeOwned>() -> Result<T, HookError> {
+        serde_json::from_str(&json()).map_err(|e| HookError::Failed(format!("plugin config: {e}")))
+    }
+}
+
+/// Facts about the gateway process.
+pub mod process {
+    #[cfg(target_arch = "wasm32")]
+    use super::wit;
+
+    /// An id that changes every time the gateway process starts.
+    pub fn boot_id() -> String {
+        #[cfg(target_arch = "wasm32")]
+        return wit::process::boot_id();
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.boot_id());
+    }
+}

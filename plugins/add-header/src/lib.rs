@@ -1,0 +1,96 @@
+//! # txgate-plugin-add-header
+//!
+//! The smallest useful txgate plugin: it adds a header, named and valued by its config, to every
+//! request on its way upstream and to every response on its way to the client.
+//!
+//! ```toml
+//! [plugins.add_header]
+//! module = "add_header.wasm"
+//! [plugins.add_header.config]
+//! name = "x-served-by"      # default "x-txgate-plugin"
+//! value = "txgate"          # default "add-header"
+//! ```
+
+use serde::Deserialize;
+use txgate_plugin_sdk::{
+    HeaderChanges, HookError, Plugin, Request, RequestDecision, Response, config,
+};
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            name: "x-txgate-plugin".into(),
+            value: "add-header".into(),
+        }
+    }
+}
+
+/// The plugin.
+pub struct AddHeader;
+
+impl Plugin for AddHeader {
+    fn on_request(_request: Request) -> Result<RequestDecision, HookError> {
+        let settings: Settings = config::get()?;
+        let changes = HeaderChanges::none().set(&settings.name, &settings.value);
+        Ok(RequestDecision::Continue(changes))
+    }
+
+    fn on_response(_request: Request, response: Response) -> Result<Response, HookError> {
+        let settings: Settings = config::get()?;
+        Ok(response.with_header(&settings.name, &settings.value))
+    }
+}
+
+txgate_plugin_sdk::export!(AddHeader);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txgate_plugin_sdk::serde_json::json;
+    use txgate_plugin_sdk::testing::Harness;
+
+    #[test]
+    fn adds_the_configured_header_both_ways() {
+        let host = Harness::new().with_config(json!({"name": "x-served-by", "value": "edge-1"}));
+        let decision = host
+            .on_request::<AddHeader>(Request::new("GET", "/"))
+            .unwrap();
+        let RequestDecision::Continue(changes) = decision else {
+            panic!("the plugin never answers on its own")
+        };
+        assert_eq!(changes.set[0].name, "x-served-by");
+        assert_eq!(changes.set[0].value, "edge-1");
+        let response = host
+            .on_response::<AddHeader>(Request::new("GET", "/"), Response::new(200))
+            .unwrap();
+        assert_eq!(response.header("x-served-by"), Some("edge-1"));
+    }
+
+    #[test]
+    fn defaults_apply_without_config() {
+        let host = Harness::new();
+        let response = host
+            .on_response::<AddHeader>(Request::new("GET", "/"), Response::new(204))
+            .unwrap();
+        assert_eq!(response.header("x-txgate-plugin"), Some("add-header"));
+    }
+
+    #[test]
+    fn a_config_typo_is_a_failure_not_a_silent_default() {
+        let host = Harness::new().with_config(json!({"nmae": "x"}));
+        let error = host
+            .on_request::<AddHeader>(Request::new("GET", "/"))
+            .unwrap_err();
+        assert!(matches!(error, HookError::Failed(reason) if reason.contains("nmae")));
+    }
+}

@@ -1,0 +1,18 @@
+//! Panics in `on-request` when the path contains `trap` (a WebAssembly trap), and passes
+//! otherwise: a trap must fail only the request that hit it.
+
+use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision};
+
+/// The plugin.
+pub struct Trapper;
+
+impl Plugin for Trapper {
+    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+        if request.path.contains("trap") {
+            panic!("deliberate trap for {}", request.path);
+        }
+        Ok(RequestDecision::pass())
+    }
+}
+
+txgate_plugin_sdk::export!(Trapper);
