@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; echo; }
+run() { printf '$ %s\n' "$1"; eval "$1"; echo; }
 
-say "Building (release) ..."
+say "Building the gateway, the demo bank and the plugins (release) ..."
 cargo build --release -q -p txgate -p txgate-bank
+plugins/build >/dev/null
 
 demo_dir=target/demo
 rm -rf "$demo_dir" examples/txgate-data
@@ -37,11 +38,11 @@ for _ in $(seq 200); do
 done
 curl -sf http://127.0.0.1:9080/readyz >/dev/null || { cat "$demo_dir/txgate.log"; exit 1; }
 
-say "A read through the gateway (plain route, X-Request-ID echoed):"
-run curl -s -i http://127.0.0.1:8080/bank-a/accounts/alice -H 'X-Request-ID: demo-read-1'
+say "A read through the gateway (plain route; the served_by plugin adds x-served-by; X-Request-ID echoed):"
+run "curl -s -i http://127.0.0.1:8080/bank-a/accounts/alice -H 'X-Request-ID: demo-read-1'"
 
 say "An unknown path is an RFC 9457 problem:"
-run curl -s http://127.0.0.1:8080/nowhere
+run "curl -s http://127.0.0.1:8080/nowhere"
 
 say "Gateway metrics (admin listener):"
 curl -s http://127.0.0.1:9080/metrics | grep -E '^txgate_requests_total' || true

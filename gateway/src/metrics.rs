@@ -174,16 +174,16 @@ impl Metrics {
         self.upstream_attempts.get_or_create(&labels).inc();
     }
 
-    /// Counts one plugin hook call and its duration.
-    pub fn plugin_call(&self, plugin: &Name, hook: &'static str, elapsed: Duration) {
+    /// The call counter and duration histogram of one plugin hook, resolved once so that a
+    /// call records without a label lookup.
+    pub fn plugin_hook(&self, plugin: &Name, hook: &'static str) -> (Counter, Histogram) {
         let labels = PluginHook {
             plugin: plugin.clone(),
             hook,
         };
-        self.plugin_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        self.plugin_calls.get_or_create(&labels).inc();
+        let calls = self.plugin_calls.get_or_create(&labels).clone();
+        let duration = self.plugin_duration.get_or_create(&labels).clone();
+        (calls, duration)
     }
 
     /// Counts one plugin failure (`trap`, `timeout`, `memory`, `output`, ...).

@@ -76,6 +76,9 @@ impl Chain {
                 .await;
             match outcome {
                 Outcome::Done(wit::RequestDecision::Continue(changes)) => {
+                    if changes.set.is_empty() && changes.remove.is_empty() {
+                        continue;
+                    }
                     match apply_changes(&changes, headers) {
                         Ok(()) => sync_headers(request, headers),
                         Err(detail) => policy(plugin.output_failure::<()>(detail))?,

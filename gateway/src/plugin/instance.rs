@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::exports::txgate::plugin::hooks::Guest;
@@ -51,6 +53,14 @@ impl Hook {
     }
 }
 
+const HOOKS: [Hook; 5] = [
+    Hook::OnRequest,
+    Hook::OnStepRequest,
+    Hook::OnStepResponse,
+    Hook::OnCompensate,
+    Hook::OnResponse,
+];
+
 /// A plugin call that did not produce a result.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -89,6 +99,7 @@ pub struct LoadedPlugin {
     memory_bytes_max: usize,
     idle: Vec<Mutex<Vec<Live>>>,
     unimplemented: [AtomicBool; 5],
+    hook_metrics: [(Counter, Histogram); 5],
     metrics: Arc<Metrics>,
 }
 
@@ -113,7 +124,7 @@ impl LoadedPlugin {
     ) -> Self {
         let (on_error, timeout, memory_bytes_max) = limits;
         Self {
-            shared,
+            shared: shared.clone(),
             pre,
             on_error,
             timeout,
@@ -122,6 +133,7 @@ impl LoadedPlugin {
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             unimplemented: Default::default(),
+            hook_metrics: HOOKS.map(|hook| metrics.plugin_hook(&shared.name, hook.name())),
             metrics,
         }
     }
@@ -145,15 +157,21 @@ impl LoadedPlugin {
         if self.skips(hook) {
             return Outcome::Skipped;
         }
-        let started = Instant::now();
-        let mut live = match self.checkout().await {
-            Ok(live) => live,
-            Err(detail) => return self.fail("instantiate", detail),
+        let idle = self.slot().lock().expect("instance pool").pop();
+        let mut live = match idle {
+            Some(live) => live,
+            // Boxed: instantiating is rare, and its large future would otherwise be copied
+            // along with every call's future.
+            None => match Box::pin(self.instantiate()).await {
+                Ok(live) => live,
+                Err(detail) => return self.fail("instantiate", detail),
+            },
         };
-        self.arm(&mut live.store);
+        let started = self.arm(&mut live.store);
         let result = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input).await;
-        self.metrics
-            .plugin_call(&self.shared.name, hook.name(), started.elapsed());
+        let (calls, duration) = &self.hook_metrics[hook as usize];
+        calls.inc();
+        duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(value)) => {
                 self.checkin(live);
@@ -188,6 +206,13 @@ impl LoadedPlugin {
         }
     }
 
+    /// Drops this worker's idle instances, so the next call instantiates afresh (benchmarks
+    /// compare the two).
+    #[doc(hidden)]
+    pub fn discard_idle(&self) {
+        self.slot().lock().expect("instance pool").clear();
+    }
+
     /// Records a failure that the caller found in the hook's output (too large, malformed).
     pub fn output_failure<T>(&self, detail: String) -> Outcome<T> {
         self.fail("output", detail)
@@ -204,26 +229,26 @@ impl LoadedPlugin {
         })
     }
 
-    /// Resets the call budget and the deadline before a call (or an instantiation).
-    fn arm(&self, store: &mut Store<HostState>) {
+    /// Resets the call budget and the deadline before a call (or an instantiation); returns the
+    /// start time.
+    fn arm(&self, store: &mut Store<HostState>) -> Instant {
+        let started = Instant::now();
         let data = store.data_mut();
         data.call = CallBudget {
-            started: Instant::now(),
+            started,
             host_wait: Duration::ZERO,
             budget: self.timeout,
         };
         data.breach = Breach::None;
         store.set_epoch_deadline(1);
+        started
     }
 
     fn slot(&self) -> &Mutex<Vec<Live>> {
         &self.idle[worker::index() % self.idle.len()]
     }
 
-    async fn checkout(&self) -> Result<Live, String> {
-        if let Some(live) = self.slot().lock().expect("instance pool").pop() {
-            return Ok(live);
-        }
+    async fn instantiate(&self) -> Result<Live, String> {
         let state = HostState::new(self.shared.clone(), self.memory_bytes_max);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| state);

@@ -1,0 +1,155 @@
+//! The cost of plugin hook calls, in process:
+//!
+//! - `hook_call/reused`: one `on-request` call on a pooled instance (the gateway's path);
+//! - `hook_call/fresh`: a new instance plus the call (the alternative it was measured against);
+//! - `chain/three_noops`: `on-request` and `on-response` through a route of three no-op plugins,
+//!   the per-request plugin work of the pipeline.
+//!
+//! Run: `cargo bench -p txgate --bench plugin_call`. It builds the no-op test component first.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Response};
+use http_body_util::Full;
+use txgate::metrics::Metrics;
+use txgate::plugin::{Chain, Hook, PluginEnv, Plugins, Runtime, wit};
+use txgate::store::EmbeddedStore;
+
+fn noop_component() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "txgate-test-noop",
+        ])
+        .args(["--target-dir", "target/wasm"])
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building the no-op component failed");
+    root.join("target/wasm/wasm32-wasip2/release/txgate_test_noop.wasm")
+}
+
+fn load(dir: &tempfile::TempDir) -> Plugins {
+    let module = noop_component();
+    let mut text = String::new();
+    for name in ["a", "b", "c"] {
+        text.push_str(&format!(
+            "[plugins.{name}]\nmodule = {:?}\n",
+            module.display().to_string()
+        ));
+    }
+    text.push_str("[upstreams.u]\nurl = \"http://127.0.0.1:9\"\n");
+    text.push_str("[[routes]]\nname = \"three\"\npath = \"/\"\nupstream = \"u\"\nplugins = [\"a\", \"b\", \"c\"]\n");
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = txgate::config::load(&path).unwrap();
+    let env = PluginEnv {
+        runtime: Runtime::new().unwrap(),
+        store: Arc::new(EmbeddedStore::new(1000)),
+        metrics: Arc::new(Metrics::new()),
+        boot_id: Arc::from("bench"),
+    };
+    Plugins::load(&config, env).unwrap()
+}
+
+fn request() -> wit::Request {
+    wit::Request {
+        route: "three".into(),
+        method: "POST".into(),
+        path: "/transfers".into(),
+        headers: vec![
+            wit::Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            },
+            wit::Header {
+                name: "x-request-id".into(),
+                value: "bench-1".into(),
+            },
+        ],
+        body: br#"{"from":"alice","to":"bob","amount":10}"#.to_vec(),
+        client_ip: "127.0.0.1".into(),
+        request_id: "bench-1".into(),
+        request_id_from_client: true,
+        saga_route: false,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = load(&dir);
+    let set = plugins.current();
+    let chain_plugins = set.chain("three").unwrap().clone();
+    let plugin = chain_plugins[0].clone();
+    let input = request();
+    let call = || async {
+        plugin
+            .call(Hook::OnRequest, &input, |guest, store, request| {
+                Box::pin(guest.call_on_request(store, request))
+            })
+            .await
+    };
+    let mut group = c.benchmark_group("hook_call");
+    group.bench_function("reused", |b| b.iter(|| runtime.block_on(call())));
+    let empty = wit::Request {
+        headers: vec![],
+        body: vec![],
+        ..request()
+    };
+    group.bench_function("reused_empty", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                plugin
+                    .call(Hook::OnRequest, &empty, |guest, store, request| {
+                        Box::pin(guest.call_on_request(store, request))
+                    })
+                    .await
+            })
+        })
+    });
+    group.bench_function("fresh", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                plugin.discard_idle();
+                let started = Instant::now();
+                runtime.block_on(call());
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+    let chain = Chain::new(chain_plugins, 1 << 20);
+    c.bench_function("chain/three_noops", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut seen = request();
+                let mut headers = HeaderMap::new();
+                chain.on_request(&mut seen, &mut headers).await.unwrap();
+                let response = Response::new(Full::new(Bytes::from_static(b"{}")));
+                chain
+                    .on_response(chain.len(), &seen, response)
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+}
+
+criterion_group!(plugin_call, benches);
+criterion_main!(plugin_call);
