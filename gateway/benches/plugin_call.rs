@@ -55,7 +55,7 @@ fn load(dir: &tempfile::TempDir) -> Plugins {
     let config = txgate::config::load(&path).unwrap();
     let env = PluginEnv {
         runtime: Runtime::new().unwrap(),
-        store: Arc::new(EmbeddedStore::new(1000)),
+        store: Arc::new(EmbeddedStore::in_memory(1000)),
         metrics: Arc::new(Metrics::new()),
         boot_id: Arc::from("bench"),
     };

@@ -68,7 +68,7 @@ impl Gateway {
             router: Router::new(entries),
             upstreams,
             metrics,
-            store: Arc::new(EmbeddedStore::new(KEYS_PER_NAMESPACE_MAX)),
+            store: Arc::new(EmbeddedStore::in_memory(KEYS_PER_NAMESPACE_MAX)),
             plugins: OnceLock::new(),
             boot_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             ready: watch::channel(false).0,

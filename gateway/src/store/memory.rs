@@ -8,7 +8,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use super::{Applied, BoxFuture, Durability, Mutation, Store, StoreError, now_unix_ms};
+use super::record::Record;
+use super::{Applied, Mutation, StoreError, now_unix_ms};
 
 /// A stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub struct Value {
     pub bytes: Bytes,
     /// Wall-clock expiry, ms since the Unix epoch.
     pub expires_at_ms: Option<u64>,
+    /// Whether it belongs on disk (snapshots skip volatile values).
+    pub durable: bool,
 }
 
 impl Value {
@@ -25,16 +28,16 @@ impl Value {
     }
 }
 
-/// The embedded store.
+/// The memory layer.
 #[derive(Debug)]
-pub struct EmbeddedStore {
+pub struct Memory {
     entries: DashMap<(Box<str>, Box<str>), Value>,
     counts: DashMap<Box<str>, AtomicUsize>,
     keys_per_namespace_max: usize,
 }
 
-impl EmbeddedStore {
-    /// An empty store; each namespace holds at most `keys_per_namespace_max` keys.
+impl Memory {
+    /// An empty layer; each namespace holds at most `keys_per_namespace_max` keys.
     pub fn new(keys_per_namespace_max: usize) -> Self {
         Self {
             entries: DashMap::new(),
@@ -66,15 +69,19 @@ impl EmbeddedStore {
     }
 
     fn count(&self, namespace: &str, delta: isize) {
+        if let Some(counter) = self.counts.get(namespace) {
+            if delta >= 0 {
+                counter.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
+            return;
+        }
         let counter = self
             .counts
             .entry(namespace.into())
             .or_insert_with(|| AtomicUsize::new(0));
-        if delta >= 0 {
-            counter.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-        }
+        counter.fetch_add(delta.max(0).unsigned_abs(), Ordering::Relaxed);
     }
 
     fn has_room(&self, namespace: &str) -> Result<(), StoreError> {
@@ -96,73 +103,119 @@ impl EmbeddedStore {
             .map(|v| v.clone())
     }
 
-    /// Applies a mutation in memory. Returns what it did and the key's new value (`None`:
-    /// absent), which is what the disk layer logs.
-    pub fn apply(
+    /// Applies a mutation. When it changed the key and `log` is given, `log` is called with the
+    /// key's new state while the key is still locked, so the log sees each key's changes in the
+    /// order memory applied them; its result is returned beside what the mutation did.
+    pub(super) fn apply<T>(
         &self,
         namespace: &str,
         key: &str,
         mutation: Mutation,
-    ) -> Result<(Applied, Option<Value>), StoreError> {
+        durable: bool,
+        log: impl FnOnce(&Record) -> T,
+    ) -> Result<(Applied, Option<T>), StoreError> {
         let now = now_unix_ms();
         let expiry = |ttl_ms: Option<u64>| ttl_ms.map(|ttl| now.saturating_add(ttl));
         let entry = self.entries.entry((namespace.into(), key.into()));
         let current = match &entry {
-            Entry::Occupied(e) if e.get().live(now) => Some(e.get().clone()),
+            Entry::Occupied(e) if e.get().live(now) => Some(e.get().bytes.clone()),
             _ => None,
         };
+        let value = |bytes: Bytes, expires_at_ms: Option<u64>| Value {
+            bytes,
+            expires_at_ms,
+            durable,
+        };
         let (applied, next) = match mutation {
-            Mutation::Put { value, ttl_ms } => (
-                Applied::Stored,
-                Some(Value {
-                    bytes: value,
-                    expires_at_ms: expiry(ttl_ms),
-                }),
-            ),
+            Mutation::Put { value: bytes, ttl_ms } => {
+                (Applied::Stored, Some(value(bytes, expiry(ttl_ms))))
+            }
             Mutation::Delete => (Applied::Deleted(current.is_some()), None),
             Mutation::CompareAndSwap {
                 expected,
                 new,
                 ttl_ms,
             } => {
-                if current.as_ref().map(|v| &v.bytes) != expected.as_ref() {
-                    return Ok((Applied::Swapped(false), current));
+                if current != expected {
+                    return Ok((Applied::Swapped(false), None));
                 }
-                let next = new.map(|bytes| Value {
-                    bytes,
-                    expires_at_ms: expiry(ttl_ms),
-                });
+                let next = new.map(|bytes| value(bytes, expiry(ttl_ms)));
                 (Applied::Swapped(true), next)
             }
             Mutation::Increment { delta, ttl_ms } => {
-                let (number, expires_at_ms) = match &current {
-                    Some(value) => (parse_counter(&value.bytes)?, value.expires_at_ms),
-                    None => (0, expiry(ttl_ms)),
+                let (number, expires_at_ms) = match (&current, &entry) {
+                    (Some(bytes), Entry::Occupied(e)) => (parse_counter(bytes)?, e.get().expires_at_ms),
+                    _ => (0, expiry(ttl_ms)),
                 };
                 let sum = number.saturating_add(delta);
-                let next = Value {
-                    bytes: Bytes::from(sum.to_string()),
-                    expires_at_ms,
-                };
+                let next = value(Bytes::from(sum.to_string()), expires_at_ms);
                 (Applied::Counter(sum), Some(next))
             }
         };
-        match (entry, &next) {
-            (Entry::Occupied(mut e), Some(value)) => {
-                e.insert(value.clone());
+        let record = |next: &Option<Value>| Record {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value: next.as_ref().map(|v| (v.bytes.clone(), v.expires_at_ms)),
+        };
+        let logged = match (entry, next) {
+            (Entry::Occupied(mut e), Some(next)) => {
+                let logged = log(&record(&Some(next.clone())));
+                e.insert(next);
+                Some(logged)
             }
             (Entry::Occupied(e), None) => {
+                let logged = log(&record(&None));
                 e.remove();
                 self.count(namespace, -1);
+                Some(logged)
             }
-            (Entry::Vacant(e), Some(value)) => {
+            (Entry::Vacant(e), Some(next)) => {
                 self.has_room(namespace)?;
-                e.insert(value.clone());
+                let logged = log(&record(&Some(next.clone())));
+                e.insert(next);
                 self.count(namespace, 1);
+                Some(logged)
             }
-            (Entry::Vacant(_), None) => {}
+            (Entry::Vacant(_), None) => None,
+        };
+        Ok((applied, logged))
+    }
+
+    /// Loads a record during recovery (expired values are skipped).
+    pub(super) fn restore(&self, record: Record) {
+        let key = (record.namespace.clone().into_boxed_str(), record.key.into_boxed_str());
+        match record.value {
+            Some((bytes, expires_at_ms)) if expires_at_ms.is_none_or(|at| at > now_unix_ms()) => {
+                let value = Value {
+                    bytes,
+                    expires_at_ms,
+                    durable: true,
+                };
+                if self.entries.insert(key, value).is_none() {
+                    self.count(&record.namespace, 1);
+                }
+            }
+            _ => {
+                if self.entries.remove(&key).is_some() {
+                    self.count(&record.namespace, -1);
+                }
+            }
         }
-        Ok((applied, next))
+    }
+
+    /// Every live durable entry, as records (snapshots).
+    pub(super) fn for_each_durable(&self, visit: &mut dyn FnMut(&Record)) {
+        let now = now_unix_ms();
+        for entry in self.entries.iter() {
+            let value = entry.value();
+            if value.durable && value.live(now) {
+                visit(&Record {
+                    namespace: entry.key().0.to_string(),
+                    key: entry.key().1.to_string(),
+                    value: Some((value.bytes.clone(), value.expires_at_ms)),
+                });
+            }
+        }
     }
 
     /// Every live entry of a namespace.
@@ -183,30 +236,6 @@ fn parse_counter(bytes: &[u8]) -> Result<i64, StoreError> {
         .ok_or(StoreError::NotANumber)
 }
 
-impl Store for EmbeddedStore {
-    fn get<'a>(&'a self, namespace: &'a str, key: &'a str) -> BoxFuture<'a, Option<Bytes>> {
-        let value = self.read(namespace, key).map(|v| v.bytes);
-        Box::pin(std::future::ready(value))
-    }
-
-    fn mutate<'a>(
-        &'a self,
-        namespace: &'a str,
-        key: &'a str,
-        mutation: Mutation,
-        _durability: Durability,
-    ) -> BoxFuture<'a, Result<Applied, StoreError>> {
-        let result = self
-            .apply(namespace, key, mutation)
-            .map(|(applied, _)| applied);
-        Box::pin(std::future::ready(result))
-    }
-
-    fn scan<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Vec<(String, Bytes)>> {
-        Box::pin(std::future::ready(self.entries_of(namespace)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,61 +247,64 @@ mod tests {
         }
     }
 
+    fn apply(memory: &Memory, namespace: &str, key: &str, mutation: Mutation) -> Result<Applied, StoreError> {
+        memory.apply(namespace, key, mutation, true, |_| ()).map(|(a, _)| a)
+    }
+
     #[test]
     fn compare_and_swap_succeeds_once_for_an_absent_key() {
-        let store = EmbeddedStore::new(10);
+        let memory = Memory::new(10);
         let claim = || Mutation::CompareAndSwap {
             expected: None,
             new: Some(Bytes::from_static(b"mine")),
             ttl_ms: None,
         };
-        assert_eq!(
-            store.apply("ns", "k", claim()).unwrap().0,
-            Applied::Swapped(true)
-        );
-        assert_eq!(
-            store.apply("ns", "k", claim()).unwrap().0,
-            Applied::Swapped(false)
-        );
+        assert_eq!(apply(&memory, "ns", "k", claim()).unwrap(), Applied::Swapped(true));
+        assert_eq!(apply(&memory, "ns", "k", claim()).unwrap(), Applied::Swapped(false));
     }
 
     #[test]
     fn increment_counts_from_zero_and_refuses_text() {
-        let store = EmbeddedStore::new(10);
-        let inc = |delta| Mutation::Increment {
-            delta,
-            ttl_ms: None,
-        };
-        assert_eq!(
-            store.apply("ns", "c", inc(2)).unwrap().0,
-            Applied::Counter(2)
-        );
-        assert_eq!(
-            store.apply("ns", "c", inc(-5)).unwrap().0,
-            Applied::Counter(-3)
-        );
-        store.apply("ns", "t", put("text", None)).unwrap();
-        assert_eq!(store.apply("ns", "t", inc(1)), Err(StoreError::NotANumber));
+        let memory = Memory::new(10);
+        let inc = |delta| Mutation::Increment { delta, ttl_ms: None };
+        assert_eq!(apply(&memory, "ns", "c", inc(2)).unwrap(), Applied::Counter(2));
+        assert_eq!(apply(&memory, "ns", "c", inc(-5)).unwrap(), Applied::Counter(-3));
+        apply(&memory, "ns", "t", put("text", None)).unwrap();
+        assert_eq!(apply(&memory, "ns", "t", inc(1)), Err(StoreError::NotANumber));
     }
 
     #[test]
     fn expired_values_read_as_absent_and_are_swept() {
-        let store = EmbeddedStore::new(10);
-        store.apply("ns", "gone", put("v", Some(0))).unwrap();
-        store.apply("ns", "kept", put("v", None)).unwrap();
-        assert_eq!(store.read("ns", "gone"), None);
-        assert_eq!(store.sweep(), 1);
-        assert_eq!(store.len("ns"), 1);
+        let memory = Memory::new(10);
+        apply(&memory, "ns", "gone", put("v", Some(0))).unwrap();
+        apply(&memory, "ns", "kept", put("v", None)).unwrap();
+        assert_eq!(memory.read("ns", "gone"), None);
+        assert_eq!(memory.sweep(), 1);
+        assert_eq!(memory.len("ns"), 1);
     }
 
     #[test]
     fn namespaces_are_capped_and_separate() {
-        let store = EmbeddedStore::new(1);
-        store.apply("a", "k1", put("v", None)).unwrap();
-        let full = store.apply("a", "k2", put("v", None));
+        let memory = Memory::new(1);
+        apply(&memory, "a", "k1", put("v", None)).unwrap();
+        let full = apply(&memory, "a", "k2", put("v", None));
         assert!(matches!(full, Err(StoreError::LimitReached { .. })));
-        store.apply("b", "k1", put("other", None)).unwrap();
-        assert_eq!(store.read("a", "k1").unwrap().bytes, "v");
-        assert_eq!(store.entries_of("b").len(), 1);
+        apply(&memory, "b", "k1", put("other", None)).unwrap();
+        assert_eq!(memory.read("a", "k1").unwrap().bytes, "v");
+        assert_eq!(memory.entries_of("b").len(), 1);
+    }
+
+    #[test]
+    fn only_changes_reach_the_log_and_volatile_values_skip_snapshots() {
+        let memory = Memory::new(10);
+        let mut logged = Vec::new();
+        memory.apply("ns", "k", put("v", None), true, |r| logged.push(r.clone())).unwrap();
+        let failed = Mutation::CompareAndSwap { expected: None, new: None, ttl_ms: None };
+        memory.apply("ns", "k", failed, true, |r| logged.push(r.clone())).unwrap();
+        memory.apply("ns", "v", put("x", None), false, |_| ()).unwrap();
+        assert_eq!(logged.len(), 1, "a failed swap logs nothing");
+        let mut snapshot = Vec::new();
+        memory.for_each_durable(&mut |r| snapshot.push(r.key.clone()));
+        assert_eq!(snapshot, ["k"]);
     }
 }
