@@ -13,6 +13,11 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
+use crate::pipeline::read_body;
+use crate::saga::{self, Status};
+
+/// Largest operator note accepted by resolve.
+const NOTE_BYTES_MAX: u64 = 64 * 1024;
 use crate::server::listener::{ConnInfo, Handler};
 
 /// The admin listener's handler.
@@ -59,9 +64,89 @@ impl Admin {
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
             (&Method::GET, "/metrics") => Ok(self.metrics()),
             (&Method::POST, "/admin/reload") => self.reload().await,
+            (&Method::GET, "/admin/sagas") => self.list_sagas(request.uri().query()).await,
+            (method, path) if path.starts_with("/admin/sagas/") => {
+                let rest = &path["/admin/sagas/".len()..];
+                let method = method.clone();
+                self.saga_call(method, rest, request).await
+            }
             _ => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no admin call {} {path}", request.method()),
+            )),
+        }
+    }
+
+    async fn list_sagas(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>, Error> {
+        let mut status = None;
+        let mut limit = 50;
+        for (key, value) in query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+        {
+            match key {
+                "status" => {
+                    status = Some(Status::parse(value).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::BadRequest,
+                            format!("unknown status `{value}`; use pending, compensating, stuck, completed or compensated"),
+                        )
+                    })?);
+                }
+                "limit" => {
+                    limit = value.parse().map_err(|_| {
+                        Error::new(
+                            ErrorKind::BadRequest,
+                            format!("limit `{value}` is not a number"),
+                        )
+                    })?;
+                }
+                _ => {}
+            }
+        }
+        let sagas = self.gateway.engine().list(status, limit).await;
+        let body: Vec<_> = sagas.iter().map(saga::admin_view).collect();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "sagas": body, "limit_max": saga::LIST_LIMIT_MAX }),
+        ))
+    }
+
+    async fn saga_call(
+        &self,
+        method: Method,
+        rest: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Error> {
+        let engine = self.gateway.engine();
+        match (method, rest.split_once('/')) {
+            (Method::GET, None) => {
+                let record = engine
+                    .find(rest)
+                    .await
+                    .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no saga `{rest}`")))?;
+                Ok(json(StatusCode::OK, &saga::admin_view(&record)))
+            }
+            (Method::POST, Some((id, "retry"))) => {
+                engine.retry(id)?;
+                Ok(json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "saga_id": id, "retrying": true }),
+                ))
+            }
+            (Method::POST, Some((id, "resolve"))) => {
+                let body =
+                    read_body(request.into_body(), &http::HeaderMap::new(), NOTE_BYTES_MAX).await?;
+                let note: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                    Error::new(ErrorKind::BadRequest, format!("the note must be JSON: {e}"))
+                })?;
+                let record = engine.resolve(id, note.to_string()).await?;
+                Ok(json(StatusCode::OK, &saga::admin_view(&record)))
+            }
+            (method, _) => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no admin call {method} /admin/sagas/{rest}"),
             )),
         }
     }

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// Missing or wrong admin token.
     Unauthorized,
+    /// The target is not in a state that allows the call (an admin call on a finished saga).
+    Conflict,
     /// Too many connections, or shutting down.
     Overloaded,
     /// The upstream refused or dropped the connection before any byte was sent.
@@ -80,6 +82,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::Overloaded | Self::BreakerOpen | Self::PluginFailed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -102,6 +105,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => "payload-too-large",
             Self::HeadersTooLarge => "headers-too-large",
             Self::Unauthorized => "unauthorized",
+            Self::Conflict => "conflict",
             Self::Overloaded => "overloaded",
             Self::UpstreamConnect => "upstream-connect",
             Self::UpstreamTimeout => "upstream-timeout",
@@ -125,6 +129,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
             Self::Unauthorized => "Unauthorized",
+            Self::Conflict => "Not allowed in the current state",
             Self::Overloaded => "Gateway overloaded",
             Self::UpstreamConnect => "Upstream unreachable",
             Self::UpstreamTimeout => "Upstream timed out",
@@ -148,7 +153,8 @@ impl ErrorKind {
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
             | Self::HeadersTooLarge
-            | Self::Unauthorized => Side::Downstream,
+            | Self::Unauthorized
+            | Self::Conflict => Side::Downstream,
             Self::UpstreamConnect
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol

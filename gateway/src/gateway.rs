@@ -1,18 +1,22 @@
-//! The running gateway: the validated config turned into routes, upstreams and metrics, shared by
-//! every connection.
+//! The running gateway: the validated config turned into routes, upstreams, the store, the saga
+//! engine and the plugins, shared by every connection.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use http::Method;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, RouteConfig};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{Metrics, Name};
 use crate::plugin::{self, Chain, PluginEnv, Plugins};
+use crate::saga::{Engine, EngineParts, SagaRoute};
 use crate::server::router::{Entry, PathMatch, Router};
 use crate::store::EmbeddedStore;
 use crate::upstream::{self, Upstream, Upstreams};
+use crate::worker::{Job, Spawner};
 
 /// What a matched route does.
 #[derive(Debug)]
@@ -20,7 +24,7 @@ pub enum Target {
     /// Proxy to one upstream.
     Plain(Arc<Upstream>),
     /// Run the route's saga or TCC transaction.
-    Saga,
+    Saga(Arc<SagaRoute>),
 }
 
 /// A route, ready to serve.
@@ -39,23 +43,26 @@ pub struct Route {
 
 /// Keys one store namespace may hold.
 const KEYS_PER_NAMESPACE_MAX: usize = 10_000_000;
+/// How often expired keys are swept from memory.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Shared state of a running gateway.
 #[derive(Debug)]
 pub struct Gateway {
     config: Arc<Config>,
     router: Router<Route>,
-    upstreams: Upstreams,
     metrics: Arc<Metrics>,
     store: Arc<EmbeddedStore>,
-    plugins: OnceLock<Plugins>,
+    engine: Arc<Engine>,
+    plugins: Arc<OnceLock<Plugins>>,
+    jobs: Mutex<Vec<mpsc::UnboundedReceiver<Job>>>,
     boot_id: Arc<str>,
     ready: watch::Sender<bool>,
     unmatched: Name,
 }
 
 impl Gateway {
-    /// Builds the gateway from a validated config.
+    /// Builds the gateway from a validated config, opening (and recovering) the store.
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> Result<Self, Error> {
         let upstreams = upstream::build_all(&config, &metrics, workers)?;
         let entries = config
@@ -63,20 +70,56 @@ impl Gateway {
             .iter()
             .map(|route| route_entry(route, &upstreams))
             .collect::<Result<Vec<_>, _>>()?;
+        let store_dir = config.resolve(&config.store.dir);
+        let (store, recovered) =
+            EmbeddedStore::open(&store_dir, KEYS_PER_NAMESPACE_MAX, Some(metrics.clone()))?;
+        tracing::info!(
+            dir = %store_dir.display(),
+            snapshot_records = recovered.snapshot_records,
+            log_records = recovered.log_records,
+            "store recovered"
+        );
+        let store = Arc::new(store);
+        let (spawner, jobs) = Spawner::new(workers);
+        let plugins = Arc::new(OnceLock::new());
+        let routes: HashMap<String, Arc<SagaRoute>> = entries
+            .iter()
+            .filter_map(|entry| match &entry.target.target {
+                Target::Saga(route) => Some((route.name.to_string(), route.clone())),
+                Target::Plain(_) => None,
+            })
+            .collect();
+        let engine = Engine::new(EngineParts {
+            routes,
+            store: store.clone(),
+            plugins: plugins.clone(),
+            metrics: metrics.clone(),
+            spawner,
+            retention: Duration::from_secs(config.store.retention_secs),
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            body_bytes_max: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
+        });
         Ok(Self {
             config: Arc::new(config),
             router: Router::new(entries),
-            upstreams,
             metrics,
-            store: Arc::new(EmbeddedStore::in_memory(KEYS_PER_NAMESPACE_MAX)),
-            plugins: OnceLock::new(),
+            store,
+            engine: Arc::new(engine),
+            plugins,
+            jobs: Mutex::new(jobs),
             boot_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             ready: watch::channel(false).0,
             unmatched: Arc::new("_unmatched".to_string()),
         })
     }
 
-    /// Everything that must happen before the gateway is ready: compile the plugins.
+    /// Takes the workers' job queues (once, when the workers start).
+    pub fn take_job_queues(&self) -> Vec<mpsc::UnboundedReceiver<Job>> {
+        std::mem::take(&mut *self.jobs.lock().expect("job queues"))
+    }
+
+    /// Everything that must happen before the gateway is ready: compile the plugins, then
+    /// resume every unfinished saga. Runs on a runtime of its own, beside the workers.
     pub fn start_up(&self) -> Result<(), Error> {
         let env = PluginEnv {
             runtime: plugin::Runtime::new()?,
@@ -87,7 +130,64 @@ impl Gateway {
         let plugins = Plugins::load(&self.config, env)?;
         tracing::info!(plugins = ?plugins.current().names(), "plugins loaded");
         let _ = self.plugins.set(plugins);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Internal, "start-up runtime").with_cause(e))?;
+        let resumed = runtime.block_on(self.engine.recover());
+        tracing::info!(resumed, "unfinished sagas resumed");
+        self.spawn_sweeper();
         Ok(())
+    }
+
+    fn spawn_sweeper(&self) {
+        let (store, engine) = (self.store.clone(), self.engine.clone());
+        let spawned = std::thread::Builder::new()
+            .name("txgate-sweep".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                loop {
+                    std::thread::sleep(SWEEP_INTERVAL);
+                    let removed = store.memory().sweep();
+                    if removed > 0 {
+                        runtime.block_on(engine.sweep());
+                        tracing::debug!(removed, "expired keys swept");
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the sweeper: expired keys stay in memory");
+        }
+    }
+
+    /// Writes out what the store has queued (graceful shutdown).
+    pub fn close(&self) {
+        self.store.close();
+    }
+
+    /// The config it runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The routes.
+    pub fn router(&self) -> &Router<Route> {
+        &self.router
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The saga engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// The live plugins (set once start-up has run).
@@ -113,26 +213,6 @@ impl Gateway {
         plugins
             .reload()
             .map_err(|e| Error::new(ErrorKind::ReloadFailed, e.to_string()))
-    }
-
-    /// The config it runs.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The routes.
-    pub fn router(&self) -> &Router<Route> {
-        &self.router
-    }
-
-    /// An upstream by name.
-    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.get(name)
-    }
-
-    /// The metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     /// The route label used for requests no route matched.
@@ -173,9 +253,9 @@ fn route_entry(route: &RouteConfig, upstreams: &Upstreams) -> Result<Entry<Route
             Some(name) => Target::Plain(upstreams.get(name).cloned().ok_or_else(|| {
                 Error::new(ErrorKind::Config, format!("unknown upstream `{name}`"))
             })?),
-            None => Target::Saga,
+            None => Target::Saga(Arc::new(SagaRoute::new(route, upstreams)?)),
         };
-    let requires_request_id = matches!(target, Target::Saga);
+    let requires_request_id = matches!(target, Target::Saga(_));
     Ok(Entry {
         path,
         methods,

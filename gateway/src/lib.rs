@@ -22,6 +22,7 @@ pub mod metrics;
 mod pipeline;
 pub mod plugin;
 pub mod request_id;
+pub mod saga;
 pub mod server;
 pub mod store;
 pub mod upstream;

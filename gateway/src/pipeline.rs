@@ -32,7 +32,7 @@ impl Handler for Gateway {
         let (label, response) = match self.router().find(&parts.method, parts.uri.path()) {
             Ok(route) => (
                 &route.name,
-                serve_route(self, route, parts, body, conn).await,
+                serve_route(self, route, parts, body, conn, started).await,
             ),
             Err(error) => {
                 let id = request_id::extract(&parts.headers, false)
@@ -55,6 +55,7 @@ async fn serve_route(
     parts: Parts,
     body: Incoming,
     conn: ConnInfo,
+    started: Instant,
 ) -> Response<Full<Bytes>> {
     let (id, generated) = match request_id::extract(&parts.headers, route.requires_request_id) {
         Ok(found) => found,
@@ -65,6 +66,7 @@ async fn serve_route(
         conn,
         id: &id,
         id_from_client: !generated,
+        started,
     };
     let mut response = match admit(gateway, &request, parts, body).await {
         Ok(response) => response,
@@ -80,6 +82,7 @@ struct Admitted<'a> {
     conn: ConnInfo,
     id: &'a HeaderValue,
     id_from_client: bool,
+    started: Instant,
 }
 
 /// Limits, then the route's plugins around its target.
@@ -93,7 +96,7 @@ async fn admit(
     check_header_size(&parts.headers, server.max_header_bytes)?;
     let body = read_body(body, &parts.headers, server.max_body_bytes).await?;
     let Some(chain) = gateway.chain(&request.route.name) else {
-        return target(request, parts, body).await;
+        return target(gateway, request, parts, body).await;
     };
     let mut seen = plugin_view(request, &parts, &body);
     let response = match chain.on_request(&mut seen, &mut parts.headers).await? {
@@ -101,7 +104,7 @@ async fn admit(
             response,
             answered_by,
         } => return chain.on_response(answered_by, &seen, response).await,
-        RequestStep::Continue => target(request, parts, body)
+        RequestStep::Continue => target(gateway, request, parts, body)
             .await
             .unwrap_or_else(|error| error.into_response(request.id.to_str().ok())),
     };
@@ -123,12 +126,13 @@ fn plugin_view(request: &Admitted<'_>, parts: &Parts, body: &Bytes) -> wit::Requ
         client_ip: request.conn.peer.ip().to_string(),
         request_id: request.id.to_str().unwrap_or_default().to_string(),
         request_id_from_client: request.id_from_client,
-        saga_route: matches!(request.route.target, Target::Saga),
+        saga_route: matches!(request.route.target, Target::Saga(_)),
     }
 }
 
 /// The route's target: a plain upstream call, or a saga.
 async fn target(
+    gateway: &Gateway,
     request: &Admitted<'_>,
     parts: Parts,
     body: Bytes,
@@ -138,10 +142,18 @@ async fn target(
             let path = upstream_path(&parts.uri, request.route.strip_prefix.as_deref());
             proxy(upstream, parts, path, body, request.conn, request.id).await
         }
-        Target::Saga => Err(Error::new(
-            ErrorKind::Internal,
-            "saga routes are not served by this build",
-        )),
+        Target::Saga(route) => {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let request_id = request.id.to_str().unwrap_or_default();
+            gateway
+                .engine()
+                .serve(route, request_id, content_type, body, request.started)
+                .await
+        }
     }
 }
 

@@ -2,7 +2,11 @@
 //! instances) is kept in slots indexed by it, so a worker only ever touches its own slot.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
 
 static COUNT: AtomicUsize = AtomicUsize::new(1);
 
@@ -28,4 +32,43 @@ pub fn set_index(index: usize) {
 /// The current worker (0 on threads outside the worker pool).
 pub fn index() -> usize {
     INDEX.with(Cell::get)
+}
+
+/// Work handed to a worker from outside it (sagas resumed at start-up).
+pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Hands jobs to the workers round-robin; each worker spawns what it receives on its runtime.
+#[derive(Debug)]
+pub struct Spawner {
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    next: AtomicUsize,
+}
+
+impl Spawner {
+    /// A spawner for `workers` workers, and the queue each worker must drain.
+    pub fn new(workers: usize) -> (Self, Vec<mpsc::UnboundedReceiver<Job>>) {
+        let (queues, receivers) = (0..workers.max(1))
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let spawner = Self {
+            queues,
+            next: AtomicUsize::new(0),
+        };
+        (spawner, receivers)
+    }
+
+    /// Runs a job on the next worker.
+    pub fn spawn(&self, job: Job) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        if self.queues[index].send(job).is_err() {
+            tracing::warn!(worker = index, "a worker has stopped; a job was dropped");
+        }
+    }
+}
+
+/// Drains a worker's job queue, spawning each job on the current runtime.
+pub async fn run_jobs(mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = queue.recv().await {
+        tokio::spawn(job);
+    }
 }

@@ -136,6 +136,116 @@ impl Chain {
         Ok(current)
     }
 
+    /// Runs `on-step-request` through the chain; each plugin sees the previous one's call.
+    /// A failure under `reject` is returned; the call must not be sent.
+    pub async fn on_step_request(&self, call: wit::StepCall) -> Result<wit::StepCall, Failure> {
+        let mut current = call;
+        for plugin in self.plugins.iter() {
+            if plugin.skips(Hook::OnStepRequest) {
+                continue;
+            }
+            let outcome = plugin
+                .call(Hook::OnStepRequest, &current, |guest, store, call| {
+                    Box::pin(guest.call_on_step_request(store, call))
+                })
+                .await;
+            match outcome {
+                Outcome::Done(call) => match self.check_call(&call) {
+                    Ok(()) => current = call,
+                    Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
+                },
+                Outcome::Skipped => {}
+                Outcome::Failed(failure) => reject_only::<()>(Outcome::Failed(failure))?,
+            }
+        }
+        Ok(current)
+    }
+
+    /// Runs `on-step-response` through the chain; the first plugin that classifies wins. A
+    /// failing plugin leaves the gateway's own reading in place.
+    pub async fn on_step_response(
+        &self,
+        call: &wit::StepCall,
+        answer: &wit::StepAnswer,
+    ) -> Option<wit::Classification> {
+        for plugin in self.plugins.iter() {
+            if plugin.skips(Hook::OnStepResponse) {
+                continue;
+            }
+            let input = (call.clone(), answer.clone());
+            let outcome = plugin
+                .call(
+                    Hook::OnStepResponse,
+                    &input,
+                    |guest, store, (call, answer)| {
+                        Box::pin(guest.call_on_step_response(store, call, answer))
+                    },
+                )
+                .await;
+            if let Outcome::Done(Some(class)) = outcome {
+                return Some(class);
+            }
+        }
+        None
+    }
+
+    /// Runs `on-compensate` through the chain: each plugin may rewrite the undo or skip it.
+    pub async fn on_compensate(
+        &self,
+        undo: wit::StepCall,
+        action: &wit::StepCall,
+        action_answer: Option<&wit::StepAnswer>,
+    ) -> Result<wit::CompensateDecision, Failure> {
+        let mut current = undo;
+        for plugin in self.plugins.iter() {
+            if plugin.skips(Hook::OnCompensate) {
+                continue;
+            }
+            let input = (current.clone(), action.clone(), action_answer.cloned());
+            let outcome = plugin
+                .call(
+                    Hook::OnCompensate,
+                    &input,
+                    |guest, store, (undo, action, answer)| {
+                        Box::pin(guest.call_on_compensate(store, undo, action, answer.as_ref()))
+                    },
+                )
+                .await;
+            match outcome {
+                Outcome::Done(wit::CompensateDecision::Skip) => {
+                    return Ok(wit::CompensateDecision::Skip);
+                }
+                Outcome::Done(wit::CompensateDecision::Send(call)) => {
+                    match self.check_call(&call) {
+                        Ok(()) => current = call,
+                        Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
+                    }
+                }
+                Outcome::Skipped => {}
+                // A deliberate refusal (a template that cannot be filled) is never passed over.
+                Outcome::Failed(failure) if failure.kind == "failed" => return Err(failure),
+                Outcome::Failed(failure) => reject_only::<()>(Outcome::Failed(failure))?,
+            }
+        }
+        Ok(wit::CompensateDecision::Send(current))
+    }
+
+    fn check_call(&self, call: &wit::StepCall) -> Result<(), String> {
+        if call.body.len() > self.body_bytes_max {
+            return Err(format!("returned a {}-byte call body", call.body.len()));
+        }
+        check_headers(&call.headers)?;
+        call.headers
+            .iter()
+            .try_for_each(|h| header_pair(h).map(|_| ()))?;
+        http::Method::from_bytes(call.method.as_bytes())
+            .map_err(|_| format!("returned an invalid method `{}`", call.method))?;
+        if !call.path.starts_with('/') || call.path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(format!("returned an invalid path `{}`", call.path));
+        }
+        Ok(())
+    }
+
     fn to_http(&self, answer: wit::Response) -> Result<Response<Full<Bytes>>, String> {
         if answer.body.len() > self.body_bytes_max {
             return Err(format!(
@@ -171,6 +281,14 @@ fn policy<T>(outcome: Outcome<T>) -> Result<(), Error> {
             ErrorKind::PluginFailed,
             format!("plugin `{plugin}` failed ({kind}): {detail}"),
         )),
+        _ => Ok(()),
+    }
+}
+
+/// A failure under `reject` stops the caller; under `skip` it is passed over.
+fn reject_only<T>(outcome: Outcome<T>) -> Result<(), Failure> {
+    match outcome {
+        Outcome::Failed(failure) if failure.on_error == OnError::Reject => Err(failure),
         _ => Ok(()),
     }
 }

@@ -66,9 +66,11 @@ pub fn serve(config: Config) -> Result<(), Error> {
     let stop_signal = stop_tx.clone();
     let mut stop_tx = Some(stop_tx);
     let mut threads = Vec::with_capacity(workers);
-    for (index, queue) in receivers.drain(..).enumerate() {
+    let jobs = gateway.take_job_queues();
+    for ((index, queue), jobs) in receivers.drain(..).enumerate().zip(jobs) {
         let worker = Worker {
             index,
+            jobs,
             gateway: gateway.clone(),
             queue,
             front: front.take(),
@@ -98,6 +100,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
             .map_err(|_| Error::new(ErrorKind::Internal, "a worker thread panicked"))??;
     }
     gateway.set_ready(false);
+    gateway.close();
     started?;
     tracing::info!(connections_cut = cut, "txgate stopped");
     Ok(())
@@ -114,6 +117,7 @@ struct Front {
 /// One thread's share of the client connections.
 struct Worker {
     index: usize,
+    jobs: mpsc::UnboundedReceiver<crate::worker::Job>,
     gateway: Arc<Gateway>,
     queue: mpsc::UnboundedReceiver<listener::Accepted>,
     front: Option<Front>,
@@ -131,6 +135,7 @@ impl Worker {
             .build()
             .map_err(io_error("tokio runtime"))?;
         runtime.block_on(async move {
+            tokio::spawn(crate::worker::run_jobs(self.jobs));
             if let Some(stop_tx) = self.stop_tx {
                 tokio::spawn(watch_signals(stop_tx, self.gateway.clone()));
             }

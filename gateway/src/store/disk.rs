@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::StoreError;
 use super::memory::Memory;
 use super::record::Record;
-use super::StoreError;
 use crate::metrics::Metrics;
 
 /// Log bytes since the last snapshot that trigger a compaction, at least.
@@ -90,7 +90,11 @@ pub(super) struct Segment {
 
 impl Log {
     /// Starts the committer on an open segment.
-    pub(super) fn start(segment: Segment, memory: Arc<Memory>, metrics: Option<Arc<Metrics>>) -> Self {
+    pub(super) fn start(
+        segment: Segment,
+        memory: Arc<Memory>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 next_seq: 1,
@@ -245,7 +249,9 @@ impl Committer {
             .spawn(move || {
                 match write_snapshot(&dir, number, &memory) {
                     Ok(bytes) => tracing::info!(snapshot = number, bytes, "store compacted"),
-                    Err(error) => tracing::error!(%error, "store compaction failed; the log is kept"),
+                    Err(error) => {
+                        tracing::error!(%error, "store compaction failed; the log is kept")
+                    }
                 }
                 shared.compacting.store(false, Ordering::Release);
             })?;
@@ -312,7 +318,10 @@ pub(super) fn snapshot_now(dir: &Path, number: u64, memory: &Memory) -> std::io:
 
 /// `("wal", 7)` for `wal-000000000007.log`, `("snapshot", 7)` for a snapshot.
 pub(super) fn parse_number(name: &str) -> Option<(&'static str, u64)> {
-    if let Some(n) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) {
+    if let Some(n) = name
+        .strip_prefix("wal-")
+        .and_then(|n| n.strip_suffix(".log"))
+    {
         return n.parse().ok().map(|n| ("wal", n));
     }
     name.strip_prefix("snapshot-")

@@ -127,9 +127,10 @@ impl Memory {
             durable,
         };
         let (applied, next) = match mutation {
-            Mutation::Put { value: bytes, ttl_ms } => {
-                (Applied::Stored, Some(value(bytes, expiry(ttl_ms))))
-            }
+            Mutation::Put {
+                value: bytes,
+                ttl_ms,
+            } => (Applied::Stored, Some(value(bytes, expiry(ttl_ms)))),
             Mutation::Delete => (Applied::Deleted(current.is_some()), None),
             Mutation::CompareAndSwap {
                 expected,
@@ -144,7 +145,9 @@ impl Memory {
             }
             Mutation::Increment { delta, ttl_ms } => {
                 let (number, expires_at_ms) = match (&current, &entry) {
-                    (Some(bytes), Entry::Occupied(e)) => (parse_counter(bytes)?, e.get().expires_at_ms),
+                    (Some(bytes), Entry::Occupied(e)) => {
+                        (parse_counter(bytes)?, e.get().expires_at_ms)
+                    }
                     _ => (0, expiry(ttl_ms)),
                 };
                 let sum = number.saturating_add(delta);
@@ -183,7 +186,10 @@ impl Memory {
 
     /// Loads a record during recovery (expired values are skipped).
     pub(super) fn restore(&self, record: Record) {
-        let key = (record.namespace.clone().into_boxed_str(), record.key.into_boxed_str());
+        let key = (
+            record.namespace.clone().into_boxed_str(),
+            record.key.into_boxed_str(),
+        );
         match record.value {
             Some((bytes, expires_at_ms)) if expires_at_ms.is_none_or(|at| at > now_unix_ms()) => {
                 let value = Value {
@@ -247,8 +253,15 @@ mod tests {
         }
     }
 
-    fn apply(memory: &Memory, namespace: &str, key: &str, mutation: Mutation) -> Result<Applied, StoreError> {
-        memory.apply(namespace, key, mutation, true, |_| ()).map(|(a, _)| a)
+    fn apply(
+        memory: &Memory,
+        namespace: &str,
+        key: &str,
+        mutation: Mutation,
+    ) -> Result<Applied, StoreError> {
+        memory
+            .apply(namespace, key, mutation, true, |_| ())
+            .map(|(a, _)| a)
     }
 
     #[test]
@@ -259,18 +272,36 @@ mod tests {
             new: Some(Bytes::from_static(b"mine")),
             ttl_ms: None,
         };
-        assert_eq!(apply(&memory, "ns", "k", claim()).unwrap(), Applied::Swapped(true));
-        assert_eq!(apply(&memory, "ns", "k", claim()).unwrap(), Applied::Swapped(false));
+        assert_eq!(
+            apply(&memory, "ns", "k", claim()).unwrap(),
+            Applied::Swapped(true)
+        );
+        assert_eq!(
+            apply(&memory, "ns", "k", claim()).unwrap(),
+            Applied::Swapped(false)
+        );
     }
 
     #[test]
     fn increment_counts_from_zero_and_refuses_text() {
         let memory = Memory::new(10);
-        let inc = |delta| Mutation::Increment { delta, ttl_ms: None };
-        assert_eq!(apply(&memory, "ns", "c", inc(2)).unwrap(), Applied::Counter(2));
-        assert_eq!(apply(&memory, "ns", "c", inc(-5)).unwrap(), Applied::Counter(-3));
+        let inc = |delta| Mutation::Increment {
+            delta,
+            ttl_ms: None,
+        };
+        assert_eq!(
+            apply(&memory, "ns", "c", inc(2)).unwrap(),
+            Applied::Counter(2)
+        );
+        assert_eq!(
+            apply(&memory, "ns", "c", inc(-5)).unwrap(),
+            Applied::Counter(-3)
+        );
         apply(&memory, "ns", "t", put("text", None)).unwrap();
-        assert_eq!(apply(&memory, "ns", "t", inc(1)), Err(StoreError::NotANumber));
+        assert_eq!(
+            apply(&memory, "ns", "t", inc(1)),
+            Err(StoreError::NotANumber)
+        );
     }
 
     #[test]
@@ -298,10 +329,20 @@ mod tests {
     fn only_changes_reach_the_log_and_volatile_values_skip_snapshots() {
         let memory = Memory::new(10);
         let mut logged = Vec::new();
-        memory.apply("ns", "k", put("v", None), true, |r| logged.push(r.clone())).unwrap();
-        let failed = Mutation::CompareAndSwap { expected: None, new: None, ttl_ms: None };
-        memory.apply("ns", "k", failed, true, |r| logged.push(r.clone())).unwrap();
-        memory.apply("ns", "v", put("x", None), false, |_| ()).unwrap();
+        memory
+            .apply("ns", "k", put("v", None), true, |r| logged.push(r.clone()))
+            .unwrap();
+        let failed = Mutation::CompareAndSwap {
+            expected: None,
+            new: None,
+            ttl_ms: None,
+        };
+        memory
+            .apply("ns", "k", failed, true, |r| logged.push(r.clone()))
+            .unwrap();
+        memory
+            .apply("ns", "v", put("x", None), false, |_| ())
+            .unwrap();
         assert_eq!(logged.len(), 1, "a failed swap logs nothing");
         let mut snapshot = Vec::new();
         memory.for_each_durable(&mut |r| snapshot.push(r.key.clone()));

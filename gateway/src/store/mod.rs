@@ -202,7 +202,9 @@ impl Store for EmbeddedStore {
         let log = self.log.as_ref().filter(|_| durable);
         let applied = self
             .memory
-            .apply(namespace, key, mutation, durable, |record| log.map(|log| log.append(record)));
+            .apply(namespace, key, mutation, durable, |record| {
+                log.map(|log| log.append(record))
+            });
         Box::pin(async move {
             let (applied, seq) = applied?;
             if let (Some(log), Some(Some(seq))) = (log, seq) {
@@ -243,7 +245,9 @@ mod tests {
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log") && std::fs::metadata(p).unwrap().len() > 0)
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "log") && std::fs::metadata(p).unwrap().len() > 0
+            })
             .collect();
         segments.sort();
         segments.pop().unwrap()
@@ -255,8 +259,14 @@ mod tests {
         {
             let (store, _) = EmbeddedStore::open(dir.path(), 100, None).unwrap();
             write_keys(&store, 0..10).await;
-            store.mutate("ns", "volatile", put("x"), Durability::Volatile).await.unwrap();
-            store.mutate("ns", "k0003", Mutation::Delete, Durability::Durable).await.unwrap();
+            store
+                .mutate("ns", "volatile", put("x"), Durability::Volatile)
+                .await
+                .unwrap();
+            store
+                .mutate("ns", "k0003", Mutation::Delete, Durability::Durable)
+                .await
+                .unwrap();
             store.close();
         }
         let (store, recovered) = EmbeddedStore::open(dir.path(), 100, None).unwrap();
@@ -294,7 +304,10 @@ mod tests {
         }
         let segment = newest_segment(dir.path());
         let len = std::fs::metadata(&segment).unwrap().len();
-        let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
         file.set_len(len - 5).unwrap();
         let (store, recovered) = EmbeddedStore::open(dir.path(), 100, None).unwrap();
         assert_eq!(recovered.log_records, 19);
@@ -318,7 +331,11 @@ mod tests {
         let error = EmbeddedStore::open(dir.path(), 100, None).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("wal-") && text.contains("at byte"), "{text}");
-        assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing was modified");
+        assert_eq!(
+            std::fs::read(&segment).unwrap(),
+            bytes,
+            "nothing was modified"
+        );
     }
 
     #[tokio::test]
@@ -335,7 +352,10 @@ mod tests {
         {
             let (store, _) = EmbeddedStore::open(dir.path(), 100, None).unwrap();
             write_keys(&store, 0..30).await;
-            store.mutate("ns", "k0000", Mutation::Delete, Durability::Durable).await.unwrap();
+            store
+                .mutate("ns", "k0000", Mutation::Delete, Durability::Durable)
+                .await
+                .unwrap();
             disk::snapshot_now(dir.path(), 99, store.memory()).unwrap();
             store.close();
         }
@@ -344,7 +364,10 @@ mod tests {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().any(|n| n.starts_with("snapshot-")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("snapshot-")),
+            "{names:?}"
+        );
         let (store, recovered) = EmbeddedStore::open(dir.path(), 100, None).unwrap();
         assert_eq!(recovered.snapshot_records, 29);
         assert_eq!(store.memory().len("ns"), 29);

@@ -47,7 +47,11 @@ impl Record {
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_BYTES]);
-        let op = if self.value.is_some() { OP_PUT } else { OP_DELETE };
+        let op = if self.value.is_some() {
+            OP_PUT
+        } else {
+            OP_DELETE
+        };
         out.push(op);
         let namespace = self.namespace.as_bytes();
         out.extend_from_slice(&(namespace.len() as u16).to_le_bytes());
@@ -165,7 +169,10 @@ fn parse_payload(payload: &[u8]) -> Option<Record> {
         return None;
     }
     let value = match op {
-        OP_PUT => Some((Bytes::copy_from_slice(value), (expires != 0).then_some(expires))),
+        OP_PUT => Some((
+            Bytes::copy_from_slice(value),
+            (expires != 0).then_some(expires),
+        )),
         OP_DELETE => None,
         _ => return None,
     };
@@ -207,9 +214,15 @@ mod tests {
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x40;
-            assert!(Record::decode(&damaged, 0).is_err(), "flip at {at} slipped through");
+            assert!(
+                Record::decode(&damaged, 0).is_err(),
+                "flip at {at} slipped through"
+            );
             if at > 0 {
-                assert!(Record::decode(&bytes[..at], 0).is_err(), "cut at {at} slipped through");
+                assert!(
+                    Record::decode(&bytes[..at], 0).is_err(),
+                    "cut at {at} slipped through"
+                );
             }
         }
     }
@@ -223,7 +236,10 @@ mod tests {
         sample("c", Some("3")).encode(&mut bytes);
         let mut middle = bytes.clone();
         middle[second + 14] ^= 1;
-        assert!(Record::any_intact_after(&middle, second), "the third record follows");
+        assert!(
+            Record::any_intact_after(&middle, second),
+            "the third record follows"
+        );
         let torn = &bytes[..bytes.len() - 3];
         let third = second + (bytes.len() - second) / 2;
         assert!(!Record::any_intact_after(torn, third));

@@ -145,7 +145,10 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
     file.try_lock().map_err(|_| {
         Error::new(
             ErrorKind::Store,
-            format!("{}: another process is using this store directory", dir.display()),
+            format!(
+                "{}: another process is using this store directory",
+                dir.display()
+            ),
         )
     })?;
     Ok(file)

@@ -1,0 +1,118 @@
+//! What clients and operators see of a saga, as JSON.
+//!
+//! Clients (SPEC §3): `{"saga_id", "status", "steps": [{"name", "status", "body"}]}`, plus
+//! `failed_step` and `error` when compensated. 200 when completed; the rejecting step's status
+//! after a business rejection; 502 when an upstream stayed unavailable; 503 when a plugin failed;
+//! 202 with `"status": "pending"` while the saga is still running.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::record::{Cause, SagaRecord, Status, Undo};
+
+/// An upstream body as JSON when it parses, otherwise as a string.
+fn body_value(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+fn steps(record: &SagaRecord) -> Vec<Value> {
+    record
+        .steps
+        .iter()
+        .map(|step| {
+            let mut value = json!({
+                "name": step.name,
+                "status": step.answer.as_ref().map(|a| a.status),
+                "body": step.answer.as_ref().map_or(Value::Null, |a| body_value(&a.body)),
+            });
+            let undo = match step.undo {
+                Undo::None => None,
+                Undo::Sent => Some("pending"),
+                Undo::Done => Some("done"),
+                Undo::Skipped => Some("skipped"),
+            };
+            if let Some(undo) = undo {
+                value["compensation"] = json!(undo);
+            }
+            value
+        })
+        .collect()
+}
+
+/// The client's answer.
+pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
+    let shown_status = if record.status.is_final() {
+        record.status.as_str()
+    } else {
+        "pending"
+    };
+    let mut body = json!({
+        "saga_id": record.id,
+        "status": shown_status,
+        "steps": steps(record),
+    });
+    if let Some(failure) = &record.failure {
+        body["failed_step"] = json!(record.steps[failure.step].name);
+        body["error"] = json!(failure.error);
+    }
+    let status = match (record.status, &record.failure) {
+        (Status::Completed, _) => StatusCode::OK,
+        (status, _) if !status.is_final() => StatusCode::ACCEPTED,
+        (_, Some(failure)) => match failure.cause {
+            Cause::Rejected => record.steps[failure.step]
+                .answer
+                .as_ref()
+                .and_then(|a| StatusCode::from_u16(a.status).ok())
+                .unwrap_or(StatusCode::CONFLICT),
+            Cause::Unavailable => StatusCode::BAD_GATEWAY,
+            Cause::Plugin => StatusCode::SERVICE_UNAVAILABLE,
+        },
+        (_, None) => StatusCode::BAD_GATEWAY,
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::ACCEPTED {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// An operator's view: every field, every kept attempt.
+pub fn admin(record: &SagaRecord) -> Value {
+    let name = |i: usize| record.steps.get(i).map(|s| s.name.clone());
+    json!({
+        "saga_id": record.id,
+        "route": record.route,
+        "request_id": record.request_id,
+        "mode": format!("{:?}", record.mode).to_lowercase(),
+        "status": record.status.as_str(),
+        "stage": format!("{:?}", record.stage),
+        "created_ms": record.created_ms,
+        "updated_ms": record.updated_ms,
+        "steps": steps(record),
+        "failure": record.failure.as_ref().map(|f| json!({
+            "step": name(f.step),
+            "cause": format!("{:?}", f.cause).to_lowercase(),
+            "error": f.error,
+        })),
+        "failures_in_a_row": record.failures_in_a_row,
+        "resolution": record.resolution.as_deref().map(|note| serde_json::from_str::<Value>(note).unwrap_or(json!(note))),
+        "attempts_total": record.attempts_total,
+        "attempts": record.attempts.iter().map(|a| json!({
+            "step": name(a.step),
+            "phase": a.phase.as_str(),
+            "at_ms": a.at_ms,
+            "status": a.status,
+            "latency_ms": a.latency_ms,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
+    })
+}
