@@ -16,7 +16,9 @@ mod wasm {
 mod admin;
 mod bank;
 mod config_check;
+mod crash;
 mod lifecycle;
 mod plugins;
 mod proxy;
 mod resilience;
+mod sagas;

@@ -559,9 +559,9 @@ mod tests {
             record.forward_failed(0, Cause::Rejected, None, "late".into());
             record
         });
-        match moved {
-            Ok(after) => assert_eq!(after.status, before.status, "refused in release builds"),
-            Err(_) => {} // debug builds assert
+        // Debug builds assert (the closure panics); release builds refuse and change nothing.
+        if let Ok(after) = moved {
+            assert_eq!(after.status, before.status);
         }
     }
 

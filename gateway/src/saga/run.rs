@@ -19,11 +19,11 @@ pub(super) async fn run(engine: Arc<Engine>, mut record: SagaRecord, handle: Arc
     };
     loop {
         let resolution = handle.resolution.lock().expect("resolution").take();
-        if let Some(note) = resolution {
-            if record.resolve(note) {
-                engine.persist(&record, &handle).await;
-                break;
-            }
+        if let Some(note) = resolution
+            && record.resolve(note)
+        {
+            engine.persist(&record, &handle).await;
+            break;
         }
         match record.stage {
             Stage::Forward(i) => forward(&engine, &route, &mut record, i).await,

@@ -16,6 +16,8 @@
 //! reads. A log of checksummed records plus periodic snapshots gives all three in a few hundred
 //! lines; `bench/RESULTS.md` has the write rates measured for it.
 
+#[cfg(test)]
+mod damage_tests;
 mod disk;
 mod memory;
 mod record;

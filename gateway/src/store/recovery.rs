@@ -96,11 +96,15 @@ fn replay(
                 return Ok((records, Some(damage.offset)));
             }
             Err(damage) => {
+                let why = if newest_segment {
+                    "intact records follow it, so it is not a torn tail"
+                } else {
+                    "only the newest log segment can end torn"
+                };
                 return Err(Error::new(
                     ErrorKind::Store,
                     format!(
-                        "{}: damaged record at byte {} ({}); intact records follow it, so this is not a torn tail. \
-                         The files are left as they are for inspection",
+                        "{}: damaged record at byte {} ({}); {why}. The files are left as they are for inspection",
                         path.display(),
                         damage.offset,
                         damage.reason

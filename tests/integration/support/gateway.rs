@@ -214,6 +214,22 @@ impl Gateway {
         }
     }
 
+    /// The store directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Starts the gateway again and expects it to refuse: returns its exit status and log.
+    pub async fn restart_expecting_failure(&mut self) -> (ExitStatus, String) {
+        assert!(
+            self.child.is_none(),
+            "stop the gateway before restarting it"
+        );
+        self.spawn();
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        (status, self.log())
+    }
+
     /// Starts the gateway again with the same config, ports and store.
     pub async fn restart(&mut self) {
         assert!(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use bank::Bank;
-pub use gateway::GatewayBuilder;
+pub use gateway::{Gateway, GatewayBuilder};
 
 /// A built workspace binary (`txgate`, `txgate-bank`), next to this test executable.
 pub fn bin(name: &str) -> PathBuf {
