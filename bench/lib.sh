@@ -30,6 +30,17 @@ wait_port() {
   return 1
 }
 
+# refuse_busy PORT...: stops the run if something already listens on a port (a stale process would
+# silently take the load).
+refuse_busy() {
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port is already in use; stop whatever listens there first" >&2
+      exit 1
+    fi
+  done
+}
+
 # start_bank PORT LOG [extra args]: a demo bank with a few funded accounts.
 start_bank() {
   local port=$1 log=$2

@@ -17,6 +17,7 @@ TXGATE_PORT=17203
 ADMIN_PORT=17204
 
 need_tool wrk wrk
+refuse_busy "$BANK_PORT" "$TXGATE_PORT" "$ADMIN_PORT"
 build_release
 cargo build -q --release --target wasm32-wasip2 -p txgate-test-noop --target-dir target/wasm
 NOOP="$PWD/target/wasm/wasm32-wasip2/release/txgate_test_noop.wasm"

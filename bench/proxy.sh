@@ -22,6 +22,7 @@ ADMIN_PORT=17104
 PATH_UNDER_TEST=/accounts/alice
 
 need_tool wrk wrk
+refuse_busy "$BANK_PORT" "$NGINX_PORT" "$TXGATE_PORT" "$ADMIN_PORT"
 need_tool nginx nginx-light
 build_release
 

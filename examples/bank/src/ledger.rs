@@ -163,11 +163,13 @@ pub struct Ledger {
     answers: HashMap<String, Answer>,
     answer_order: VecDeque<String>,
     barriers: HashMap<String, Barrier>,
+    barrier_order: VecDeque<String>,
     answers_max: usize,
 }
 
 impl Ledger {
-    /// Empty books that remember at most `answers_max` idempotency keys (oldest forgotten first).
+    /// Empty books that remember at most `answers_max` idempotency keys and as many barrier
+    /// records (oldest forgotten first).
     pub fn new(answers_max: usize) -> Self {
         Self {
             answers_max: answers_max.max(1),
@@ -216,7 +218,7 @@ impl Ledger {
             self.remember(key, answer);
         }
         if let Some((key, barrier)) = change.barrier {
-            self.barriers.insert(key, barrier);
+            self.keep_barrier(key, barrier);
         }
         if let Some((id, account)) = change.account {
             self.accounts.insert(id, account);
@@ -254,8 +256,19 @@ impl Ledger {
 
     fn set_barrier(&mut self, op: &Operation, barrier: Barrier, change: &mut Change) {
         if let Some(key) = &op.barrier {
-            self.barriers.insert(key.clone(), barrier.clone());
+            self.keep_barrier(key.clone(), barrier.clone());
             change.barrier = Some((key.clone(), barrier));
+        }
+    }
+
+    fn keep_barrier(&mut self, key: String, barrier: Barrier) {
+        if self.barriers.insert(key.clone(), barrier).is_none() {
+            self.barrier_order.push_back(key);
+        }
+        while self.barrier_order.len() > self.answers_max {
+            if let Some(oldest) = self.barrier_order.pop_front() {
+                self.barriers.remove(&oldest);
+            }
         }
     }
 

@@ -26,7 +26,7 @@ struct Args {
     /// Journal file: keeps the books across restarts.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Idempotency keys remembered (oldest forgotten first).
+    /// Idempotency keys, and barrier records, remembered (oldest forgotten first).
     #[arg(long, default_value_t = 2_000_000)]
     keys_max: usize,
 }

@@ -5,60 +5,76 @@
 //! after a business rejection; 502 when an upstream stayed unavailable; 503 when a plugin failed;
 //! 202 with `"status": "pending"` while the saga is still running.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::record::{Cause, SagaRecord, Status, Undo};
+use super::record::{Answer, Cause, SagaRecord, Status, Undo};
 
-/// An upstream body as JSON when it parses, otherwise as a string.
-fn body_value(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+/// An upstream body: JSON when it parses (copied through as is), otherwise a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Body<'a> {
+    Json(&'a RawValue),
+    Text(Cow<'a, str>),
 }
 
-fn steps(record: &SagaRecord) -> Vec<Value> {
+fn body(answer: &Answer) -> Body<'_> {
+    match serde_json::from_slice::<&RawValue>(&answer.body) {
+        Ok(raw) => Body::Json(raw),
+        Err(_) => Body::Text(String::from_utf8_lossy(&answer.body)),
+    }
+}
+
+#[derive(Serialize)]
+struct StepView<'a> {
+    name: &'a str,
+    status: Option<u16>,
+    body: Option<Body<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compensation: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ClientView<'a> {
+    saga_id: &'a str,
+    status: &'a str,
+    steps: Vec<StepView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_step: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn undo_name(undo: Undo) -> Option<&'static str> {
+    match undo {
+        Undo::None => None,
+        Undo::Sent => Some("pending"),
+        Undo::Done => Some("done"),
+        Undo::Skipped => Some("skipped"),
+    }
+}
+
+fn steps(record: &SagaRecord) -> Vec<StepView<'_>> {
     record
         .steps
         .iter()
-        .map(|step| {
-            let mut value = json!({
-                "name": step.name,
-                "status": step.answer.as_ref().map(|a| a.status),
-                "body": step.answer.as_ref().map_or(Value::Null, |a| body_value(&a.body)),
-            });
-            let undo = match step.undo {
-                Undo::None => None,
-                Undo::Sent => Some("pending"),
-                Undo::Done => Some("done"),
-                Undo::Skipped => Some("skipped"),
-            };
-            if let Some(undo) = undo {
-                value["compensation"] = json!(undo);
-            }
-            value
+        .map(|step| StepView {
+            name: &step.name,
+            status: step.answer.as_ref().map(|a| a.status),
+            body: step.answer.as_ref().map(body),
+            compensation: undo_name(step.undo),
         })
         .collect()
 }
 
-/// The client's answer.
-pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
-    let shown_status = if record.status.is_final() {
-        record.status.as_str()
-    } else {
-        "pending"
-    };
-    let mut body = json!({
-        "saga_id": record.id,
-        "status": shown_status,
-        "steps": steps(record),
-    });
-    if let Some(failure) = &record.failure {
-        body["failed_step"] = json!(record.steps[failure.step].name);
-        body["error"] = json!(failure.error);
-    }
-    let status = match (record.status, &record.failure) {
+fn status_code(record: &SagaRecord) -> StatusCode {
+    match (record.status, &record.failure) {
         (Status::Completed, _) => StatusCode::OK,
         (status, _) if !status.is_final() => StatusCode::ACCEPTED,
         (_, Some(failure)) => match failure.cause {
@@ -71,8 +87,28 @@ pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
             Cause::Plugin => StatusCode::SERVICE_UNAVAILABLE,
         },
         (_, None) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The client's answer.
+pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
+    let view = ClientView {
+        saga_id: &record.id,
+        status: if record.status.is_final() {
+            record.status.as_str()
+        } else {
+            "pending"
+        },
+        steps: steps(record),
+        failed_step: record
+            .failure
+            .as_ref()
+            .map(|f| record.steps[f.step].name.as_str()),
+        error: record.failure.as_ref().map(|f| f.error.as_str()),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = serde_json::to_vec(&view).expect("the client view always serializes");
+    let status = status_code(record);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

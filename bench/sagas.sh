@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Durable saga throughput: 2-step transfer sagas (debit at bank A, credit at bank B) through
+# txgate, every state change fsynced to the store before the call it leads to, against the same
+# banks taking the same calls directly, in the same run with interleaved rounds.
+#
+#   saga    - wrk POST /transfers through txgate, a fresh X-Request-ID per request
+#   direct  - two wrk processes at once: POST /debit on bank A and POST /credit on bank B, each
+#             call with a fresh Idempotency-Key; reported as calls/s and as transfers/s (calls/2)
+#
+# Usage: bench/sagas.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3 PLUGINS=0)
+#        PLUGINS=1 also runs the route with the three shipped plugins (idempotency, rate limit,
+#        compensation), for the plugin-overhead figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+PLUGINS=${PLUGINS:-0}
+A_PORT=17301
+B_PORT=17302
+TXGATE_PORT=17303
+ADMIN_PORT=17304
+
+need_tool wrk wrk
+refuse_busy "$A_PORT" "$B_PORT" "$TXGATE_PORT" "$ADMIN_PORT"
+build_release
+[ "$PLUGINS" = 1 ] && plugins/build >/dev/null
+
+work=$(mktemp -d)
+trap 'stop_all; rm -rf "$work"' EXIT
+BIG=1000000000000000
+target/release/txgate-bank --listen "127.0.0.1:$A_PORT" --name bank_a --accounts "alice=$BIG" \
+  --keys-max 200000 >"$work/a.log" 2>&1 &
+PIDS+=($!)
+target/release/txgate-bank --listen "127.0.0.1:$B_PORT" --name bank_b --accounts "carol=$BIG" \
+  --keys-max 200000 >"$work/b.log" 2>&1 &
+PIDS+=($!)
+wait_port "$A_PORT"
+wait_port "$B_PORT"
+
+plugin_config=""
+if [ "$PLUGINS" = 1 ]; then
+  plugin_config=$(cat <<PLUGINS_TOML
+[plugins.rate_limit]
+module = "$PWD/target/plugins/rate_limit.wasm"
+[plugins.rate_limit.config]
+key = "route"
+per_second = 1000000
+burst = 1000000
+[plugins.idempotency]
+module = "$PWD/target/plugins/idempotency.wasm"
+[plugins.compensation]
+module = "$PWD/target/plugins/compensation.wasm"
+[[routes]]
+name = "plugged"
+methods = ["POST"]
+path = "/plugged"
+plugins = ["rate_limit", "idempotency", "compensation"]
+[routes.saga]
+mode = "saga"
+[[routes.saga.steps]]
+name = "debit"
+upstream = "bank_a"
+action = "POST /debit"
+compensate = "POST /debit/compensate"
+[[routes.saga.steps]]
+name = "credit"
+upstream = "bank_b"
+action = "POST /credit"
+compensate = "POST /credit/compensate"
+PLUGINS_TOML
+)
+fi
+
+cat >"$work/txgate.toml" <<CONFIG
+[server]
+listen = "127.0.0.1:$TXGATE_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+[store]
+dir = "$work/store"
+retention_secs = 3600
+[upstreams.bank_a]
+url = "http://127.0.0.1:$A_PORT"
+[upstreams.bank_b]
+url = "http://127.0.0.1:$B_PORT"
+[[routes]]
+name = "transfers"
+methods = ["POST"]
+path = "/transfers"
+[routes.saga]
+mode = "saga"
+[[routes.saga.steps]]
+name = "debit"
+upstream = "bank_a"
+action = "POST /debit"
+compensate = "POST /debit/compensate"
+[[routes.saga.steps]]
+name = "credit"
+upstream = "bank_b"
+action = "POST /credit"
+compensate = "POST /credit/compensate"
+$plugin_config
+CONFIG
+start_txgate "$work/txgate.toml" "$work/txgate.log"
+wait_port "$TXGATE_PORT"
+
+# One Lua state per wrk thread: each numbers its requests, under a per-run prefix.
+cat >"$work/unique.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = args[1] .. "-" .. tid
+  header = args[2]
+  path = args[3]
+  counter = 0
+  wrk.method = "POST"
+  wrk.body = '{"from":"alice","to":"carol","amount":1}'
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  counter = counter + 1
+  local id = prefix .. "-" .. counter
+  wrk.headers[header] = id
+  if header ~= "X-Request-ID" then
+    wrk.headers["X-Saga-ID"] = id
+    wrk.headers["X-Saga-Step"] = "s"
+  end
+  return wrk.format(nil, path)
+end
+LUA
+
+run_unique() { # URL HEADER PATH PREFIX [connections]
+  local connections=${5:-$CONNECTIONS}
+  wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -s "$work/unique.lua" "$1" -- "$4" "$2" "$3" |
+    awk '
+      function ms(v) {
+        if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+        if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+        if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+        return v
+      }
+      /^ +99%/ { p99 = ms($2) }
+      /^Requests\/sec:/ { rps = $2 }
+      /Non-2xx or 3xx responses/ { bad = $NF }
+      END {
+        if (bad > 0) printf "warning: %d non-2xx responses\n", bad > "/dev/stderr"
+        printf "%.0f %.3f\n", rps, p99
+      }'
+}
+
+targets=(saga direct)
+[ "$PLUGINS" = 1 ] && targets+=(plugged)
+declare -A RATE P99
+for round in $(seq "$ROUNDS"); do
+  for target in "${targets[@]}"; do
+    prefix="r$round-$target-$RANDOM"
+    case $target in
+      saga)
+        read -r rate p99 < <(run_unique "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /transfers "$prefix")
+        ;;
+      plugged)
+        read -r rate p99 < <(run_unique "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /plugged "$prefix")
+        ;;
+      direct)
+        half=$((CONNECTIONS / 2))
+        run_unique "http://127.0.0.1:$A_PORT" Idempotency-Key /debit "$prefix-a" "$half" >"$work/a.out" &
+        a_wrk=$!
+        run_unique "http://127.0.0.1:$B_PORT" Idempotency-Key /credit "$prefix-b" "$half" >"$work/b.out"
+        wait "$a_wrk"
+        read -r a_rate a_p99 <"$work/a.out"
+        read -r b_rate b_p99 <"$work/b.out"
+        rate=$((a_rate + b_rate))
+        p99=$(awk -v x="$a_p99" -v y="$b_p99" 'BEGIN { print (x > y ? x : y) }')
+        ;;
+    esac
+    RATE[$target]+="$rate "
+    P99[$target]+="$p99 "
+    echo "round $round $target: $rate/s, p99 $p99 ms" >&2
+  done
+done
+
+saga_rate=$(median ${RATE[saga]})
+direct_calls=$(median ${RATE[direct]})
+echo
+echo "machine: $(machine_line)"
+echo "command: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS PLUGINS=$PLUGINS bench/sagas.sh"
+echo
+echo "| target | rate | p99 ms |"
+echo "|---|---|---|"
+echo "| durable 2-step sagas through txgate | $saga_rate sagas/s | $(median ${P99[saga]}) |"
+if [ "$PLUGINS" = 1 ]; then
+  echo "| the same with idempotency, rate limit, compensation | $(median ${RATE[plugged]}) sagas/s | $(median ${P99[plugged]}) |"
+fi
+echo "| the banks directly (debit + credit calls) | $direct_calls calls/s = $((direct_calls / 2)) transfers/s | $(median ${P99[direct]}) |"
+echo
+ratio_line "sagas / direct transfers" "$saga_rate" "$((direct_calls / 2))"
+if [ "$PLUGINS" = 1 ]; then
+  ratio_line "with the three plugins / without" "$(median ${RATE[plugged]})" "$saga_rate"
+fi
+echo "store: $(du -sh "$work/store" | cut -f1) on disk after the run"
