@@ -38,18 +38,35 @@ for _ in $(seq 200); do
 done
 curl -sf http://127.0.0.1:9080/readyz >/dev/null || { cat "$demo_dir/txgate.log"; exit 1; }
 
-say "A read through the gateway (plain route; the served_by plugin adds x-served-by; X-Request-ID echoed):"
-run "curl -s -i http://127.0.0.1:8080/bank-a/accounts/alice -H 'X-Request-ID: demo-read-1'"
+say "A transfer as a saga: debit alice at bank_a, credit carol at bank_b:"
+run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":100}'"
+
+say "The same X-Request-ID again: the same saga's answer, nothing applied twice:"
+run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":100}'"
+
+say "A transfer to an account bank_b does not have: the credit is rejected and the debit compensated:"
+run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-2' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"nobody\",\"amount\":50}'"
+
+say "The same transfer as TCC: reserve at both banks, then confirm both:"
+run "curl -s -X POST http://127.0.0.1:8080/tcc/transfers -H 'X-Request-ID: demo-tcc-1' -H 'Content-Type: application/json' -d '{\"from\":\"bob\",\"to\":\"dave\",\"amount\":30}'"
+
+say "The books through a plain route (the served_by plugin adds x-served-by; X-Request-ID echoed):"
+run "curl -s -i http://127.0.0.1:8080/bank-a/accounts -H 'X-Request-ID: demo-read-1'"
+run "curl -s http://127.0.0.1:8080/bank-b/accounts"
+
+say "What an operator sees: the newest sagas (admin API):"
+run "curl -s 'http://127.0.0.1:9080/admin/sagas?limit=2'"
 
 say "An unknown path is an RFC 9457 problem:"
 run "curl -s http://127.0.0.1:8080/nowhere"
 
 say "Gateway metrics (admin listener):"
-curl -s http://127.0.0.1:9080/metrics | grep -E '^txgate_requests_total' || true
+curl -s http://127.0.0.1:9080/metrics | grep -E '^txgate_(requests_total|sagas_total)' || true
 
 say "Logs are in $demo_dir/."
 if [ "${DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 say "The gateway is up on http://127.0.0.1:8080 (admin http://127.0.0.1:9080). Try:"
-echo "  curl -s http://127.0.0.1:8080/bank-b/accounts"
+echo "  curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: my-1' -d '{\"from\":\"bob\",\"to\":\"carol\",\"amount\":5}'"
+echo "  curl -s http://127.0.0.1:9080/admin/sagas?status=completed"
 echo "Press Ctrl-C to stop."
 wait
