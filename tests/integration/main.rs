@@ -22,3 +22,4 @@ mod plugins;
 mod proxy;
 mod resilience;
 mod sagas;
+mod shipped_plugins;

@@ -233,7 +233,7 @@ async fn other_routes_keep_succeeding_while_a_looping_plugin_is_hit() {
     // continuously, every request on another route succeeds, and its worst latency stays far
     // below the looping plugin's deadline.
     let bank = Bank::start(&[]).await;
-    let config = route_with(&bank, "looper", wasm::LOOPER, "timeout_ms = 1000");
+    let config = route_with(&bank, "looper", wasm::LOOPER, "timeout_ms = 500");
     let gateway = GatewayBuilder::new(config).start().await;
     let loop_url = gateway.url("/guarded/echo");
     let hammers: Vec<_> = (0..4)
@@ -268,7 +268,9 @@ async fn other_routes_keep_succeeding_while_a_looping_plugin_is_hit() {
     for hammer in hammers {
         cut += hammer.await.unwrap();
     }
-    assert!(cut >= 8, "the looping route was hit {cut} times");
+    // Four loopers share two workers, so each gets about half a core: a 500 ms budget of the
+    // plugin's own execution lasts about a second of wall time.
+    assert!(cut >= 6, "the looping route was hit {cut} times");
     // 15 ms is typical here; the bound leaves room for a loaded test machine.
     assert!(
         worst < Duration::from_millis(400),

@@ -14,8 +14,9 @@
 //! `{"legs": {"<step>": {"account": .., "amount": ..}}}`, picked by `X-Saga-Step`.
 //!
 //! Management: `GET /accounts`, `GET|PUT /accounts/{id}`, `GET /ledger` (barrier records),
-//! `GET /stats`, `GET|POST|DELETE /_faults`, `GET /healthz`, and `ANY /echo/...` (answers with
-//! what it received; `?delay_ms=` and `?status=` shape the answer).
+//! `GET /stats`, `GET /_requests` (the last business requests, with their bodies),
+//! `GET|POST|DELETE /_faults`, `GET /healthz`, and `ANY /echo/...` (answers with what it
+//! received; `?delay_ms=` and `?status=` shape the answer).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +45,16 @@ const BODY_BYTES_MAX: usize = 64 * 1024;
 const AMOUNT_MAX: i64 = 1_000_000_000_000;
 /// Longest `/echo?delay_ms=`.
 const ECHO_DELAY_MS_MAX: u64 = 60_000;
+/// Business requests kept for `GET /_requests`, newest last.
+const REQUEST_LOG_MAX: usize = 256;
+/// Headers kept in the request log.
+const LOGGED_HEADERS: [&str; 5] = [
+    "idempotency-key",
+    "x-saga-id",
+    "x-saga-step",
+    "x-request-id",
+    "content-type",
+];
 
 /// The bank: books, faults, journal and counters.
 #[derive(Debug)]
@@ -54,6 +65,7 @@ pub struct Bank {
     faults: Mutex<Faults>,
     requests: AtomicU64,
     paths: Mutex<BTreeMap<String, u64>>,
+    log: Mutex<std::collections::VecDeque<Value>>,
 }
 
 /// The connection is closed without an answer (the `drop` faults).
@@ -98,6 +110,7 @@ impl Bank {
             faults: Mutex::new(Faults::default()),
             requests: AtomicU64::new(0),
             paths: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -157,6 +170,7 @@ impl Bank {
             (&Method::GET, ["ledger"]) => self.audit(),
             (&Method::GET, ["stats"]) => self.stats(),
             (_, ["_faults"]) => self.faults(request).await,
+            (&Method::GET, ["_requests"]) => self.request_log(),
             (_, ["echo", ..]) => echo(request).await,
             (&Method::POST, [direction]) => self.business(request, direction, "action").await,
             (&Method::POST, [direction, "compensate"]) => {
@@ -183,6 +197,7 @@ impl Bank {
             Ok(body) => body,
             Err(detail) => return reply(400, &json!({"error": "bad_body", "detail": detail})),
         };
+        self.remember(&parts, &body);
         let op = match operation(&parts.headers, &body, direction, phase) {
             Ok(op) => op,
             Err(detail) => return reply(400, &json!({"error": "bad_request", "detail": detail})),
@@ -206,6 +221,25 @@ impl Bank {
             };
         }
         answer
+    }
+
+    /// Keeps a business request for `GET /_requests` (tests check what exactly arrived).
+    fn remember(&self, parts: &http::request::Parts, body: &Value) {
+        let headers: BTreeMap<&str, &str> = LOGGED_HEADERS
+            .iter()
+            .filter_map(|name| Some((*name, parts.headers.get(*name)?.to_str().ok()?)))
+            .collect();
+        let entry = json!({"method": parts.method.as_str(), "path": parts.uri.path(), "headers": headers, "body": body});
+        let mut log = self.log.lock().unwrap();
+        if log.len() == REQUEST_LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
+
+    fn request_log(&self) -> Response<Full<Bytes>> {
+        let log: Vec<Value> = self.log.lock().unwrap().iter().cloned().collect();
+        reply(200, &json!({ "requests": log }))
     }
 
     fn accounts(&self) -> Response<Full<Bytes>> {

@@ -16,7 +16,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::exports::txgate::plugin::hooks::Guest;
 use super::bindings::txgate::plugin::types::HookError;
 use super::bindings::{Plugin, PluginPre};
-use super::state::{Breach, CallBudget, HostState, PluginShared};
+use super::state::{Breach, CallBudget, HostState, PluginShared, thread_cpu};
 use crate::config::OnError;
 use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
@@ -232,14 +232,10 @@ impl LoadedPlugin {
     /// Resets the call budget and the deadline before a call (or an instantiation); returns the
     /// start time.
     fn arm(&self, store: &mut Store<HostState>) -> Instant {
-        let started = Instant::now();
         let data = store.data_mut();
-        data.call = CallBudget {
-            started,
-            host_wait: Duration::ZERO,
-            budget: self.timeout,
-        };
+        data.call = CallBudget::new(self.timeout);
         data.breach = Breach::None;
+        let started = data.call.started;
         store.set_epoch_deadline(1);
         started
     }
@@ -254,16 +250,22 @@ impl LoadedPlugin {
         store.limiter(|state| state);
         store.epoch_deadline_callback(|mut context| {
             let data = context.data_mut();
-            if data.call.used() >= data.call.budget {
+            if data.call.end_segment() >= data.call.budget {
                 data.breach = Breach::Deadline;
                 return Err(wasmtime::Error::msg("the plugin ran past its timeout_ms"));
             }
             // Under budget: let other requests on this worker run, then check again next tick.
             // tokio's own yield defers the wake-up until the runtime has polled for I/O; a plain
-            // self-wake would keep the worker busy with loopers while new requests wait.
+            // self-wake would keep the worker busy with loopers while new requests wait. The
+            // resumption starts the next segment of the plugin's own execution.
+            let resumed = data.call.resumed_ns.clone();
             Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::task::yield_now()),
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    let now = u64::try_from(thread_cpu().as_nanos()).unwrap_or(u64::MAX);
+                    resumed.store(now.max(1), Ordering::Release);
+                }),
             ))
         });
         self.arm(&mut store);

@@ -2,6 +2,7 @@
 //! memory limits that remember being hit, and the current hook call's time budget.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
@@ -35,22 +36,67 @@ pub struct PluginShared {
     pub namespace: String,
 }
 
-/// The time budget of the hook call under way. Host calls add their waiting time to
-/// `host_wait`, which the deadline does not charge.
-#[derive(Debug, Clone, Copy)]
+/// The time budget of the hook call under way: the plugin's own execution, not the time it
+/// waits in host calls or while the worker runs other requests between epoch ticks.
+///
+/// A call runs in segments: from its start (or a resumption) to an epoch tick or a waiting host
+/// call. The first segment, short by construction (at most one tick), is measured by the wall
+/// clock, which costs nothing; later segments by the worker thread's CPU clock, so neither other
+/// requests' work nor the operating system's preemption is charged to the plugin.
+#[derive(Debug)]
 pub struct CallBudget {
     /// When the call started.
     pub started: Instant,
-    /// Time spent waiting inside host calls.
-    pub host_wait: Duration,
     /// The plugin's `timeout_ms`.
     pub budget: Duration,
+    /// Execution charged in finished segments.
+    pub charged: Duration,
+    /// The thread CPU time at which the running segment began (`None`: the first segment).
+    pub segment_from: Option<Duration>,
+    /// Set by a finished yield: the thread CPU time at which the call resumed (ns, 0 = none).
+    pub resumed_ns: Arc<AtomicU64>,
+}
+
+/// The current thread's CPU time.
+pub(super) fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 impl CallBudget {
-    /// Plugin time used so far.
-    pub fn used(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.host_wait)
+    /// A fresh budget.
+    pub fn new(budget: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            budget,
+            charged: Duration::ZERO,
+            segment_from: None,
+            resumed_ns: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Ends the running segment (at a tick, or before a waiting host call) and returns the
+    /// execution charged so far.
+    pub fn end_segment(&mut self) -> Duration {
+        let resumed = self.resumed_ns.swap(0, Ordering::AcqRel);
+        let from = if resumed != 0 {
+            Some(Duration::from_nanos(resumed))
+        } else {
+            self.segment_from.take()
+        };
+        self.charged += match from {
+            Some(from) => thread_cpu().saturating_sub(from),
+            None if self.charged.is_zero() => self.started.elapsed(),
+            None => Duration::ZERO,
+        };
+        self.segment_from = None;
+        self.charged
+    }
+
+    /// Starts a segment now (after a waiting host call returns).
+    pub fn start_segment(&mut self) {
+        self.segment_from = Some(thread_cpu());
     }
 }
 
@@ -93,11 +139,7 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             memory_bytes_max,
-            call: CallBudget {
-                started: Instant::now(),
-                host_wait: Duration::ZERO,
-                budget: Duration::ZERO,
-            },
+            call: CallBudget::new(Duration::ZERO),
             breach: Breach::None,
         }
     }

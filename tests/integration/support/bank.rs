@@ -161,6 +161,22 @@ impl Bank {
         body["barriers"].as_object().cloned().unwrap_or_default()
     }
 
+    /// The last business requests the bank received (method, path, saga headers, body).
+    pub async fn requests(&self, path: &str) -> Vec<Value> {
+        let log: Value = client()
+            .get(self.url("/_requests"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        log["requests"]
+            .as_array()
+            .map(|all| all.iter().filter(|r| r["path"] == path).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Sets a balance.
     pub async fn set_balance(&self, account: &str, balance: i64) {
         let url = self.url(&format!("/accounts/{account}"));

@@ -1,8 +1,6 @@
 //! `txgate:plugin/kv`: the plugin's namespace (`kv/<plugin>`) in the gateway's store, durable or
-//! volatile by its `state` setting. Time spent waiting for the store (a group commit) is added to
-//! the call's `host_wait`, which the plugin's deadline does not charge.
-
-use std::time::Instant;
+//! volatile by its `state` setting. A write ends the call's running segment before it waits for
+//! the store (a group commit), so the plugin's deadline does not charge the wait.
 
 use bytes::Bytes;
 
@@ -40,13 +38,13 @@ impl HostState {
             PluginState::Durable => Durability::Durable,
             PluginState::Volatile => Durability::Volatile,
         };
-        let started = Instant::now();
         let shared = self.shared.clone();
+        self.call.end_segment();
         let result = shared
             .store
             .mutate(&shared.namespace, &key, mutation, durability)
             .await;
-        self.call.host_wait += started.elapsed();
+        self.call.start_segment();
         result.map_err(kv_error)
     }
 }
@@ -54,10 +52,8 @@ impl HostState {
 impl Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check(&key, None)?;
-        let started = Instant::now();
         let shared = self.shared.clone();
         let value = shared.store.get(&shared.namespace, &key).await;
-        self.call.host_wait += started.elapsed();
         Ok(value.map(|v| v.to_vec()))
     }
 
