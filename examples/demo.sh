@@ -41,8 +41,11 @@ curl -sf http://127.0.0.1:9080/readyz >/dev/null || { cat "$demo_dir/txgate.log"
 say "A transfer as a saga: debit alice at bank_a, credit carol at bank_b:"
 run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":100}'"
 
-say "The same X-Request-ID again: the same saga's answer, nothing applied twice:"
-run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":100}'"
+say "The same X-Request-ID again: the idempotency plugin replays the stored answer; nothing runs twice:"
+run "curl -s -i -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":100}'"
+
+say "The same X-Request-ID with a different body is refused:"
+run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":999}'"
 
 say "A transfer to an account bank_b does not have: the credit is rejected and the debit compensated:"
 run "curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-transfer-2' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"nobody\",\"amount\":50}'"
@@ -53,6 +56,13 @@ run "curl -s -X POST http://127.0.0.1:8080/tcc/transfers -H 'X-Request-ID: demo-
 say "The books through a plain route (the served_by plugin adds x-served-by; X-Request-ID echoed):"
 run "curl -s -i http://127.0.0.1:8080/bank-a/accounts -H 'X-Request-ID: demo-read-1'"
 run "curl -s http://127.0.0.1:8080/bank-b/accounts"
+
+say "Rate limiting per client (burst 5, then 2 per second): the 6th quick read is refused with 429:"
+for n in 1 2 3 4 5 6; do
+  printf 'read %s: ' "$n"
+  curl -s -o /dev/null -w '%{http_code}\n' http://127.0.0.1:8080/bank-a/accounts -H 'X-Client-ID: demo-reader'
+done
+run "curl -s -i http://127.0.0.1:8080/bank-a/accounts -H 'X-Client-ID: demo-reader' | grep -iE '^(HTTP|retry-after|ratelimit)'"
 
 say "What an operator sees: the newest sagas (admin API):"
 run "curl -s 'http://127.0.0.1:9080/admin/sagas?limit=2'"
