@@ -46,6 +46,7 @@ if [ "$PLUGINS" = 1 ]; then
   plugin_config=$(cat <<PLUGINS_TOML
 [plugins.rate_limit]
 module = "$PWD/target/plugins/rate_limit.wasm"
+state = "volatile"
 [plugins.rate_limit.config]
 key = "route"
 per_second = 1000000
@@ -54,6 +55,11 @@ burst = 1000000
 module = "$PWD/target/plugins/idempotency.wasm"
 [plugins.compensation]
 module = "$PWD/target/plugins/compensation.wasm"
+[plugins.compensation.config.classify]
+"409" = "success"
+[plugins.compensation.config.steps.debit.compensate_body]
+account = "\$request.from"
+amount = "\$request.amount"
 [[routes]]
 name = "plugged"
 methods = ["POST"]

@@ -98,6 +98,21 @@ pub mod kv {
         return crate::testing::with_host(|host| host.kv_cas(key, expected, new, ttl_ms));
     }
 
+    /// Like [`compare_and_swap`], but the new value lives in memory only, even for a durable
+    /// plugin, and is gone after a crash: for markers that must not outlive the process (an
+    /// "in flight" claim). It does not wait for the disk.
+    pub fn compare_and_swap_volatile(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return wit::kv::compare_and_swap_volatile(key, expected, new, ttl_ms).map_err(kv_error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.kv_cas(key, expected, new, ttl_ms));
+    }
+
     /// Atomically adds `delta` to the number under `key` (absent: 0); returns the new value.
     pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
         #[cfg(target_arch = "wasm32")]
@@ -216,6 +231,38 @@ pub mod config {
     /// The configuration parsed into your type (use `#[serde(default)]` for optional keys).
     pub fn get<T: serde::de::DeserializeOwned>() -> Result<T, HookError> {
         serde_json::from_str(&json()).map_err(|e| HookError::Failed(format!("plugin config: {e}")))
+    }
+
+    /// Like [`get`], but parsed once per instance and shared: later calls only compare the
+    /// config text. Use it on hot paths; a reload brings new instances, so a changed config is
+    /// always seen.
+    pub fn shared<T>() -> Result<std::sync::Arc<T>, HookError>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        use std::any::{Any, TypeId};
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+
+        type Cache = Mutex<HashMap<TypeId, (String, Arc<dyn Any + Send + Sync>)>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let text = json();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached_text, value)) = cache.get(&TypeId::of::<T>())
+            && *cached_text == text
+            && let Ok(value) = value.clone().downcast::<T>()
+        {
+            return Ok(value);
+        }
+        let parsed: Arc<T> = Arc::new(
+            serde_json::from_str(&text)
+                .map_err(|e| HookError::Failed(format!("plugin config: {e}")))?,
+        );
+        cache.insert(TypeId::of::<T>(), (text, parsed.clone()));
+        Ok(parsed)
     }
 }
 

@@ -37,6 +37,8 @@ use crate::metrics::Metrics;
 const COMPACT_BYTES_MIN: u64 = 64 * 1024 * 1024;
 /// How often the committer looks at the clock when idle.
 const IDLE_TICK: Duration = Duration::from_millis(200);
+/// A snapshot is flushed to disk every this many bytes while it is written.
+const SNAPSHOT_SYNC_BYTES: u64 = 4 * 1024 * 1024;
 /// A batch larger than this is written before more is gathered.
 const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
@@ -281,6 +283,7 @@ fn write_snapshot(dir: &Path, number: u64, memory: &Memory) -> std::io::Result<u
     let mut out = std::io::BufWriter::new(File::create(&temporary)?);
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut written = 0u64;
+    let mut synced = 0u64;
     let mut result = Ok(());
     memory.for_each_durable(&mut |record| {
         record.encode(&mut buffer);
@@ -288,6 +291,12 @@ fn write_snapshot(dir: &Path, number: u64, memory: &Memory) -> std::io::Result<u
             result = out.write_all(&buffer);
             written += buffer.len() as u64;
             buffer.clear();
+            // Flush as we go: one large flush at the end would sit in the device queue ahead of
+            // the committer's fsyncs and stall every durable write meanwhile.
+            if result.is_ok() && written - synced >= SNAPSHOT_SYNC_BYTES {
+                result = out.flush().and_then(|()| out.get_ref().sync_data());
+                synced = written;
+            }
         }
     });
     result?;

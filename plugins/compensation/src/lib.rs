@@ -47,8 +47,8 @@ struct StepSettings {
     skip_compensation: bool,
 }
 
-fn settings() -> Result<Settings, HookError> {
-    let settings: Settings = config::get()?;
+fn settings() -> Result<std::sync::Arc<Settings>, HookError> {
+    let settings = config::shared::<Settings>()?;
     if let Some(bad) = settings.classify.keys().find(|k| k.parse::<u16>().is_err()) {
         return Err(HookError::failed(format!(
             "classify keys are status codes, not `{bad}`"

@@ -4,7 +4,8 @@
 //! (partitioned by client when `client_key` is set); the fingerprint is the method, path and body.
 //!
 //! - First request: claimed "in flight" by compare-and-swap, so of concurrent duplicates exactly
-//!   one proceeds. Its final response is stored durably (before the client sees it) and kept
+//!   one proceeds. The claim is volatile (it must not outlive the process, and need not wait for
+//!   the disk); the final response is stored durably (before the client sees it) and kept
 //!   `ttl_secs`.
 //! - Retry after completion, same fingerprint: the stored response, byte for byte, with
 //!   `Idempotent-Replayed: true`.
@@ -65,9 +66,26 @@ fn in_flight(request: &Request) -> RequestDecision {
     }
 }
 
-fn mine(request: &Request) -> Vec<u8> {
+/// Claims the key if it still holds `expected`. The claim is volatile: it must not outlive the
+/// process, and so need not wait for the disk.
+fn take(
+    key: &str,
+    expected: Option<&[u8]>,
+    claim: &[u8],
+    settings: &Settings,
+) -> Result<bool, HookError> {
+    Ok(kv::compare_and_swap_volatile(
+        key,
+        expected,
+        Some(claim),
+        Some(settings.ttl_ms()),
+    )?)
+}
+
+/// This process's claim on a key, for a request with fingerprint `fp`.
+fn claim(fp: &str) -> Vec<u8> {
     let entry = Entry::InFlight {
-        fp: fingerprint(request),
+        fp: fp.to_string(),
         boot: process::boot_id(),
     };
     encode(&entry, &[])
@@ -75,7 +93,7 @@ fn mine(request: &Request) -> Vec<u8> {
 
 impl Plugin for Idempotency {
     fn on_request(request: Request) -> Result<RequestDecision, HookError> {
-        let settings: Settings = config::get()?;
+        let settings = config::shared::<Settings>()?;
         if !settings.covers(&request) {
             return Ok(RequestDecision::pass());
         }
@@ -91,19 +109,18 @@ impl Plugin for Idempotency {
         }
         let key = settings.key(&request);
         let fp = fingerprint(&request);
-        let claim = mine(&request);
+        let claim = claim(&fp);
         for _ in 0..CLAIM_TRIES_MAX {
             let current = kv::get(&key)?;
             let Some(stored) = current else {
-                if kv::compare_and_swap(&key, None, Some(&claim), Some(settings.ttl_ms()))? {
+                if take(&key, None, &claim, &settings)? {
                     return Ok(RequestDecision::pass());
                 }
                 continue;
             };
             let Some((entry, body)) = decode(&stored) else {
                 // Not ours to read (written by another version?): replace it with our claim.
-                if kv::compare_and_swap(&key, Some(&stored), Some(&claim), Some(settings.ttl_ms()))?
-                {
+                if take(&key, Some(&stored), &claim, &settings)? {
                     return Ok(RequestDecision::pass());
                 }
                 continue;
@@ -130,12 +147,7 @@ impl Plugin for Idempotency {
                 }
                 Entry::InFlight { .. } => {
                     // Left by a gateway that crashed: the request is not running any more.
-                    if kv::compare_and_swap(
-                        &key,
-                        Some(&stored),
-                        Some(&claim),
-                        Some(settings.ttl_ms()),
-                    )? {
+                    if take(&key, Some(&stored), &claim, &settings)? {
                         return Ok(RequestDecision::pass());
                     }
                 }
@@ -145,18 +157,19 @@ impl Plugin for Idempotency {
     }
 
     fn on_response(request: Request, response: Response) -> Result<Response, HookError> {
-        let settings: Settings = config::get()?;
+        let settings = config::shared::<Settings>()?;
         if !settings.covers(&request) || !request.request_id_from_client {
             return Ok(response);
         }
         let key = settings.key(&request);
-        let claim = mine(&request);
+        let fp = fingerprint(&request);
+        let claim = claim(&fp);
         if matches!(response.status, 202 | 503) {
-            kv::compare_and_swap(&key, Some(&claim), None, None)?;
+            kv::compare_and_swap_volatile(&key, Some(&claim), None, None)?;
             return Ok(response);
         }
         let entry = Entry::Done {
-            fp: fingerprint(&request),
+            fp,
             status: response.status,
             headers: response
                 .headers

@@ -88,7 +88,7 @@ pub struct RateLimit;
 
 impl Plugin for RateLimit {
     fn on_request(request: Request) -> Result<RequestDecision, HookError> {
-        let settings: Settings = config::get()?;
+        let settings = config::shared::<Settings>()?;
         let gcra = Gcra::new(settings.per_second, settings.burst).map_err(HookError::failed)?;
         let key = bucket(&settings, &request)?;
         for _ in 0..UPDATE_TRIES_MAX {

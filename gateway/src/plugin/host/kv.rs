@@ -38,6 +38,15 @@ impl HostState {
             PluginState::Durable => Durability::Durable,
             PluginState::Volatile => Durability::Volatile,
         };
+        self.mutate_as(key, mutation, durability).await
+    }
+
+    async fn mutate_as(
+        &mut self,
+        key: String,
+        mutation: Mutation,
+        durability: Durability,
+    ) -> Result<Applied, KvError> {
         let shared = self.shared.clone();
         self.call.end_segment();
         let result = shared
@@ -93,6 +102,25 @@ impl Host for HostState {
             ttl_ms,
         };
         match self.mutate(key, mutation).await? {
+            Applied::Swapped(done) => Ok(done),
+            _ => Ok(false),
+        }
+    }
+
+    async fn compare_and_swap_volatile(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        check(&key, new.as_deref())?;
+        let mutation = Mutation::CompareAndSwap {
+            expected: expected.map(Bytes::from),
+            new: new.map(Bytes::from),
+            ttl_ms,
+        };
+        match self.mutate_as(key, mutation, Durability::Volatile).await? {
             Applied::Swapped(done) => Ok(done),
             _ => Ok(false),
         }
