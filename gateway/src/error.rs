@@ -29,6 +29,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// The body is over `max_body_bytes`.
     PayloadTooLarge,
+    /// The body did not arrive within `body_read_timeout_ms`.
+    RequestTimeout,
     /// The request headers are over `max_header_bytes`.
     HeadersTooLarge,
     /// Missing or wrong admin token.
@@ -80,6 +82,7 @@ impl ErrorKind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Conflict => StatusCode::CONFLICT,
@@ -103,6 +106,7 @@ impl ErrorKind {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::RequestTimeout => "request-timeout",
             Self::HeadersTooLarge => "headers-too-large",
             Self::Unauthorized => "unauthorized",
             Self::Conflict => "conflict",
@@ -127,6 +131,7 @@ impl ErrorKind {
             Self::NotFound => "No route for this path",
             Self::MethodNotAllowed => "Method not allowed on this route",
             Self::PayloadTooLarge => "Request body too large",
+            Self::RequestTimeout => "Request body too slow",
             Self::HeadersTooLarge => "Request headers too large",
             Self::Unauthorized => "Unauthorized",
             Self::Conflict => "Not allowed in the current state",
@@ -152,6 +157,7 @@ impl ErrorKind {
             | Self::NotFound
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
+            | Self::RequestTimeout
             | Self::HeadersTooLarge
             | Self::Unauthorized
             | Self::Conflict => Side::Downstream,

@@ -16,6 +16,8 @@ mod check;
 pub mod cli;
 pub mod config;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;

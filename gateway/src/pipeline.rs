@@ -94,7 +94,17 @@ async fn admit(
 ) -> Result<Response<Full<Bytes>>, Error> {
     let server = &gateway.config().server;
     check_header_size(&parts.headers, server.max_header_bytes)?;
-    let body = read_body(body, &parts.headers, server.max_body_bytes).await?;
+    let body_timeout = std::time::Duration::from_millis(server.body_read_timeout_ms);
+    let body = tokio::time::timeout(
+        body_timeout,
+        read_body(body, &parts.headers, server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        let detail = format!("the request body did not arrive within {body_timeout:?}");
+        Error::new(ErrorKind::RequestTimeout, detail)
+            .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+    })??;
     let Some(chain) = gateway.chain(&request.route.name) else {
         return target(gateway, request, parts, body).await;
     };

@@ -45,7 +45,7 @@ fn accounts(prefix: &str) -> Vec<String> {
 #[derive(Clone, Debug)]
 pub struct Planned {
     pub id: String,
-    pub path: &'static str,
+    pub path: String,
     pub body: Value,
 }
 
@@ -62,7 +62,7 @@ fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<Planned> {
             };
             Planned {
                 id: format!("crash-{seed}-{n}"),
-                path: if rng.bool() { "/transfers" } else { "/tcc" },
+                path: if rng.bool() { "/transfers" } else { "/tcc" }.to_string(),
                 body: json!({"from": from, "to": to, "amount": rng.i64(1..=500)}),
             }
         })
@@ -102,7 +102,7 @@ pub async fn settle(
             .map(|p| {
                 (
                     p.id.clone(),
-                    tokio::spawn(send(gateway.url(p.path), p.clone())),
+                    tokio::spawn(send(gateway.url(&p.path), p.clone())),
                 )
             })
             .collect();
@@ -189,7 +189,7 @@ async fn round(seed: u64) -> u64 {
     let planned = plan(&mut rng, seed);
     let clients: Vec<_> = planned
         .iter()
-        .map(|p| tokio::spawn(send(gateway.url(p.path), p.clone())))
+        .map(|p| tokio::spawn(send(gateway.url(&p.path), p.clone())))
         .collect();
     // Kill at a random moment once at least IN_FLIGHT_MIN sagas are running.
     wait_for_in_flight(&gateway, IN_FLIGHT_MIN, seed).await;

@@ -14,9 +14,11 @@ mod wasm {
 }
 
 mod admin;
+mod bad_input;
 mod bank;
 mod config_check;
 mod crash;
+mod faults;
 mod lifecycle;
 mod plugins;
 mod proxy;

@@ -163,7 +163,11 @@ async fn fifty_concurrent_duplicates_execute_once() {
             tokio::spawn(async move {
                 let response = post_echo(&gateway, Some("dup-50"), "pay once").await;
                 let replayed = response.headers().contains_key("idempotent-replayed");
-                (response.status().as_u16(), replayed)
+                let status = response.status().as_u16();
+                if status != 200 && status != 409 {
+                    eprintln!("unexpected: {}", response.text().await.unwrap_or_default());
+                }
+                (status, replayed)
             })
         })
         .collect();
@@ -215,13 +219,13 @@ async fn after_a_sigkill_with_100_sagas_in_flight_retries_get_final_answers_neve
     let planned: Vec<Planned> = (0..150)
         .map(|n| Planned {
             id: format!("kill-{n}"),
-            path: "/transfers",
+            path: "/transfers".to_string(),
             body: json!({"from": "alice", "to": if n % 10 == 0 { "ghost" } else { "carol" }, "amount": 1}),
         })
         .collect();
     let clients: Vec<_> = planned
         .iter()
-        .map(|p| tokio::spawn(send(gateway.url(p.path), p.clone())))
+        .map(|p| tokio::spawn(send(gateway.url(&p.path), p.clone())))
         .collect();
     wait_for_in_flight(&gateway, 100.0, 0).await;
     gateway.kill9();

@@ -90,6 +90,18 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
     }
 }
 
+/// Parses and validates TOML text as `load` does, minus the file (property tests).
+#[cfg(test)]
+pub(crate) fn check_text(text: &str) -> Result<Config, Vec<ConfigIssue>> {
+    let config = parse(text)?;
+    let issues = validate::validate(&config, &[]);
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(issues)
+    }
+}
+
 /// Deserialises each table on its own; broken tables are left out of the config and reported.
 fn parse_table(table: toml::Table) -> (Config, Vec<ConfigIssue>) {
     let mut issues = Vec::new();

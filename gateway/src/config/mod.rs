@@ -4,7 +4,7 @@
 //! Loading and key-path error reporting live in `load.rs`; cross-references and value checks in
 //! `validate.rs`. The types here are plain data.
 
-mod load;
+pub(crate) mod load;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub max_header_bytes: u64,
     /// A client must send its request head within this time (slowloris guard, idle keep-alive cut).
     pub header_read_timeout_ms: u64,
+    /// A client must send its whole body within this time, once the head has arrived; else 408.
+    pub body_read_timeout_ms: u64,
     /// Concurrent client connections; more are answered 503 and closed.
     pub max_connections: u32,
     /// Threads serving the client port; 0 means one per core.
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             max_response_bytes: 8 * 1_048_576,
             max_header_bytes: 32 * 1024,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
             max_connections: 4096,
             workers: 0,
             request_timeout_ms: 15_000,

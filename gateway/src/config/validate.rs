@@ -88,6 +88,7 @@ fn server(config: &Config, issues: &mut Issues) {
         ("max_body_bytes", server.max_body_bytes),
         ("max_response_bytes", server.max_response_bytes),
         ("header_read_timeout_ms", server.header_read_timeout_ms),
+        ("body_read_timeout_ms", server.body_read_timeout_ms),
         ("max_connections", u64::from(server.max_connections)),
         ("request_timeout_ms", server.request_timeout_ms),
     ] {

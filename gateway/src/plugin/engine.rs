@@ -19,7 +19,7 @@ use super::state::HostState;
 use crate::error::{Error, ErrorKind};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Pool sizes: live plugin instances across all plugins, versions and workers.
 const POOL_COMPONENT_INSTANCES: u32 = 1000;

@@ -9,6 +9,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::engine::EPOCH_TICK;
 use crate::config::PluginState;
 use crate::metrics::Name;
 use crate::store::Store;
@@ -40,9 +41,10 @@ pub struct PluginShared {
 /// waits in host calls or while the worker runs other requests between epoch ticks.
 ///
 /// A call runs in segments: from its start (or a resumption) to an epoch tick or a waiting host
-/// call. The first segment, short by construction (at most one tick), is measured by the wall
-/// clock, which costs nothing; later segments by the worker thread's CPU clock, so neither other
-/// requests' work nor the operating system's preemption is charged to the plugin.
+/// call. The first segment, at most one tick of execution, is measured by the wall clock, which
+/// costs nothing, and capped at one tick so that the operating system descheduling the worker
+/// is not charged to the plugin; later segments by the worker thread's CPU clock, so neither
+/// other requests' work nor preemption is charged either.
 #[derive(Debug)]
 pub struct CallBudget {
     /// When the call started.
@@ -87,7 +89,7 @@ impl CallBudget {
         };
         self.charged += match from {
             Some(from) => thread_cpu().saturating_sub(from),
-            None if self.charged.is_zero() => self.started.elapsed(),
+            None if self.charged.is_zero() => self.started.elapsed().min(EPOCH_TICK),
             None => Duration::ZERO,
         };
         self.segment_from = None;

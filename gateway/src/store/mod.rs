@@ -23,7 +23,7 @@
 mod damage_tests;
 mod disk;
 mod memory;
-mod record;
+pub(crate) mod record;
 mod recovery;
 
 use std::future::Future;

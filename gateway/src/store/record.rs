@@ -24,27 +24,27 @@ const OP_DELETE: u8 = 2;
 
 /// One key's new state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Record {
+pub(crate) struct Record {
     /// Namespace.
-    pub(super) namespace: String,
+    pub(crate) namespace: String,
     /// Key.
-    pub(super) key: String,
+    pub(crate) key: String,
     /// The value and its expiry; `None` deletes the key.
-    pub(super) value: Option<(Bytes, Option<u64>)>,
+    pub(crate) value: Option<(Bytes, Option<u64>)>,
 }
 
 /// Why bytes at an offset are not a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Damage {
+pub(crate) struct Damage {
     /// Byte offset of the bad record.
-    pub(super) offset: usize,
+    pub(crate) offset: usize,
     /// What is wrong.
-    pub(super) reason: String,
+    pub(crate) reason: String,
 }
 
 impl Record {
     /// Appends the framed record to `out`.
-    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_BYTES]);
         let op = if self.value.is_some() {
@@ -75,7 +75,7 @@ impl Record {
 
     /// Reads the record at `offset`: `Ok(None)` at the end of the bytes, the record and the next
     /// offset, or the damage found.
-    pub(super) fn decode(bytes: &[u8], offset: usize) -> Result<Option<(Record, usize)>, Damage> {
+    pub(crate) fn decode(bytes: &[u8], offset: usize) -> Result<Option<(Record, usize)>, Damage> {
         if offset == bytes.len() {
             return Ok(None);
         }
@@ -106,7 +106,7 @@ impl Record {
 
     /// Whether any intact record starts after `offset` (used to tell a torn tail from damage in
     /// the middle of a file).
-    pub(super) fn any_intact_after(bytes: &[u8], offset: usize) -> bool {
+    pub(crate) fn any_intact_after(bytes: &[u8], offset: usize) -> bool {
         let magic = MAGIC.to_le_bytes();
         (offset + 1..bytes.len().saturating_sub(HEADER_BYTES - 1))
             .filter(|&at| bytes[at..at + 4] == magic)

@@ -37,6 +37,14 @@ impl GatewayBuilder {
 
     /// Writes the config and starts `txgate serve`.
     pub async fn start(self) -> Gateway {
+        let mut gateway = self.stopped();
+        gateway.spawn();
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    /// Writes the config without starting the gateway (for tests of start-up itself).
+    pub fn stopped(self) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let admin_port = free_port();
@@ -56,8 +64,6 @@ impl GatewayBuilder {
             line.strip_prefix("admin_token = ")
                 .map(|t| t.trim_matches('"').to_string())
         });
-        gateway.spawn();
-        gateway.wait_ready().await;
         gateway
     }
 }
