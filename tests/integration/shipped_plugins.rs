@@ -255,7 +255,13 @@ async fn after_a_sigkill_with_100_sagas_in_flight_retries_get_final_answers_neve
                 }
                 Some((202, _)) | None => pending.push(planned),
                 Some((status, body)) => {
-                    assert!(matches!(status, 200 | 404), "{status} {body}");
+                    // On a loaded machine the restarted gateway may find bank A slow enough to
+                    // open its breaker; a saga compensated for that is a final answer too.
+                    let compensated = status == 502 && body["status"] == "compensated";
+                    assert!(
+                        matches!(status, 200 | 404) || compensated,
+                        "{status} {body}"
+                    );
                     finished.insert(planned.id);
                 }
             }

@@ -1,6 +1,6 @@
 //! `txgate:plugin/kv`: the plugin's namespace (`kv/<plugin>`) in the gateway's store, durable or
-//! volatile by its `state` setting. A write ends the call's running segment before it waits for
-//! the store (a group commit), so the plugin's deadline does not charge the wait.
+//! volatile by its `state` setting. A durable write ends the call's running segment before it
+//! waits for the store (a group commit), so the plugin's deadline does not charge the wait.
 
 use bytes::Bytes;
 
@@ -48,12 +48,19 @@ impl HostState {
         durability: Durability,
     ) -> Result<Applied, KvError> {
         let shared = self.shared.clone();
-        self.call.end_segment();
+        // Only a durable write waits (for its group commit); a volatile one is a memory update,
+        // so it stays in the running segment and costs no clock reads.
+        let waits = durability == Durability::Durable;
+        if waits {
+            self.call.end_segment();
+        }
         let result = shared
             .store
             .mutate(&shared.namespace, &key, mutation, durability)
             .await;
-        self.call.start_segment();
+        if waits {
+            self.call.start_segment();
+        }
         result.map_err(kv_error)
     }
 }
