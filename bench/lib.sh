@@ -205,3 +205,34 @@ PY
 bold_ratio() {
   sed 's/: \([0-9.]*\)x$/: **\1×**/'
 }
+
+# transfer_route NAME PATH [PLUGINS]: the TOML of a 2-step transfer saga route (debit at bank_a,
+# credit at bank_b, each with its compensation); PLUGINS is a TOML list such as '["a", "b"]'.
+transfer_route() {
+  cat <<TOML
+[[routes]]
+name = "$1"
+methods = ["POST"]
+path = "$2"
+${3:+plugins = $3}
+[routes.saga]
+mode = "saga"
+[[routes.saga.steps]]
+name = "debit"
+upstream = "bank_a"
+action = "POST /debit"
+compensate = "POST /debit/compensate"
+[[routes.saga.steps]]
+name = "credit"
+upstream = "bank_b"
+action = "POST /credit"
+compensate = "POST /credit/compensate"
+TOML
+}
+
+# metric_sum ADMIN_PORT PATTERN: the sum of every /metrics sample whose name and labels match
+# the awk regex PATTERN (anchored at the start of the line).
+metric_sum() {
+  curl -s "http://127.0.0.1:$1/metrics" |
+    awk -v pattern="^$2" '$0 ~ pattern { n += $NF } END { printf "%d", n }'
+}

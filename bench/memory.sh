@@ -35,22 +35,7 @@ dir = "$work/store"
 url = "http://127.0.0.1:$A_PORT"
 [upstreams.bank_b]
 url = "http://127.0.0.1:$B_PORT"
-[[routes]]
-name = "transfers"
-methods = ["POST"]
-path = "/transfers"
-[routes.saga]
-mode = "saga"
-[[routes.saga.steps]]
-name = "debit"
-upstream = "bank_a"
-action = "POST /debit"
-compensate = "POST /debit/compensate"
-[[routes.saga.steps]]
-name = "credit"
-upstream = "bank_b"
-action = "POST /credit"
-compensate = "POST /credit/compensate"
+$(transfer_route transfers /transfers)
 CONFIG
 start_txgate "$work/txgate.toml" "$work/txgate.log"
 wait_port "$TXGATE_PORT"
@@ -58,10 +43,7 @@ wait_port "$A_PORT"
 wait_port "$B_PORT"
 
 rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$TXGATE_PID/status"; }
-finished() {
-  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-    awk '/^txgate_sagas_total/ { n += $NF } END { printf "%d", n }'
-}
+finished() { metric_sum "$ADMIN_PORT" txgate_sagas_total; }
 
 cat >"$work/unique.lua" <<'LUA'
 local threads = 0

@@ -54,28 +54,10 @@ url = "http://127.0.0.1:$A_PORT"
 [upstreams.bank_b]
 url = "http://127.0.0.1:$B_PORT"
 timeout_ms = 600000
-[[routes]]
-name = "transfers"
-methods = ["POST"]
-path = "/transfers"
-[routes.saga]
-mode = "saga"
-[[routes.saga.steps]]
-name = "debit"
-upstream = "bank_a"
-action = "POST /debit"
-compensate = "POST /debit/compensate"
-[[routes.saga.steps]]
-name = "credit"
-upstream = "bank_b"
-action = "POST /credit"
-compensate = "POST /credit/compensate"
+$(transfer_route transfers /transfers)
 CONFIG
 
-metric() {
-  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-    awk -v name="$1" '$1 ~ "^"name"($|\\{)" { n += $NF } END { printf "%d", n }'
-}
+metric() { metric_sum "$ADMIN_PORT" "$1[{ ]"; }
 balance() { curl -s "http://127.0.0.1:$1/accounts/$2" | jq .balance; }
 now_ms() { date +%s%3N; }
 
@@ -151,8 +133,7 @@ until [ "$(metric txgate_sagas_total)" -ge "$SAGAS" ] && [ "$(metric txgate_saga
   fi
 done
 finished_ms=$(($(now_ms) - started))
-completed=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-  awk '/^txgate_sagas_total\{.*completed/ { n += $NF } END { printf "%d", n }')
+completed=$(metric_sum "$ADMIN_PORT" 'txgate_sagas_total[{].*completed')
 alice=$(balance "$A_PORT" alice)
 carol=$(balance "$B_PORT" carol)
 books="alice $((START - alice)) debited, carol $((carol - START)) credited"

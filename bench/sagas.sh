@@ -60,23 +60,7 @@ module = "$PWD/target/plugins/compensation.wasm"
 [plugins.compensation.config.steps.debit.compensate_body]
 account = "\$request.from"
 amount = "\$request.amount"
-[[routes]]
-name = "plugged"
-methods = ["POST"]
-path = "/plugged"
-plugins = ["rate_limit", "idempotency", "compensation"]
-[routes.saga]
-mode = "saga"
-[[routes.saga.steps]]
-name = "debit"
-upstream = "bank_a"
-action = "POST /debit"
-compensate = "POST /debit/compensate"
-[[routes.saga.steps]]
-name = "credit"
-upstream = "bank_b"
-action = "POST /credit"
-compensate = "POST /credit/compensate"
+$(transfer_route plugged /plugged '["rate_limit", "idempotency", "compensation"]')
 PLUGINS_TOML
 )
 fi
@@ -92,22 +76,7 @@ retention_secs = 3600
 url = "http://127.0.0.1:$A_PORT"
 [upstreams.bank_b]
 url = "http://127.0.0.1:$B_PORT"
-[[routes]]
-name = "transfers"
-methods = ["POST"]
-path = "/transfers"
-[routes.saga]
-mode = "saga"
-[[routes.saga.steps]]
-name = "debit"
-upstream = "bank_a"
-action = "POST /debit"
-compensate = "POST /debit/compensate"
-[[routes.saga.steps]]
-name = "credit"
-upstream = "bank_b"
-action = "POST /credit"
-compensate = "POST /credit/compensate"
+$(transfer_route transfers /transfers)
 $plugin_config
 CONFIG
 start_txgate "$work/txgate.toml" "$work/txgate.log"

@@ -178,9 +178,8 @@ async fn fifty_concurrent_duplicates_execute_once() {
     assert_eq!(a.hits("/echo").await, 1, "exactly one execution");
     let firsts = outcomes.iter().filter(|(s, r)| *s == 200 && !r).count();
     assert_eq!(firsts, 1, "{outcomes:?}");
-    for (status, replayed) in &outcomes {
+    for (status, _) in &outcomes {
         assert!(*status == 409 || (*status == 200), "{outcomes:?}");
-        assert!(*status != 200 || *replayed || firsts == 1);
     }
 }
 
