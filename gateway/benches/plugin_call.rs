@@ -17,8 +17,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Response};
 use http_body_util::Full;
 use txgate::metrics::Metrics;
-use txgate::plugin::{Chain, Hook, PluginEnv, Plugins, Runtime, wit};
-use txgate::store::EmbeddedStore;
+use txgate::plugin::{Chain, Hook, PluginEnv, PluginSet, RequestScope, Runtime, wit};
+use txgate::store::{Embedded, EmbeddedLimits, Quota, Store};
 
 fn noop_component() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -39,7 +39,7 @@ fn noop_component() -> PathBuf {
     root.join("target/wasm/wasm32-wasip2/release/txgate_test_noop.wasm")
 }
 
-fn load(dir: &tempfile::TempDir) -> Plugins {
+fn load(dir: &tempfile::TempDir, store: Arc<dyn Store>) -> PluginSet {
     let module = noop_component();
     let mut text = String::new();
     for name in ["a", "b", "c"] {
@@ -55,11 +55,11 @@ fn load(dir: &tempfile::TempDir) -> Plugins {
     let config = txgate::config::load(&path).unwrap();
     let env = PluginEnv {
         runtime: Runtime::new().unwrap(),
-        store: Arc::new(EmbeddedStore::in_memory(1000)),
+        store,
         metrics: Arc::new(Metrics::new()),
         boot_id: Arc::from("bench"),
     };
-    Plugins::load(&config, env).unwrap()
+    PluginSet::build(&config, &env).unwrap()
 }
 
 fn request() -> wit::Request {
@@ -91,14 +91,19 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let plugins = load(&dir);
-    let set = plugins.current();
+    let limits = EmbeddedLimits {
+        cache_entries_max: 1000,
+        sagas: Quota::UNLIMITED,
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(Embedded::open(&dir.path().join("store"), limits, None).unwrap());
+    let set = load(&dir, store.clone());
     let chain_plugins = set.chain("three").unwrap().clone();
     let plugin = chain_plugins[0].clone();
     let input = request();
     let call = || async {
         plugin
-            .call(Hook::OnRequest, &input, |guest, store, request| {
+            .call(Hook::OnRequest, &input, None, |guest, store, request| {
                 Box::pin(guest.call_on_request(store, request))
             })
             .await
@@ -114,7 +119,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 plugin
-                    .call(Hook::OnRequest, &empty, |guest, store, request| {
+                    .call(Hook::OnRequest, &empty, None, |guest, store, request| {
                         Box::pin(guest.call_on_request(store, request))
                     })
                     .await
@@ -138,12 +143,16 @@ fn benches(c: &mut Criterion) {
     c.bench_function("chain/three_noops", |b| {
         b.iter(|| {
             runtime.block_on(async {
+                let scope = RequestScope::new(store.clone());
                 let mut seen = request();
                 let mut headers = HeaderMap::new();
-                chain.on_request(&mut seen, &mut headers).await.unwrap();
+                chain
+                    .on_request(&mut seen, &mut headers, &scope)
+                    .await
+                    .unwrap();
                 let response = Response::new(Full::new(Bytes::from_static(b"{}")));
                 chain
-                    .on_response(chain.len(), &seen, response)
+                    .on_response(chain.len(), &seen, response, &scope)
                     .await
                     .unwrap()
             })

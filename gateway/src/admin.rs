@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::pipeline::read_body;
 use crate::saga::{self, Status};
+use crate::store::Health;
 
 /// Largest operator note accepted by resolve.
 const NOTE_BYTES_MAX: u64 = 64 * 1024;
@@ -64,6 +65,9 @@ impl Admin {
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
             (&Method::GET, "/metrics") => Ok(self.metrics()),
             (&Method::POST, "/admin/reload") => self.reload().await,
+            (&Method::GET, "/admin/store") => {
+                Ok(json(StatusCode::OK, &self.gateway.store().describe()))
+            }
             (&Method::GET, "/admin/sagas") => self.list_sagas(request.uri().query()).await,
             (method, path) if path.starts_with("/admin/sagas/") => {
                 let rest = &path["/admin/sagas/".len()..];
@@ -105,7 +109,7 @@ impl Admin {
                 _ => {}
             }
         }
-        let sagas = self.gateway.engine().list(status, limit).await;
+        let sagas = self.gateway.engine().list(status, limit).await?;
         let body: Vec<_> = sagas.iter().map(saga::admin_view).collect();
         Ok(json(
             StatusCode::OK,
@@ -124,7 +128,7 @@ impl Admin {
             (Method::GET, None) => {
                 let record = engine
                     .find(rest)
-                    .await
+                    .await?
                     .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no saga `{rest}`")))?;
                 Ok(json(StatusCode::OK, &saga::admin_view(&record)))
             }
@@ -158,12 +162,16 @@ impl Admin {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        json(status, &serde_json::json!({ "ready": ready }))
+        let mut body = serde_json::json!({ "ready": ready });
+        if let Health::Failing(reason) = self.gateway.store().health() {
+            body["store"] = serde_json::json!({ "writable": false, "error": reason });
+        }
+        json(status, &body)
     }
 
     async fn reload(&self) -> Result<Response<Full<Bytes>>, Error> {
         let gateway = self.gateway.clone();
-        let reloaded = tokio::task::spawn_blocking(move || gateway.reload_plugins())
+        let reloaded = tokio::task::spawn_blocking(move || gateway.reload())
             .await
             .map_err(|e| {
                 Error::new(ErrorKind::Internal, "the reload task failed").with_cause(e)
@@ -171,12 +179,15 @@ impl Admin {
         tracing::info!(
             trigger = "admin",
             version = reloaded.version,
+            routes = ?reloaded.routes,
             plugins = ?reloaded.plugins,
-            "plugins reloaded"
+            "config reloaded"
         );
         let body = serde_json::json!({
             "reloaded": true,
             "version": reloaded.version,
+            "routes": reloaded.routes,
+            "upstreams": reloaded.upstreams,
             "plugins": reloaded.plugins,
             "elapsed_ms": reloaded.elapsed.as_millis() as u64,
         });

@@ -31,8 +31,10 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The body did not arrive within `body_read_timeout_ms`.
     RequestTimeout,
-    /// The request headers are over `max_header_bytes`.
+    /// The request headers are over `max_header_bytes` or `max_header_count`.
     HeadersTooLarge,
+    /// The request URI is longer than the gateway parses.
+    UriTooLong,
     /// Missing or wrong admin token.
     Unauthorized,
     /// The target is not in a state that allows the call (an admin call on a finished saga).
@@ -53,10 +55,18 @@ pub enum ErrorKind {
     PluginFailed,
     /// The config file is wrong; the detail lists every issue.
     Config,
-    /// A plugin reload failed; the running plugins stay.
+    /// A reload failed (the new config is invalid, a plugin does not compile); the running
+    /// config stays.
     ReloadFailed,
     /// The durable store failed or refused to start.
     Store,
+    /// The store cannot write now (disk full, I/O error, database unreachable): new work is
+    /// refused until it can.
+    StoreUnavailable,
+    /// An X-Request-ID was reused with another method, path or body.
+    FingerprintMismatch,
+    /// A reload asked for a change that needs a restart; nothing was applied.
+    ReloadRefused,
     /// Anything else: a bug, or the operating system said no.
     Internal,
 }
@@ -84,11 +94,13 @@ impl ErrorKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Conflict => StatusCode::CONFLICT,
-            Self::Overloaded | Self::BreakerOpen | Self::PluginFailed => {
+            Self::Overloaded | Self::BreakerOpen | Self::PluginFailed | Self::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::FingerprintMismatch | Self::ReloadRefused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpstreamConnect | Self::UpstreamProtocol | Self::UpstreamResponseTooLarge => {
                 StatusCode::BAD_GATEWAY
             }
@@ -108,6 +120,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => "payload-too-large",
             Self::RequestTimeout => "request-timeout",
             Self::HeadersTooLarge => "headers-too-large",
+            Self::UriTooLong => "uri-too-long",
             Self::Unauthorized => "unauthorized",
             Self::Conflict => "conflict",
             Self::Overloaded => "overloaded",
@@ -120,6 +133,9 @@ impl ErrorKind {
             Self::Config => "config",
             Self::ReloadFailed => "reload-failed",
             Self::Store => "store",
+            Self::StoreUnavailable => "store-unavailable",
+            Self::FingerprintMismatch => "request-id-reused",
+            Self::ReloadRefused => "reload-needs-restart",
             Self::Internal => "internal",
         }
     }
@@ -133,6 +149,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => "Request body too large",
             Self::RequestTimeout => "Request body too slow",
             Self::HeadersTooLarge => "Request headers too large",
+            Self::UriTooLong => "Request URI too long",
             Self::Unauthorized => "Unauthorized",
             Self::Conflict => "Not allowed in the current state",
             Self::Overloaded => "Gateway overloaded",
@@ -143,8 +160,11 @@ impl ErrorKind {
             Self::BreakerOpen => "Upstream circuit breaker open",
             Self::PluginFailed => "Plugin failed",
             Self::Config => "Configuration error",
-            Self::ReloadFailed => "Plugin reload failed; the running plugins stay",
+            Self::ReloadFailed => "Reload failed; the running config stays",
             Self::Store => "Store error",
+            Self::StoreUnavailable => "The store cannot write; retry later",
+            Self::FingerprintMismatch => "X-Request-ID reused for a different request",
+            Self::ReloadRefused => "This change needs a restart; nothing was reloaded",
             Self::Internal => "Internal error",
         }
     }
@@ -159,17 +179,23 @@ impl ErrorKind {
             | Self::PayloadTooLarge
             | Self::RequestTimeout
             | Self::HeadersTooLarge
+            | Self::UriTooLong
             | Self::Unauthorized
-            | Self::Conflict => Side::Downstream,
+            | Self::Conflict
+            | Self::FingerprintMismatch => Side::Downstream,
             Self::UpstreamConnect
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol
             | Self::UpstreamResponseTooLarge
             | Self::BreakerOpen => Side::Upstream,
             Self::PluginFailed => Side::Plugin,
-            Self::Overloaded | Self::Config | Self::ReloadFailed | Self::Store | Self::Internal => {
-                Side::Internal
-            }
+            Self::Overloaded
+            | Self::Config
+            | Self::ReloadFailed
+            | Self::ReloadRefused
+            | Self::Store
+            | Self::StoreUnavailable
+            | Self::Internal => Side::Internal,
         }
     }
 }
@@ -232,26 +258,60 @@ impl Error {
                 | ErrorKind::UpstreamProtocol
                 | ErrorKind::BreakerOpen
                 | ErrorKind::Overloaded
+                | ErrorKind::StoreUnavailable
         )
+    }
+
+    /// Whether the failed call provably never reached its upstream: no connection was made (or
+    /// none in time), or the breaker refused it. Such a call applied nothing (SPEC §4).
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::UpstreamConnect | ErrorKind::BreakerOpen
+        )
+    }
+
+    /// The RFC 9457 body.
+    fn problem(&self, request_id: Option<&str>) -> Bytes {
+        let problem = serde_json::json!({
+            "type": format!("urn:txgate:problem:{}", self.kind.slug()),
+            "title": self.kind.title(),
+            "status": self.kind.status().as_u16(),
+            "detail": self.detail,
+            "request_id": request_id,
+        });
+        Bytes::from(problem.to_string())
+    }
+
+    /// The whole HTTP/1.1 response, for the rare place that writes bytes itself (an answer in
+    /// place of hyper's own to an unparsable request); it closes the connection.
+    pub fn to_http1_bytes(&self) -> Bytes {
+        let status = self.kind.status();
+        let body = self.problem(None);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        Bytes::from(bytes)
     }
 
     /// The one place an error becomes an HTTP response: RFC 9457 problem+json.
     pub fn into_response(self, request_id: Option<&str>) -> Response<Full<Bytes>> {
         let status = self.kind.status();
-        let problem = serde_json::json!({
-            "type": format!("urn:txgate:problem:{}", self.kind.slug()),
-            "title": self.kind.title(),
-            "status": status.as_u16(),
-            "detail": self.detail,
-            "request_id": request_id,
-        });
-        let mut response = Response::new(Full::new(Bytes::from(problem.to_string())));
+        let mut response = Response::new(Full::new(self.problem(request_id)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.kind == ErrorKind::StoreUnavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         for (name, value) in self.headers {
             headers.insert(name, value);
         }

@@ -1,6 +1,6 @@
 //! Property tests that double as fuzzers, for the code that reads untrusted bytes: the config
-//! parser, `X-Request-ID` handling, header hygiene, and the store's record decoder. None may
-//! panic on any input, and each keeps its invariants.
+//! parser, `X-Request-ID` handling, header hygiene, the request path check, and the decoder of
+//! stored saga records. None may panic on any input, and each keeps its invariants.
 //!
 //! CI runs 256 cases per target. A long run gives each target as many seconds as asked:
 //!
@@ -13,14 +13,14 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::config::load::check_text;
 use crate::request_id;
-use crate::store::record::Record;
+use crate::request_path::check as check_path;
+use crate::saga::SagaRecord;
 use crate::upstream::{add_forwarded, strip_hop_by_hop};
 
 /// Runs `test` on values of `strategy`: 256 cases, or for `TXGATE_FUZZ_SECS` seconds.
@@ -175,37 +175,46 @@ fn fuzz_header_hygiene_holds_for_any_headers() {
     });
 }
 
-fn record() -> impl Strategy<Value = Record> {
-    let value = prop::option::of((
-        prop::collection::vec(any::<u8>(), 0..200),
-        prop::option::of(1u64..u64::MAX),
-    ));
-    ("[a-z/]{0,12}", ".{0,40}", value).prop_map(|(namespace, key, value)| Record {
-        namespace,
-        key,
-        value: value.map(|(bytes, expires)| (Bytes::from(bytes), expires)),
-    })
+/// RFC 3986 §5.2.4, on a path whose `%2e`s are already decoded: the oracle for dot-segments.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "." if last => out.push(""),
+            "." => {}
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out.join("/")
 }
 
 #[test]
-fn fuzz_store_records_round_trip_and_damage_never_panics() {
-    fuzz("record/round-trip", record(), |record| {
-        let mut bytes = Vec::new();
-        record.encode(&mut bytes);
-        let decoded = Record::decode(&bytes, 0).map_err(|d| TestCaseError::fail(d.reason))?;
-        prop_assert_eq!(decoded.map(|(r, _)| r), Some(record));
+fn fuzz_request_paths_with_dot_segments_are_refused() {
+    fuzz("path/dot-segments", "(/[a.%2eE]{0,4}){1,6}", |path| {
+        let decoded = path.replace("%2e", ".").replace("%2E", ".");
+        let normal = remove_dot_segments(&decoded) == decoded;
+        prop_assert_eq!(check_path(&path).is_ok(), normal, "{}", path);
         Ok(())
     });
+}
+
+#[test]
+fn fuzz_stored_saga_records_never_panic_the_decoder() {
     fuzz(
-        "record/arbitrary-bytes",
+        "saga-record/arbitrary-bytes",
         prop::collection::vec(any::<u8>(), 0..512),
         |bytes| {
-            let mut offset = 0;
-            while let Ok(Some((_, next))) = Record::decode(&bytes, offset) {
-                prop_assert!(next > offset);
-                offset = next;
-            }
-            let _ = Record::any_intact_after(&bytes, 0);
+            let _ = SagaRecord::decode(&bytes);
             Ok(())
         },
     );

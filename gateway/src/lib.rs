@@ -24,10 +24,13 @@ pub mod metrics;
 mod pipeline;
 pub mod plugin;
 pub mod request_id;
+mod request_path;
 pub mod saga;
 pub mod server;
+pub mod step;
 pub mod store;
 pub mod upstream;
+pub mod version;
 pub mod worker;
 
 pub use check::check;

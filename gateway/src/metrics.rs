@@ -45,6 +45,11 @@ struct PluginKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorKindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOutcome {
     route: Name,
     outcome: &'static str,
@@ -69,6 +74,8 @@ pub struct Metrics {
     sagas: Family<RouteOutcome, Counter>,
     sagas_in_flight: Gauge,
     store_commit_duration: Histogram,
+    store_errors: Family<ErrorKindLabel, Counter>,
+    store_writable: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +103,9 @@ impl Metrics {
         let sagas = Family::default();
         let sagas_in_flight = Gauge::default();
         let store_commit_duration = latency_histogram();
+        let store_errors = Family::default();
+        let store_writable = Gauge::default();
+        store_writable.set(1);
         let prefix = |name: &str| format!("txgate_{name}");
         registry.register(
             prefix("requests"),
@@ -138,6 +148,16 @@ impl Metrics {
             "Time for one durable group commit",
             store_commit_duration.clone(),
         );
+        registry.register(
+            prefix("store_errors"),
+            "Commits the store could not make (full disk, I/O error), by kind",
+            store_errors.clone(),
+        );
+        registry.register(
+            prefix("store_writable"),
+            "1 while the store can write, 0 while it is failing and probing",
+            store_writable.clone(),
+        );
         Self {
             registry,
             requests,
@@ -149,6 +169,8 @@ impl Metrics {
             sagas,
             sagas_in_flight,
             store_commit_duration,
+            store_errors,
+            store_writable,
         }
     }
 
@@ -212,6 +234,18 @@ impl Metrics {
     /// Records one group commit.
     pub fn store_commit(&self, elapsed: Duration) {
         self.store_commit_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one failed commit.
+    pub fn store_error(&self, kind: &'static str) {
+        self.store_errors
+            .get_or_create(&ErrorKindLabel { kind })
+            .inc();
+    }
+
+    /// Whether the store can write.
+    pub fn store_writable(&self, writable: bool) {
+        self.store_writable.set(i64::from(writable));
     }
 
     /// The Prometheus text exposition.

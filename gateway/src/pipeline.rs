@@ -1,14 +1,18 @@
 //! One request's lifecycle, top to bottom:
 //!
-//! 1. route (404, 405);
-//! 2. `X-Request-ID` (400 when invalid, or missing on a saga route; generated elsewhere);
-//! 3. header and body limits (431, 413) — the body is read whole, bounded;
-//! 4. the route's target: a plain upstream call (pool, retries, breaker) or a saga;
-//! 5. the response: hop-by-hop headers removed, `X-Request-ID` echoed, metrics recorded.
+//! 1. the live config version, taken once: the request keeps it to its end;
+//! 2. the path (400 on a dot-segment), then the route (404, 405);
+//! 3. `X-Request-ID` (400 when invalid, or missing on a saga route; generated elsewhere);
+//! 4. header and body limits (431, 413, 408): the body is read whole, bounded;
+//! 5. the route's plugins, `on-request`, inside a request scope that releases their holds
+//!    however the request ends;
+//! 6. the route's target: a plain upstream call (pool, retries, breaker) or a saga, which the
+//!    engine owns from then on;
+//! 7. `on-response` in reverse, then `X-Request-ID` echoed and metrics recorded.
 //!
 //! Every failure is an [`Error`]; it becomes a response only through [`Error::into_response`].
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -17,22 +21,32 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::error::{Error, ErrorKind};
-use crate::gateway::{Gateway, Route, Target};
-use crate::plugin::{RequestStep, wit, wit_headers};
+use crate::gateway::Gateway;
+use crate::plugin::{RequestScope, RequestStep, wit, wit_headers};
 use crate::request_id;
+use crate::saga::{SagaRequest, fingerprint};
 use crate::server::listener::{ConnInfo, Handler};
 use crate::upstream::{self, OutboundRequest, Upstream};
+use crate::version::{Route, Target, Version};
 
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The backend contract's headers: only the saga engine sends them (SPEC §4).
+const SAGA_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-saga-id"),
+    HeaderName::from_static("x-saga-step"),
+];
 
 impl Handler for Gateway {
     async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<Full<Bytes>> {
         let started = Instant::now();
+        let version = self.version();
         let (parts, body) = request.into_parts();
-        let (label, response) = match self.router().find(&parts.method, parts.uri.path()) {
+        let found = crate::request_path::check(parts.uri.path())
+            .and_then(|()| version.router.find(&parts.method, parts.uri.path()));
+        let (label, response) = match found {
             Ok(route) => (
                 &route.name,
-                serve_route(self, route, parts, body, conn, started).await,
+                serve_route(self, &version, route, parts, body, conn, started).await,
             ),
             Err(error) => {
                 let id = request_id::extract(&parts.headers, false)
@@ -49,8 +63,20 @@ impl Handler for Gateway {
     }
 }
 
+/// A request that passed routing and the request-ID check.
+struct Admitted<'a> {
+    gateway: &'a Gateway,
+    version: &'a Version,
+    route: &'a Route,
+    conn: ConnInfo,
+    id: &'a HeaderValue,
+    id_from_client: bool,
+    started: Instant,
+}
+
 async fn serve_route(
     gateway: &Gateway,
+    version: &Version,
     route: &Route,
     parts: Parts,
     body: Incoming,
@@ -62,13 +88,15 @@ async fn serve_route(
         Err(error) => return error.into_response(None),
     };
     let request = Admitted {
+        gateway,
+        version,
         route,
         conn,
         id: &id,
         id_from_client: !generated,
         started,
     };
-    let mut response = match admit(gateway, &request, parts, body).await {
+    let mut response = match admit(&request, parts, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(id.to_str().ok()),
     };
@@ -76,25 +104,19 @@ async fn serve_route(
     response
 }
 
-/// A request that passed routing and the request-ID check.
-struct Admitted<'a> {
-    route: &'a Route,
-    conn: ConnInfo,
-    id: &'a HeaderValue,
-    id_from_client: bool,
-    started: Instant,
-}
-
 /// Limits, then the route's plugins around its target.
 async fn admit(
-    gateway: &Gateway,
     request: &Admitted<'_>,
     mut parts: Parts,
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let server = &gateway.config().server;
-    check_header_size(&parts.headers, server.max_header_bytes)?;
-    let body_timeout = std::time::Duration::from_millis(server.body_read_timeout_ms);
+    let server = &request.version.config.server;
+    check_headers(
+        &parts.headers,
+        server.max_header_bytes,
+        server.max_header_count,
+    )?;
+    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
     let body = tokio::time::timeout(
         body_timeout,
         read_body(body, &parts.headers, server.max_body_bytes),
@@ -105,20 +127,32 @@ async fn admit(
         Error::new(ErrorKind::RequestTimeout, detail)
             .with_header(header::CONNECTION, HeaderValue::from_static("close"))
     })??;
-    let Some(chain) = gateway.chain(&request.route.name) else {
-        return target(gateway, request, parts, body).await;
+    let Some(chain) = request.version.chain(&request.route.name) else {
+        return target(request, parts, body).await;
     };
+    // Dropped when this future ends, or is dropped because the client went away: either way
+    // the plugins' holds for this request are released.
+    let scope = RequestScope::new(request.gateway.store().clone());
     let mut seen = plugin_view(request, &parts, &body);
-    let response = match chain.on_request(&mut seen, &mut parts.headers).await? {
+    let response = match chain
+        .on_request(&mut seen, &mut parts.headers, &scope)
+        .await?
+    {
         RequestStep::Respond {
             response,
             answered_by,
-        } => return chain.on_response(answered_by, &seen, response).await,
-        RequestStep::Continue => target(gateway, request, parts, body)
+        } => {
+            return chain
+                .on_response(answered_by, &seen, response, &scope)
+                .await;
+        }
+        RequestStep::Continue => target(request, parts, body)
             .await
             .unwrap_or_else(|error| error.into_response(request.id.to_str().ok())),
     };
-    chain.on_response(chain.len(), &seen, response).await
+    chain
+        .on_response(chain.len(), &seen, response, &scope)
+        .await
 }
 
 /// The request as plugins see it.
@@ -126,11 +160,7 @@ fn plugin_view(request: &Admitted<'_>, parts: &Parts, body: &Bytes) -> wit::Requ
     wit::Request {
         route: request.route.name.to_string(),
         method: parts.method.as_str().to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string(),
+        path: path_and_query(&parts.uri).to_string(),
         headers: wit_headers(&parts.headers),
         body: body.to_vec(),
         client_ip: request.conn.peer.ip().to_string(),
@@ -140,9 +170,12 @@ fn plugin_view(request: &Admitted<'_>, parts: &Parts, body: &Bytes) -> wit::Requ
     }
 }
 
+fn path_and_query(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
 /// The route's target: a plain upstream call, or a saga.
 async fn target(
-    gateway: &Gateway,
     request: &Admitted<'_>,
     parts: Parts,
     body: Bytes,
@@ -150,26 +183,32 @@ async fn target(
     match &request.route.target {
         Target::Plain(upstream) => {
             let path = upstream_path(&parts.uri, request.route.strip_prefix.as_deref());
-            proxy(upstream, parts, path, body, request.conn, request.id).await
+            proxy(upstream, parts, path, body, request).await
         }
         Target::Saga(route) => {
-            let content_type = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let request_id = request.id.to_str().unwrap_or_default();
-            gateway
-                .engine()
-                .serve(route, request_id, content_type, body, request.started)
-                .await
+            let saga = SagaRequest {
+                route,
+                client: route
+                    .client_key
+                    .client_of(&parts.headers, request.conn.peer.ip()),
+                request_id: request.id.to_str().unwrap_or_default(),
+                fingerprint: fingerprint(parts.method.as_str(), path_and_query(&parts.uri), &body),
+                content_type: parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                body,
+                started: request.started,
+            };
+            request.gateway.engine().serve(saga).await
         }
     }
 }
 
 /// The path and query sent upstream, without the route's prefix when it strips one.
 fn upstream_path(uri: &http::Uri, strip: Option<&str>) -> String {
-    let full = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let full = path_and_query(uri);
     match strip.and_then(|prefix| full.strip_prefix(prefix.trim_end_matches('/'))) {
         Some(rest) if rest.starts_with('/') => rest.to_string(),
         Some(rest) => format!("/{rest}"),
@@ -182,11 +221,13 @@ async fn proxy(
     parts: Parts,
     path_and_query: String,
     body: Bytes,
-    conn: ConnInfo,
-    id: &HeaderValue,
+    request: &Admitted<'_>,
 ) -> Result<Response<Full<Bytes>>, Error> {
     let mut headers = parts.headers;
     upstream::strip_hop_by_hop(&mut headers);
+    for name in &SAGA_HEADERS {
+        headers.remove(name);
+    }
     let host = headers.remove(header::HOST).or_else(|| {
         parts
             .uri
@@ -196,8 +237,8 @@ async fn proxy(
     if let Some(host) = host {
         headers.insert(FORWARDED_HOST, host);
     }
-    upstream::add_forwarded(&mut headers, conn.peer.ip(), conn.tls);
-    headers.insert(request_id::HEADER, id.clone());
+    upstream::add_forwarded(&mut headers, request.conn.peer.ip(), request.conn.tls);
+    headers.insert(request_id::HEADER, request.id.clone());
     let outbound = OutboundRequest {
         method: parts.method,
         path_and_query,
@@ -212,16 +253,19 @@ async fn proxy(
     Ok(response)
 }
 
-/// Total header bytes, counted as on the wire (`name: value\r\n`).
-fn check_header_size(headers: &HeaderMap, max_bytes: u64) -> Result<(), Error> {
+/// Header count and total bytes, counted as on the wire (`name: value\r\n`).
+fn check_headers(headers: &HeaderMap, bytes_max: u64, count_max: u32) -> Result<(), Error> {
     let total: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if total as u64 > max_bytes {
+    let count = headers.len();
+    if total as u64 > bytes_max || count > count_max as usize {
         return Err(Error::new(
             ErrorKind::HeadersTooLarge,
-            format!("request headers are {total} bytes; the limit is {max_bytes}"),
+            format!(
+                "the request has {count} headers of {total} bytes; the limits are {count_max} headers and {bytes_max} bytes"
+            ),
         ));
     }
     Ok(())
@@ -268,5 +312,19 @@ mod tests {
         assert_eq!(upstream_path(&uri, None), "/bank-a/accounts/alice?x=1");
         let bare: http::Uri = "/bank-a?x=1".parse().unwrap();
         assert_eq!(upstream_path(&bare, Some("/bank-a")), "/?x=1");
+    }
+
+    #[test]
+    fn header_count_and_bytes_are_both_limits() {
+        let mut headers = HeaderMap::new();
+        for i in 0..10 {
+            headers.insert(
+                HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        assert!(check_headers(&headers, 10_000, 10).is_ok());
+        assert!(check_headers(&headers, 10_000, 9).is_err());
+        assert!(check_headers(&headers, 50, 100).is_err());
     }
 }

@@ -14,7 +14,7 @@ pub enum KvError {
     InvalidKey,
     /// The value is larger than 1 MiB.
     ValueTooLarge,
-    /// The namespace holds as many keys as it may.
+    /// The plugin is at its quota of keys or bytes (`kv_keys_max`, `kv_bytes_max`).
     LimitReached(String),
     /// The value is not a number (for `increment`).
     NotANumber,
@@ -27,7 +27,7 @@ impl std::fmt::Display for KvError {
         match self {
             Self::InvalidKey => f.write_str("invalid key"),
             Self::ValueTooLarge => f.write_str("value too large"),
-            Self::LimitReached(detail) => write!(f, "key limit reached: {detail}"),
+            Self::LimitReached(detail) => write!(f, "quota reached: {detail}"),
             Self::NotANumber => f.write_str("the value is not a number"),
             Self::Unavailable(detail) => write!(f, "store unavailable: {detail}"),
         }
@@ -98,19 +98,16 @@ pub mod kv {
         return crate::testing::with_host(|host| host.kv_cas(key, expected, new, ttl_ms));
     }
 
-    /// Like [`compare_and_swap`], but the new value lives in memory only, even for a durable
-    /// plugin, and is gone after a crash: for markers that must not outlive the process (an
-    /// "in flight" claim). It does not wait for the disk.
-    pub fn compare_and_swap_volatile(
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-        ttl_ms: Option<u64>,
-    ) -> Result<bool, KvError> {
+    /// Holds `key` for the request under way: `None` when this request holds it now (or
+    /// already did), or the `value` the holding request gave. A hold is not a stored value
+    /// ([`get`] does not see it); it ends when the request ends, however it ends, and with the
+    /// gateway process. A request holds at most 16 keys; only `on_request` and `on_response`
+    /// run inside a request.
+    pub fn hold(key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         #[cfg(target_arch = "wasm32")]
-        return wit::kv::compare_and_swap_volatile(key, expected, new, ttl_ms).map_err(kv_error);
+        return wit::kv::hold(key, value).map_err(kv_error);
         #[cfg(not(target_arch = "wasm32"))]
-        return crate::testing::with_host(|host| host.kv_cas(key, expected, new, ttl_ms));
+        return crate::testing::with_host(|host| host.kv_hold(key, value));
     }
 
     /// Atomically adds `delta` to the number under `key` (absent: 0); returns the new value.

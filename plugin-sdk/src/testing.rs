@@ -26,7 +26,13 @@
 //! ```
 //!
 //! The fake host keeps the gateway's rules: keys of 1 to 512 bytes, values up to 1 MiB, TTLs by
-//! the (fake) wall clock, atomic compare-and-swap, and decimal counters for `increment`.
+//! the (fake) wall clock, atomic compare-and-swap, decimal counters for `increment`, and holds
+//! that last as long as their request.
+//!
+//! A request is what [`Harness::request`] opens: its `on_request` and `on_response` calls share
+//! the keys it holds ([`kv::hold`](crate::kv::hold)), and dropping it ends the request and
+//! releases them, as the gateway does however a request ends. [`Harness::on_request`] and
+//! [`Harness::on_response`] are each a request of their own.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -43,6 +49,8 @@ use crate::{
 pub const KEY_BYTES_MAX: usize = 512;
 /// Largest value, as in the gateway.
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Most keys one request holds, as in the gateway.
+pub const HOLDS_PER_REQUEST_MAX: usize = 16;
 /// The fake wall clock's start: 2023-11-14T22:13:20Z.
 pub const START_UNIX_MS: u64 = 1_700_000_000_000;
 
@@ -70,6 +78,9 @@ struct Stored {
 #[derive(Debug)]
 pub(crate) struct FakeHost {
     kv: BTreeMap<String, Stored>,
+    holds: BTreeMap<String, (u64, Vec<u8>)>,
+    request: Option<u64>,
+    requests: u64,
     now_ms: u64,
     monotonic_ns: u64,
     config: String,
@@ -170,6 +181,30 @@ impl FakeHost {
         Ok(next)
     }
 
+    pub(crate) fn kv_hold(&mut self, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Self::check(key, Some(value))?;
+        let Some(request) = self.request else {
+            return Err(KvError::Unavailable(
+                "a hold needs a request under way".into(),
+            ));
+        };
+        match self.holds.get(key) {
+            Some((holder, _)) if *holder == request => Ok(None),
+            Some((_, held)) => Ok(Some(held.clone())),
+            None => {
+                let taken = self.holds.values().filter(|(h, _)| *h == request).count();
+                if taken >= HOLDS_PER_REQUEST_MAX {
+                    return Err(KvError::LimitReached(format!(
+                        "a request holds at most {HOLDS_PER_REQUEST_MAX} keys"
+                    )));
+                }
+                self.holds
+                    .insert(key.to_string(), (request, value.to_vec()));
+                Ok(None)
+            }
+        }
+    }
+
     pub(crate) fn now_unix_ms(&self) -> u64 {
         self.now_ms
     }
@@ -220,6 +255,9 @@ impl Harness {
     pub fn new() -> Self {
         let host = FakeHost {
             kv: BTreeMap::new(),
+            holds: BTreeMap::new(),
+            request: None,
+            requests: 0,
             now_ms: START_UNIX_MS,
             monotonic_ns: 1_000_000_000,
             config: "{}".into(),
@@ -250,9 +288,26 @@ impl Harness {
         self.host.borrow_mut().now_ms = ms;
     }
 
-    /// Simulates a gateway restart: the boot id changes; the durable store is kept.
+    /// Simulates a gateway restart: the boot id changes, holds are gone, the store is kept.
     pub fn restart(&self) {
-        self.host.borrow_mut().boot += 1;
+        let mut host = self.host.borrow_mut();
+        host.boot += 1;
+        host.holds.clear();
+    }
+
+    /// Opens a request: its hooks share the keys it holds, until it is dropped.
+    pub fn request(&self) -> InFlight {
+        let mut host = self.host.borrow_mut();
+        host.requests += 1;
+        InFlight {
+            harness: self.clone(),
+            id: host.requests,
+        }
+    }
+
+    /// Whether some request holds `key`.
+    pub fn held(&self, key: &str) -> bool {
+        self.host.borrow().holds.contains_key(key)
     }
 
     /// Reads a key directly (expired keys read as absent).
@@ -281,9 +336,16 @@ impl Harness {
         result
     }
 
-    /// Calls `on-request`.
+    fn run_in<R>(&self, request: u64, f: impl FnOnce() -> R) -> R {
+        let outer = self.host.borrow_mut().request.replace(request);
+        let result = self.run(f);
+        self.host.borrow_mut().request = outer;
+        result
+    }
+
+    /// Calls `on-request`, as a request of its own (its holds end with the call).
     pub fn on_request<P: Plugin>(&self, request: Request) -> Result<RequestDecision, HookError> {
-        self.run(|| P::on_request(request))
+        self.request().on_request::<P>(request)
     }
 
     /// Calls `on-step-request`.
@@ -310,13 +372,48 @@ impl Harness {
         self.run(|| P::on_compensate(undo, action, action_answer))
     }
 
-    /// Calls `on-response`.
+    /// Calls `on-response`, as a request of its own.
     pub fn on_response<P: Plugin>(
         &self,
         request: Request,
         response: Response,
     ) -> Result<Response, HookError> {
-        self.run(|| P::on_response(request, response))
+        self.request().on_response::<P>(request, response)
+    }
+}
+
+/// A request under way in a [`Harness`]; dropping it ends the request and releases its holds.
+#[derive(Debug)]
+pub struct InFlight {
+    harness: Harness,
+    id: u64,
+}
+
+impl InFlight {
+    /// Calls `on-request` inside this request.
+    pub fn on_request<P: Plugin>(&self, request: Request) -> Result<RequestDecision, HookError> {
+        self.harness.run_in(self.id, || P::on_request(request))
+    }
+
+    /// Calls `on-response` inside this request.
+    pub fn on_response<P: Plugin>(
+        &self,
+        request: Request,
+        response: Response,
+    ) -> Result<Response, HookError> {
+        self.harness
+            .run_in(self.id, || P::on_response(request, response))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.harness
+            .host
+            .borrow_mut()
+            .holds
+            .retain(|_, (holder, _)| *holder != id);
     }
 }
 
@@ -345,6 +442,26 @@ mod tests {
             crate::kv::set("n", b"x", None).unwrap();
             assert_eq!(crate::kv::increment("n", 1, None), Err(KvError::NotANumber));
         });
+    }
+
+    #[test]
+    fn a_hold_lasts_as_long_as_its_request() {
+        let host = Harness::new();
+        let first = host.request();
+        let second = host.request();
+        host.run_in(first.id, || {
+            assert_eq!(crate::kv::hold("k", b"one").unwrap(), None);
+            assert_eq!(crate::kv::get("k").unwrap(), None, "a hold is not a value");
+        });
+        host.run_in(second.id, || {
+            assert_eq!(crate::kv::hold("k", b"two").unwrap(), Some(b"one".to_vec()));
+        });
+        drop(first);
+        assert!(!host.held("k"));
+        host.run_in(second.id, || {
+            assert_eq!(crate::kv::hold("k", b"two").unwrap(), None)
+        });
+        host.run(|| assert!(crate::kv::hold("k", b"x").is_err(), "no request, no hold"));
     }
 
     #[test]

@@ -426,59 +426,39 @@ async fn sagas_survive_a_graceful_restart() {
     );
 }
 
-fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "log") && std::fs::metadata(p).unwrap().len() > 0
-        })
-        .collect();
-    segments.sort();
-    segments.pop().expect("a log segment")
-}
-
 #[tokio::test]
-async fn damaged_store_refuses_to_start_and_a_torn_tail_is_cut() {
-    // Proves the start-up rules on the real binary: a byte flipped in the middle of the log stops
-    // the start (exit 1) with the file and the position; a torn tail is cut with a warning and
-    // the sagas written before it are still answered.
+async fn a_damaged_or_old_store_refuses_to_start_and_names_the_file() {
+    // Proves the start-up rules on the real binary: a database file SQLite cannot read, or a
+    // directory of the old log format, stops the start (exit 1) with the file named and left
+    // as it was; put back, the same store starts and still answers the sagas it holds.
     let (a, b) = banks().await;
     let mut gateway = GatewayBuilder::new(transfer_routes(&a, &b, ""))
         .start()
         .await;
     let (_, first) = transfer(&gateway, "/transfers", "disk-1", "alice", "carol", 5).await;
-    for n in 2..=4 {
-        transfer(
-            &gateway,
-            "/transfers",
-            &format!("disk-{n}"),
-            "alice",
-            "carol",
-            5,
-        )
-        .await;
-    }
     gateway.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(gateway.wait_exit(Duration::from_secs(10)).await.success());
-    let segment = newest_segment(&gateway.store_dir());
-    let pristine = std::fs::read(&segment).unwrap();
-    let mut flipped = pristine.clone();
-    flipped[20] ^= 0xFF;
-    std::fs::write(&segment, &flipped).unwrap();
+    let file = gateway.store_dir().join("txgate.db");
+    let pristine = std::fs::read(&file).unwrap();
+    let mut damaged = pristine.clone();
+    damaged[..16].copy_from_slice(b"not a database!!");
+    std::fs::write(&file, &damaged).unwrap();
     let (status, log) = gateway.restart_expecting_failure().await;
     assert_eq!(status.code(), Some(1));
     assert!(
-        log.contains("wal-") && log.contains("damaged record at byte 0"),
+        log.contains("txgate.db") && log.contains("not a SQLite database"),
         "{log}"
     );
-    std::fs::write(&segment, &pristine[..pristine.len() - 3]).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(std::fs::read(&file).unwrap(), damaged, "left as it was");
+    let old = gateway.store_dir().join("wal-000000000001.log");
+    std::fs::write(&old, b"TXG1").unwrap();
+    let (status, log) = gateway.restart_expecting_failure().await;
+    assert_eq!(status.code(), Some(1));
+    assert!(log.contains("old log format"), "{log}");
+    std::fs::remove_file(&old).unwrap();
+    std::fs::write(&file, &pristine).unwrap();
     gateway.restart().await;
-    assert!(
-        gateway.log().contains("torn tail cut"),
-        "a warning names the cut"
-    );
     let (status, again) = transfer(&gateway, "/transfers", "disk-1", "alice", "carol", 5).await;
     assert_eq!(status, 200);
     assert_eq!(

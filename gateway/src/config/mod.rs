@@ -43,7 +43,7 @@ pub struct Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Client traffic: HTTP/1.1 and h2c, or TLS with h2 through ALPN.
@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub max_response_bytes: u64,
     /// Total request header bytes (names plus values); more gets 431.
     pub max_header_bytes: u64,
+    /// Request headers, counted one per field line; more gets 431.
+    pub max_header_count: u32,
     /// A client must send its request head within this time (slowloris guard, idle keep-alive cut).
     pub header_read_timeout_ms: u64,
     /// A client must send its whole body within this time, once the head has arrived; else 408.
@@ -83,6 +85,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1_048_576,
             max_response_bytes: 8 * 1_048_576,
             max_header_bytes: 32 * 1024,
+            max_header_count: 100,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             max_connections: 4096,
@@ -95,7 +98,7 @@ impl Default for ServerConfig {
 }
 
 /// `[server.tls]`: PEM files, relative to the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain (PEM).
@@ -105,13 +108,19 @@ pub struct TlsConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Directory of the embedded store.
     pub dir: PathBuf,
     /// Finished sagas and idempotency records are kept at least this long.
     pub retention_secs: u64,
+    /// Recently finished sagas and recently written durable keys kept in memory.
+    pub cache_entries_max: u64,
+    /// Most saga rows the store holds (finished ones until they expire).
+    pub saga_keys_max: u64,
+    /// Most bytes the saga rows hold.
+    pub saga_bytes_max: u64,
 }
 
 impl Default for StoreConfig {
@@ -119,12 +128,15 @@ impl Default for StoreConfig {
         Self {
             dir: PathBuf::from("./txgate-data"),
             retention_secs: 86_400,
+            cache_entries_max: 10_000,
+            saga_keys_max: 100_000_000,
+            saga_bytes_max: 100 * 1024 * 1024 * 1024,
         }
     }
 }
 
 /// `[upstreams.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL, `http://host:port` with an optional path prefix.
@@ -160,6 +172,17 @@ pub enum PluginState {
     Volatile,
 }
 
+/// Whether a plugin's instances serve more than one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Instances are reused, by calls of any client.
+    #[default]
+    Reuse,
+    /// Every call gets a new instance.
+    Fresh,
+}
+
 /// What a plugin failure (trap, timeout, limit) does to the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,9 +209,21 @@ pub struct PluginConfig {
     /// Budget for the plugin's own execution in one hook call.
     #[serde(default = "defaults::plugin_timeout_ms")]
     pub timeout_ms: u64,
+    /// Wall-clock bound of one hook call, whatever it waits on.
+    #[serde(default = "defaults::plugin_wall_timeout_ms")]
+    pub wall_timeout_ms: u64,
     /// Linear memory cap per instance.
     #[serde(default = "defaults::memory_limit_bytes")]
     pub memory_limit_bytes: u64,
+    /// Reused or fresh instances.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Keys the plugin may hold (durable and volatile each).
+    #[serde(default = "defaults::kv_keys_max")]
+    pub kv_keys_max: u64,
+    /// Bytes (keys plus values) the plugin may hold (durable and volatile each).
+    #[serde(default = "defaults::kv_bytes_max")]
+    pub kv_bytes_max: u64,
     /// Free-form settings, handed to the plugin as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -235,6 +270,9 @@ pub enum SagaMode {
 pub struct SagaConfig {
     /// Saga or TCC.
     pub mode: SagaMode,
+    /// Whose X-Request-IDs are kept apart: `"header:NAME"`, `"ip"`, or `""` (one client).
+    #[serde(default)]
+    pub client_key: String,
     /// Steps in order.
     pub steps: Vec<StepConfig>,
 }
@@ -282,8 +320,17 @@ mod defaults {
     pub(super) fn plugin_timeout_ms() -> u64 {
         10
     }
+    pub(super) fn plugin_wall_timeout_ms() -> u64 {
+        1000
+    }
     pub(super) fn memory_limit_bytes() -> u64 {
         16 * 1_048_576
+    }
+    pub(super) fn kv_keys_max() -> u64 {
+        1_000_000
+    }
+    pub(super) fn kv_bytes_max() -> u64 {
+        256 * 1_048_576
     }
 }
 

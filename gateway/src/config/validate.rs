@@ -12,15 +12,15 @@ const PLUGIN_TIMEOUT_MS_MAX: u64 = 60_000;
 const PLUGIN_MEMORY_BYTES_MIN: u64 = 64 * 1024;
 const PLUGIN_MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 const ROUTE_PLUGINS_MAX: usize = 16;
+const CACHE_ENTRIES_MAX: u64 = 10_000_000;
+const HEADER_COUNT_MAX: u32 = 1000;
 
 /// Checks a parsed config. `broken` holds the key paths of tables that failed to parse; a
 /// reference to one of them is not reported again as unknown.
 pub(super) fn validate(config: &Config, broken: &[String]) -> Vec<ConfigIssue> {
     let mut issues = Issues(Vec::new(), broken.to_vec());
     server(config, &mut issues);
-    if config.store.retention_secs == 0 {
-        issues.push("store.retention_secs", "must be at least 1");
-    }
+    store(config, &mut issues);
     for (name, upstream) in &config.upstreams {
         upstream_checks(&format!("upstreams.{name}"), upstream, &mut issues);
     }
@@ -30,10 +30,17 @@ pub(super) fn validate(config: &Config, broken: &[String]) -> Vec<ConfigIssue> {
             let shown = plugin.module.display();
             issues.push(format!("{key}.module"), format!("no such file: {shown}"));
         }
-        if plugin.timeout_ms == 0 || plugin.timeout_ms > PLUGIN_TIMEOUT_MS_MAX {
-            let reason = format!("must be between 1 and {PLUGIN_TIMEOUT_MS_MAX}");
-            issues.push(format!("{key}.timeout_ms"), reason);
+        for (field, value) in [
+            ("timeout_ms", plugin.timeout_ms),
+            ("wall_timeout_ms", plugin.wall_timeout_ms),
+        ] {
+            if value == 0 || value > PLUGIN_TIMEOUT_MS_MAX {
+                let reason = format!("must be between 1 and {PLUGIN_TIMEOUT_MS_MAX}");
+                issues.push(format!("{key}.{field}"), reason);
+            }
         }
+        issues.positive(format!("{key}.kv_keys_max"), plugin.kv_keys_max);
+        issues.positive(format!("{key}.kv_bytes_max"), plugin.kv_bytes_max);
         if !(PLUGIN_MEMORY_BYTES_MIN..=PLUGIN_MEMORY_BYTES_MAX).contains(&plugin.memory_limit_bytes)
         {
             let reason =
@@ -97,6 +104,12 @@ fn server(config: &Config, issues: &mut Issues) {
     if server.max_header_bytes < 1024 {
         issues.push("server.max_header_bytes", "must be at least 1024");
     }
+    if !(8..=HEADER_COUNT_MAX).contains(&server.max_header_count) {
+        issues.push(
+            "server.max_header_count",
+            format!("must be between 8 and {HEADER_COUNT_MAX}"),
+        );
+    }
     if let Some(tls) = &server.tls {
         for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
             if !config.resolve(path).is_file() {
@@ -104,6 +117,19 @@ fn server(config: &Config, issues: &mut Issues) {
                 issues.push(format!("server.tls.{key}"), reason);
             }
         }
+    }
+}
+
+fn store(config: &Config, issues: &mut Issues) {
+    let store = &config.store;
+    issues.positive("store.retention_secs".into(), store.retention_secs);
+    issues.positive("store.saga_keys_max".into(), store.saga_keys_max);
+    issues.positive("store.saga_bytes_max".into(), store.saga_bytes_max);
+    if store.cache_entries_max > CACHE_ENTRIES_MAX {
+        issues.push(
+            "store.cache_entries_max",
+            format!("must be at most {CACHE_ENTRIES_MAX}"),
+        );
     }
 }
 
@@ -183,6 +209,9 @@ fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Is
             known_upstream(&format!("{key}.upstream"), upstream, config, issues)
         }
         (None, Some(saga)) => {
+            if let Err(reason) = crate::saga::ClientKey::parse(&saga.client_key) {
+                issues.push(format!("{key}.saga.client_key"), reason);
+            }
             if saga.steps.is_empty() || saga.steps.len() > SAGA_STEPS_MAX {
                 let reason = format!("a saga needs 1 to {SAGA_STEPS_MAX} steps");
                 issues.push(format!("{key}.saga.steps"), reason);

@@ -1,25 +1,25 @@
-//! A route's plugins around one request: `on-request` in plugin order, `on-response` in reverse.
+//! A route's plugins around one request: `on-request` in plugin order, `on-response` in reverse,
+//! and the saga hooks around each saga call.
 //!
 //! Header edits from `on-request` are applied to the request the upstream receives (and shown to
 //! later plugins); `on-response` returns the response the client receives. Everything a plugin
-//! returns is checked against limits before it is used: an oversized or malformed answer is a
-//! plugin failure (`output`), handled by the plugin's `on_error`.
+//! returns is checked against limits before it is used (`convert.rs`): an oversized or
+//! malformed answer is a plugin failure (`output`), handled by the plugin's `on_error`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response};
 use http_body_util::Full;
 
 use super::bindings::txgate::plugin::types as wit;
-use super::instance::{Failure, Hook, LoadedPlugin, Outcome};
+use super::convert;
+use super::failure::{Failure, FailureKind};
+use super::instance::{Hook, LoadedPlugin, Outcome};
+use super::scope::RequestScope;
 use crate::config::OnError;
 use crate::error::{Error, ErrorKind};
-
-/// Most headers a plugin may return in one answer or edit.
-const PLUGIN_HEADERS_MAX: usize = 256;
-/// Most header bytes (names plus values) a plugin may return in one answer or edit.
-const PLUGIN_HEADER_BYTES_MAX: usize = 64 * 1024;
+use crate::step::{StepAnswer, StepCall, UndoDecision, Verdict};
 
 /// A route's plugins for one request.
 #[derive(Debug, Clone)]
@@ -67,25 +67,29 @@ impl Chain {
         &self,
         request: &mut wit::Request,
         headers: &mut HeaderMap,
+        scope: &Arc<RequestScope>,
     ) -> Result<RequestStep, Error> {
         for (index, plugin) in self.plugins.iter().enumerate() {
             let outcome = plugin
-                .call(Hook::OnRequest, &*request, |guest, store, request| {
-                    Box::pin(guest.call_on_request(store, request))
-                })
+                .call(
+                    Hook::OnRequest,
+                    &*request,
+                    Some(scope),
+                    |guest, store, request| Box::pin(guest.call_on_request(store, request)),
+                )
                 .await;
             match outcome {
                 Outcome::Done(wit::RequestDecision::Continue(changes)) => {
                     if changes.set.is_empty() && changes.remove.is_empty() {
                         continue;
                     }
-                    match apply_changes(&changes, headers) {
-                        Ok(()) => sync_headers(request, headers),
+                    match convert::apply_changes(&changes, headers) {
+                        Ok(()) => request.headers = convert::wit_headers(headers),
                         Err(detail) => policy(plugin.output_failure::<()>(detail))?,
                     }
                 }
                 Outcome::Done(wit::RequestDecision::Respond(answer)) => {
-                    match self.to_http(answer) {
+                    match convert::response(answer, self.body_bytes_max) {
                         Ok(response) => {
                             return Ok(RequestStep::Respond {
                                 response,
@@ -108,24 +112,26 @@ impl Chain {
         upto: usize,
         request: &wit::Request,
         response: Response<Full<Bytes>>,
+        scope: &Arc<RequestScope>,
     ) -> Result<Response<Full<Bytes>>, Error> {
         let mut current = response;
         for plugin in self.plugins[..upto.min(self.plugins.len())].iter().rev() {
             if plugin.skips(Hook::OnResponse) {
                 continue;
             }
-            let input = (request.clone(), to_wit(&current).await);
+            let input = (request.clone(), convert::wit_response(&current).await);
             let outcome = plugin
                 .call(
                     Hook::OnResponse,
                     &input,
+                    Some(scope),
                     |guest, store, (request, response)| {
                         Box::pin(guest.call_on_response(store, request, response))
                     },
                 )
                 .await;
             match outcome {
-                Outcome::Done(answer) => match self.to_http(answer) {
+                Outcome::Done(answer) => match convert::response(answer, self.body_bytes_max) {
                     Ok(response) => current = response,
                     Err(detail) => policy(plugin.output_failure::<()>(detail))?,
                 },
@@ -138,22 +144,25 @@ impl Chain {
 
     /// Runs `on-step-request` through the chain; each plugin sees the previous one's call.
     /// A failure under `reject` is returned; the call must not be sent.
-    pub async fn on_step_request(&self, call: wit::StepCall) -> Result<wit::StepCall, Failure> {
+    pub async fn on_step_request(&self, call: StepCall) -> Result<StepCall, Failure> {
         let mut current = call;
         for plugin in self.plugins.iter() {
             if plugin.skips(Hook::OnStepRequest) {
                 continue;
             }
+            let input = convert::wit_call(&current);
             let outcome = plugin
-                .call(Hook::OnStepRequest, &current, |guest, store, call| {
+                .call(Hook::OnStepRequest, &input, None, |guest, store, call| {
                     Box::pin(guest.call_on_step_request(store, call))
                 })
                 .await;
             match outcome {
-                Outcome::Done(call) => match self.check_call(&call) {
-                    Ok(()) => current = call,
-                    Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
-                },
+                Outcome::Done(shaped) => {
+                    match convert::step_call(shaped, &current, self.body_bytes_max) {
+                        Ok(call) => current = call,
+                        Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
+                    }
+                }
                 Outcome::Skipped => {}
                 Outcome::Failed(failure) => reject_only::<()>(Outcome::Failed(failure))?,
             }
@@ -163,27 +172,26 @@ impl Chain {
 
     /// Runs `on-step-response` through the chain; the first plugin that classifies wins. A
     /// failing plugin leaves the gateway's own reading in place.
-    pub async fn on_step_response(
-        &self,
-        call: &wit::StepCall,
-        answer: &wit::StepAnswer,
-    ) -> Option<wit::Classification> {
+    pub async fn on_step_response(&self, call: &StepCall, answer: &StepAnswer) -> Option<Verdict> {
+        let mut input = None;
         for plugin in self.plugins.iter() {
             if plugin.skips(Hook::OnStepResponse) {
                 continue;
             }
-            let input = (call.clone(), answer.clone());
+            let input =
+                input.get_or_insert_with(|| (convert::wit_call(call), convert::wit_answer(answer)));
             let outcome = plugin
                 .call(
                     Hook::OnStepResponse,
-                    &input,
+                    &*input,
+                    None,
                     |guest, store, (call, answer)| {
                         Box::pin(guest.call_on_step_response(store, call, answer))
                     },
                 )
                 .await;
             if let Outcome::Done(Some(class)) = outcome {
-                return Some(class);
+                return Some(convert::verdict(class));
             }
         }
         None
@@ -192,95 +200,54 @@ impl Chain {
     /// Runs `on-compensate` through the chain: each plugin may rewrite the undo or skip it.
     pub async fn on_compensate(
         &self,
-        undo: wit::StepCall,
-        action: &wit::StepCall,
-        action_answer: Option<&wit::StepAnswer>,
-    ) -> Result<wit::CompensateDecision, Failure> {
+        undo: StepCall,
+        action: &StepCall,
+        action_answer: Option<&StepAnswer>,
+    ) -> Result<UndoDecision, Failure> {
         let mut current = undo;
+        let action = convert::wit_call(action);
+        let answer = action_answer.map(convert::wit_answer);
         for plugin in self.plugins.iter() {
             if plugin.skips(Hook::OnCompensate) {
                 continue;
             }
-            let input = (current.clone(), action.clone(), action_answer.cloned());
+            let input = (convert::wit_call(&current), action.clone(), answer.clone());
             let outcome = plugin
                 .call(
                     Hook::OnCompensate,
                     &input,
+                    None,
                     |guest, store, (undo, action, answer)| {
                         Box::pin(guest.call_on_compensate(store, undo, action, answer.as_ref()))
                     },
                 )
                 .await;
             match outcome {
-                Outcome::Done(wit::CompensateDecision::Skip) => {
-                    return Ok(wit::CompensateDecision::Skip);
-                }
-                Outcome::Done(wit::CompensateDecision::Send(call)) => {
-                    match self.check_call(&call) {
-                        Ok(()) => current = call,
+                Outcome::Done(wit::CompensateDecision::Skip) => return Ok(UndoDecision::Skip),
+                Outcome::Done(wit::CompensateDecision::Send(shaped)) => {
+                    match convert::step_call(shaped, &current, self.body_bytes_max) {
+                        Ok(call) => current = call,
                         Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
                     }
                 }
                 Outcome::Skipped => {}
                 // A deliberate refusal (a template that cannot be filled) is never passed over.
-                Outcome::Failed(failure) if failure.kind == "failed" => return Err(failure),
+                Outcome::Failed(failure) if failure.kind == FailureKind::Failed => {
+                    return Err(failure);
+                }
                 Outcome::Failed(failure) => reject_only::<()>(Outcome::Failed(failure))?,
             }
         }
-        Ok(wit::CompensateDecision::Send(current))
-    }
-
-    fn check_call(&self, call: &wit::StepCall) -> Result<(), String> {
-        if call.body.len() > self.body_bytes_max {
-            return Err(format!("returned a {}-byte call body", call.body.len()));
-        }
-        check_headers(&call.headers)?;
-        call.headers
-            .iter()
-            .try_for_each(|h| header_pair(h).map(|_| ()))?;
-        http::Method::from_bytes(call.method.as_bytes())
-            .map_err(|_| format!("returned an invalid method `{}`", call.method))?;
-        if !call.path.starts_with('/') || call.path.parse::<http::uri::PathAndQuery>().is_err() {
-            return Err(format!("returned an invalid path `{}`", call.path));
-        }
-        Ok(())
-    }
-
-    fn to_http(&self, answer: wit::Response) -> Result<Response<Full<Bytes>>, String> {
-        if answer.body.len() > self.body_bytes_max {
-            return Err(format!(
-                "answered with a {}-byte body; the limit is {}",
-                answer.body.len(),
-                self.body_bytes_max
-            ));
-        }
-        let status = StatusCode::from_u16(answer.status)
-            .ok()
-            .filter(|s| (200..=599).contains(&s.as_u16()))
-            .ok_or_else(|| format!("answered with status {}", answer.status))?;
-        let mut response = Response::new(Full::new(Bytes::from(answer.body)));
-        *response.status_mut() = status;
-        check_headers(&answer.headers)?;
-        for header in &answer.headers {
-            let (name, value) = header_pair(header)?;
-            response.headers_mut().append(name, value);
-        }
-        Ok(response)
+        Ok(UndoDecision::Send(current))
     }
 }
 
 /// A failed outcome becomes an error (`reject`) or is passed over (`skip`).
 fn policy<T>(outcome: Outcome<T>) -> Result<(), Error> {
     match outcome {
-        Outcome::Failed(Failure {
-            plugin,
-            kind,
-            detail,
-            on_error: OnError::Reject,
-        }) => Err(Error::new(
-            ErrorKind::PluginFailed,
-            format!("plugin `{plugin}` failed ({kind}): {detail}"),
-        )),
+        Outcome::Failed(failure) if failure.on_error == OnError::Reject => {
+            Err(Error::new(ErrorKind::PluginFailed, failure.to_string()))
+        }
         _ => Ok(()),
     }
 }
@@ -290,76 +257,5 @@ fn reject_only<T>(outcome: Outcome<T>) -> Result<(), Failure> {
     match outcome {
         Outcome::Failed(failure) if failure.on_error == OnError::Reject => Err(failure),
         _ => Ok(()),
-    }
-}
-
-fn check_headers(headers: &[wit::Header]) -> Result<(), String> {
-    let bytes: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
-    if headers.len() > PLUGIN_HEADERS_MAX || bytes > PLUGIN_HEADER_BYTES_MAX {
-        return Err(format!(
-            "returned {} headers ({bytes} bytes); the limits are {PLUGIN_HEADERS_MAX} and {PLUGIN_HEADER_BYTES_MAX}",
-            headers.len()
-        ));
-    }
-    Ok(())
-}
-
-fn header_pair(header: &wit::Header) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(header.name.as_bytes())
-        .map_err(|_| format!("returned an invalid header name `{}`", header.name))?;
-    let value = HeaderValue::from_str(&header.value)
-        .map_err(|_| format!("returned an invalid value for header `{}`", header.name))?;
-    Ok((name, value))
-}
-
-fn apply_changes(changes: &wit::HeaderChanges, headers: &mut HeaderMap) -> Result<(), String> {
-    check_headers(&changes.set)?;
-    let set = changes
-        .set
-        .iter()
-        .map(header_pair)
-        .collect::<Result<Vec<_>, _>>()?;
-    for name in &changes.remove {
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(name);
-        }
-    }
-    for (name, _) in &set {
-        headers.remove(name);
-    }
-    for (name, value) in set {
-        headers.append(name, value);
-    }
-    Ok(())
-}
-
-/// Shows the edited headers to later plugins.
-fn sync_headers(request: &mut wit::Request, headers: &HeaderMap) {
-    request.headers = wit_headers(headers);
-}
-
-/// Headers as the plugin sees them (values that are not UTF-8 passed lossily).
-pub fn wit_headers(headers: &HeaderMap) -> Vec<wit::Header> {
-    headers
-        .iter()
-        .map(|(name, value)| wit::Header {
-            name: name.as_str().to_string(),
-            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        })
-        .collect()
-}
-
-async fn to_wit(response: &Response<Full<Bytes>>) -> wit::Response {
-    use http_body_util::BodyExt;
-    let body = response
-        .body()
-        .clone()
-        .collect()
-        .await
-        .map(|c| c.to_bytes());
-    wit::Response {
-        status: response.status().as_u16(),
-        headers: wit_headers(response.headers()),
-        body: body.map(|b| b.to_vec()).unwrap_or_default(),
     }
 }

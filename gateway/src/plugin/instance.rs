@@ -1,9 +1,15 @@
 //! One loaded plugin version: its compiled component, a pool of live instances per worker, and
-//! the call path every hook goes through — budget, deadline, memory cap, failure classification
-//! and metrics.
+//! the call path every hook goes through — budget, deadlines, memory cap, failure
+//! classification and metrics.
 //!
-//! An instance is reused after a successful call, and dropped after any failure (trap, deadline,
-//! memory cap): a broken instance never serves another request.
+//! Two deadlines bound a call. `timeout_ms` counts the plugin's own execution (epoch ticks, see
+//! `state.rs`); `wall_timeout_ms` counts wall time, whatever the plugin waits on: a plugin that
+//! sleeps or polls through WASI, or waits on the store, is cut there as a timeout.
+//!
+//! With `isolation = "reuse"` an instance serves call after call, of any client, and is dropped
+//! after any failure (trap, deadline, memory cap): a broken instance never serves another
+//! request. With `"fresh"`, every call gets a new instance, so nothing a plugin leaves in its
+//! memory reaches another request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,8 +22,10 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::exports::txgate::plugin::hooks::Guest;
 use super::bindings::txgate::plugin::types::HookError;
 use super::bindings::{Plugin, PluginPre};
+use super::failure::{Failure, FailureKind};
+use super::scope::RequestScope;
 use super::state::{Breach, CallBudget, HostState, PluginShared, thread_cpu};
-use crate::config::OnError;
+use crate::config::{Isolation, OnError};
 use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
 use crate::worker;
@@ -61,19 +69,6 @@ const HOOKS: [Hook; 5] = [
     Hook::OnResponse,
 ];
 
-/// A plugin call that did not produce a result.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// The plugin.
-    pub plugin: Name,
-    /// `trap`, `timeout`, `memory`, `output`, `failed` (the plugin said so) or `instantiate`.
-    pub kind: &'static str,
-    /// What happened.
-    pub detail: String,
-    /// The plugin's policy.
-    pub on_error: OnError,
-}
-
 /// What a hook call came to.
 #[derive(Debug)]
 pub enum Outcome<T> {
@@ -90,13 +85,26 @@ struct Live {
     plugin: Plugin,
 }
 
+/// A plugin's limits and policies, from its config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// What a failure does to the request.
+    pub on_error: OnError,
+    /// Budget for the plugin's own execution per call.
+    pub timeout: Duration,
+    /// Wall-clock bound per call.
+    pub wall_timeout: Duration,
+    /// Linear memory cap per instance.
+    pub memory_bytes_max: usize,
+    /// Reused or fresh instances.
+    pub isolation: Isolation,
+}
+
 /// One plugin, compiled and ready to instantiate.
 pub struct LoadedPlugin {
     shared: Arc<PluginShared>,
     pre: PluginPre<HostState>,
-    on_error: OnError,
-    timeout: Duration,
-    memory_bytes_max: usize,
+    limits: Limits,
     idle: Vec<Mutex<Vec<Live>>>,
     unimplemented: [AtomicBool; 5],
     hook_metrics: [(Counter, Histogram); 5],
@@ -119,16 +127,13 @@ impl LoadedPlugin {
     pub fn new(
         shared: Arc<PluginShared>,
         pre: PluginPre<HostState>,
-        limits: (OnError, Duration, usize),
+        limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let (on_error, timeout, memory_bytes_max) = limits;
         Self {
             shared: shared.clone(),
             pre,
-            on_error,
-            timeout,
-            memory_bytes_max,
+            limits,
             idle: (0..worker::count())
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
@@ -148,8 +153,15 @@ impl LoadedPlugin {
         self.unimplemented[hook as usize].load(Ordering::Relaxed)
     }
 
-    /// Runs one hook call on a pooled (or new) instance, within the plugin's limits.
-    pub async fn call<I, T, F>(&self, hook: Hook, input: &I, run: F) -> Outcome<T>
+    /// Runs one hook call on a pooled (or new) instance, within the plugin's limits. `scope` is
+    /// the request the call serves (request hooks), so that holds are released with it.
+    pub async fn call<I, T, F>(
+        &self,
+        hook: Hook,
+        input: &I,
+        scope: Option<&Arc<RequestScope>>,
+        run: F,
+    ) -> Outcome<T>
     where
         I: ?Sized + Sync,
         F: for<'a> FnOnce(&'a Guest, &'a mut Store<HostState>, &'a I) -> HookCall<'a, T>,
@@ -157,21 +169,30 @@ impl LoadedPlugin {
         if self.skips(hook) {
             return Outcome::Skipped;
         }
-        let idle = self.slot().lock().expect("instance pool").pop();
+        let idle = match self.limits.isolation {
+            Isolation::Reuse => self.slot().lock().expect("instance pool").pop(),
+            Isolation::Fresh => None,
+        };
         let mut live = match idle {
             Some(live) => live,
             // Boxed: instantiating is rare, and its large future would otherwise be copied
             // along with every call's future.
             None => match Box::pin(self.instantiate()).await {
                 Ok(live) => live,
-                Err(detail) => return self.fail("instantiate", detail),
+                Err((kind, detail)) => return self.fail(kind, detail),
             },
         };
-        let started = self.arm(&mut live.store);
-        let result = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input).await;
+        let started = self.arm(&mut live.store, scope);
+        let call = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input);
+        let result = tokio::time::timeout(self.limits.wall_timeout, call).await;
         let (calls, duration) = &self.hook_metrics[hook as usize];
         calls.inc();
         duration.observe(started.elapsed().as_secs_f64());
+        live.store.data_mut().scope = None;
+        let Ok(result) = result else {
+            // Cut while it waited (a sleep, a poll, the store): the instance is dropped.
+            return self.fail(FailureKind::Timeout, self.wall_detail());
+        };
         match result {
             Ok(Ok(value)) => {
                 self.checkin(live);
@@ -184,26 +205,39 @@ impl LoadedPlugin {
             }
             Ok(Err(HookError::Failed(reason))) => {
                 self.checkin(live);
-                self.fail("failed", reason)
+                self.fail(FailureKind::Failed, reason)
             }
             Err(trap) => {
                 tracing::debug!(plugin = %self.shared.name, trap = format!("{trap:?}"), "plugin trapped");
-                let (kind, detail) = match live.store.data().breach {
-                    Breach::Deadline => {
-                        ("timeout", format!("ran past its {:?} budget", self.timeout))
-                    }
-                    Breach::Memory => (
-                        "memory",
-                        format!(
-                            "tried to use more than {} bytes of memory",
-                            self.memory_bytes_max
-                        ),
-                    ),
-                    Breach::None => ("trap", trap.root_cause().to_string()),
-                };
+                let (kind, detail) = self.breach(live.store.data().breach, &trap);
                 self.fail(kind, detail)
             }
         }
+    }
+
+    fn breach(&self, breach: Breach, trap: &wasmtime::Error) -> (FailureKind, String) {
+        match breach {
+            Breach::Deadline => (
+                FailureKind::Timeout,
+                format!("ran past its {:?} budget", self.limits.timeout),
+            ),
+            Breach::Wall => (FailureKind::Timeout, self.wall_detail()),
+            Breach::Memory => (
+                FailureKind::Memory,
+                format!(
+                    "tried to use more than {} bytes of memory",
+                    self.limits.memory_bytes_max
+                ),
+            ),
+            Breach::None => (FailureKind::Trap, trap.root_cause().to_string()),
+        }
+    }
+
+    fn wall_detail(&self) -> String {
+        format!(
+            "did not finish within its wall_timeout_ms ({:?})",
+            self.limits.wall_timeout
+        )
     }
 
     /// Drops this worker's idle instances, so the next call instantiates afresh (benchmarks
@@ -215,25 +249,26 @@ impl LoadedPlugin {
 
     /// Records a failure that the caller found in the hook's output (too large, malformed).
     pub fn output_failure<T>(&self, detail: String) -> Outcome<T> {
-        self.fail("output", detail)
+        self.fail(FailureKind::Output, detail)
     }
 
-    fn fail<T>(&self, kind: &'static str, detail: String) -> Outcome<T> {
-        self.metrics.plugin_error(&self.shared.name, kind);
-        tracing::warn!(plugin = %self.shared.name, kind, %detail, "plugin call failed");
+    fn fail<T>(&self, kind: FailureKind, detail: String) -> Outcome<T> {
+        self.metrics.plugin_error(&self.shared.name, kind.as_str());
+        tracing::warn!(plugin = %self.shared.name, kind = kind.as_str(), %detail, "plugin call failed");
         Outcome::Failed(Failure {
             plugin: self.shared.name.clone(),
             kind,
             detail,
-            on_error: self.on_error,
+            on_error: self.limits.on_error,
         })
     }
 
-    /// Resets the call budget and the deadline before a call (or an instantiation); returns the
-    /// start time.
-    fn arm(&self, store: &mut Store<HostState>) -> Instant {
+    /// Resets the call budget and the deadlines before a call (or an instantiation); returns
+    /// the start time.
+    fn arm(&self, store: &mut Store<HostState>, scope: Option<&Arc<RequestScope>>) -> Instant {
         let data = store.data_mut();
-        data.call = CallBudget::new(self.timeout);
+        data.call = CallBudget::new(self.limits.timeout, self.limits.wall_timeout);
+        data.scope = scope.cloned();
         data.breach = Breach::None;
         let started = data.call.started;
         store.set_epoch_deadline(1);
@@ -244,8 +279,8 @@ impl LoadedPlugin {
         &self.idle[worker::index() % self.idle.len()]
     }
 
-    async fn instantiate(&self) -> Result<Live, String> {
-        let state = HostState::new(self.shared.clone(), self.memory_bytes_max);
+    async fn instantiate(&self) -> Result<Live, (FailureKind, String)> {
+        let state = HostState::new(self.shared.clone(), self.limits.memory_bytes_max);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| state);
         store.epoch_deadline_callback(|mut context| {
@@ -253,6 +288,12 @@ impl LoadedPlugin {
             if data.call.end_segment() >= data.call.budget {
                 data.breach = Breach::Deadline;
                 return Err(wasmtime::Error::msg("the plugin ran past its timeout_ms"));
+            }
+            if data.call.started.elapsed() >= data.call.wall {
+                data.breach = Breach::Wall;
+                return Err(wasmtime::Error::msg(
+                    "the plugin ran past its wall_timeout_ms",
+                ));
             }
             // Under budget: let other requests on this worker run, then check again next tick.
             // tokio's own yield defers the wake-up until the runtime has polled for I/O; a plain
@@ -268,16 +309,20 @@ impl LoadedPlugin {
                 }),
             ))
         });
-        self.arm(&mut store);
-        let plugin = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        self.arm(&mut store, None);
+        let instantiating = self.pre.instantiate_async(&mut store);
+        let plugin = match tokio::time::timeout(self.limits.wall_timeout, instantiating).await {
+            Ok(Ok(plugin)) => plugin,
+            Ok(Err(error)) => return Err((FailureKind::Instantiate, format!("{error:#}"))),
+            Err(_) => return Err((FailureKind::Timeout, self.wall_detail())),
+        };
         Ok(Live { store, plugin })
     }
 
     fn checkin(&self, live: Live) {
+        if self.limits.isolation == Isolation::Fresh {
+            return;
+        }
         let mut idle = self.slot().lock().expect("instance pool");
         if idle.len() < IDLE_PER_WORKER_MAX {
             idle.push(live);

@@ -4,34 +4,46 @@
 //! wasmtime `Engine` compiles every component once, at load (`engine.rs`); each plugin keeps an
 //! `InstancePre` and a pool of live instances per worker (`instance.rs`).
 //!
-//! **Sandbox.** Each hook call has a deadline (`timeout_ms`, epoch interruption; time waiting in
-//! host calls is not charged) and a memory cap (`memory_limit_bytes`, a resource limiter). WASI
+//! **Sandbox.** Each hook call has a deadline for its own execution (`timeout_ms`, epoch
+//! interruption; time waiting in host calls is not charged), a wall-clock bound whatever it
+//! waits on (`wall_timeout_ms`), and a memory cap (`memory_limit_bytes`, a resource limiter). WASI
 //! is linked deny-all: no preopened directories, no sockets, no environment, no arguments. A
 //! trap, a deadline or a cap breach fails only that call: the instance is dropped, the failure
 //! is counted in `txgate_plugin_errors_total{plugin,kind}`, and the plugin's `on_error` decides
 //! (`reject`: 503 problem+json; `skip`: as if the plugin were not on the route).
 //!
-//! **Fresh or reused instances.** Plugins keep no state in their own memory (state goes through
-//! the host key-value store), so an instance can serve call after call. Measured on the 2-core
-//! development machine with `cargo bench -p txgate --bench plugin_call` (wasmtime 48, pooling
-//! allocator): a hook call on a reused instance costs a median of 1.6 µs, while a fresh
-//! instantiation plus the call costs 19.8 µs. So instances are reused; an instance is
-//! dropped after any failed call, so a broken one never sees another request. The figures are in
-//! `bench/RESULTS.md`.
+//! **Fresh or reused instances** (`isolation`). By default (`"reuse"`) an instance serves call
+//! after call, of any client: measured on the 2-core development machine with `cargo bench -p
+//! txgate --bench plugin_call` (wasmtime 48, pooling allocator), a hook call on a reused
+//! instance costs a median of 1.6 µs, while a fresh instantiation plus the call costs 19.8 µs.
+//! Whatever a plugin leaves in its own memory (a `static`) is then seen by later requests; the SDK
+//! guide says so. `"fresh"` gives every call a new instance, for plugins that cannot promise
+//! that. An instance is dropped after any failed call, so a broken one never sees another
+//! request. The figures are in `bench/RESULTS.md`.
 //!
 //! **Versions.** A reload (SIGHUP, `POST /admin/reload`) compiles the new plugins completely,
-//! then swaps them in atomically (`set.rs`); a request keeps the version it started with.
+//! with the rest of the new config, before that version goes live (`version.rs`); a request
+//! keeps the version it started with.
+//!
+//! **Requests.** Request hooks run inside a [`RequestScope`]: the keys the plugins `hold` for
+//! the request are released when it ends, however it ends.
 
 mod bindings;
 mod chain;
+mod convert;
 mod engine;
+mod failure;
 mod host;
 mod instance;
+pub(crate) mod scope;
 mod set;
 mod state;
 
 pub use bindings::txgate::plugin::types as wit;
-pub use chain::{Chain, RequestStep, wit_headers};
+pub use chain::{Chain, RequestStep};
+pub use convert::wit_headers;
 pub use engine::Runtime;
-pub use instance::{Failure, Hook, HookCall, LoadedPlugin, Outcome};
-pub use set::{PluginEnv, PluginSet, Plugins, Reloaded, check_all};
+pub use failure::{Failure, FailureKind};
+pub use instance::{Hook, HookCall, Limits, LoadedPlugin, Outcome};
+pub use scope::RequestScope;
+pub use set::{PluginEnv, PluginSet, check_all};

@@ -10,9 +10,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
-use crate::config::PluginState;
+use super::scope::RequestScope;
 use crate::metrics::Name;
-use crate::store::Store;
+use crate::store::{Durability, Store};
 
 /// Per-instance table limits: generous for Rust components, far below what could hurt the host.
 const TABLE_ELEMENTS_MAX: usize = 100_000;
@@ -28,13 +28,13 @@ pub struct PluginShared {
     /// `[plugins.NAME.config]` as JSON text.
     pub config_json: String,
     /// Where its keys live.
-    pub state: PluginState,
+    pub durability: Durability,
     /// The store behind its keys.
     pub store: Arc<dyn Store>,
     /// This process's boot id.
     pub boot_id: Arc<str>,
-    /// The key-value namespace: `kv/<name>`.
-    pub namespace: String,
+    /// The key-value namespace: the plugin's name.
+    pub namespace: Arc<str>,
 }
 
 /// The time budget of the hook call under way: the plugin's own execution, not the time it
@@ -51,6 +51,8 @@ pub struct CallBudget {
     pub started: Instant,
     /// The plugin's `timeout_ms`.
     pub budget: Duration,
+    /// The plugin's `wall_timeout_ms`.
+    pub wall: Duration,
     /// Execution charged in finished segments.
     pub charged: Duration,
     /// The thread CPU time at which the running segment began (`None`: the first segment).
@@ -68,10 +70,11 @@ pub(super) fn thread_cpu() -> Duration {
 
 impl CallBudget {
     /// A fresh budget.
-    pub fn new(budget: Duration) -> Self {
+    pub fn new(budget: Duration, wall: Duration) -> Self {
         Self {
             started: Instant::now(),
             budget,
+            wall,
             charged: Duration::ZERO,
             segment_from: None,
             resumed_ns: Arc::new(AtomicU64::new(0)),
@@ -110,6 +113,8 @@ pub enum Breach {
     None,
     /// Ran past `timeout_ms`.
     Deadline,
+    /// Ran past `wall_timeout_ms`.
+    Wall,
     /// Tried to grow memory past `memory_limit_bytes`.
     Memory,
 }
@@ -123,6 +128,8 @@ pub struct HostState {
     memory_bytes_max: usize,
     /// The call under way.
     pub call: CallBudget,
+    /// The request the call serves (`on-request`, `on-response`); none in saga hooks.
+    pub scope: Option<Arc<RequestScope>>,
     /// The limit the current call broke.
     pub breach: Breach,
 }
@@ -141,7 +148,8 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             memory_bytes_max,
-            call: CallBudget::new(Duration::ZERO),
+            call: CallBudget::new(Duration::ZERO, Duration::ZERO),
+            scope: None,
             breach: Breach::None,
         }
     }

@@ -64,8 +64,9 @@ fn steps(record: &SagaRecord) -> Vec<StepView<'_>> {
     record
         .steps
         .iter()
-        .map(|step| StepView {
-            name: &step.name,
+        .enumerate()
+        .map(|(i, step)| StepView {
+            name: record.step_name(i),
             status: step.answer.as_ref().map(|a| a.status),
             body: step.answer.as_ref().map(body),
             compensation: undo_name(step.undo),
@@ -83,7 +84,7 @@ fn status_code(record: &SagaRecord) -> StatusCode {
                 .as_ref()
                 .and_then(|a| StatusCode::from_u16(a.status).ok())
                 .unwrap_or(StatusCode::CONFLICT),
-            Cause::Unavailable => StatusCode::BAD_GATEWAY,
+            Cause::Unavailable | Cause::Missing => StatusCode::BAD_GATEWAY,
             Cause::Plugin => StatusCode::SERVICE_UNAVAILABLE,
         },
         (_, None) => StatusCode::BAD_GATEWAY,
@@ -100,10 +101,7 @@ pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
             "pending"
         },
         steps: steps(record),
-        failed_step: record
-            .failure
-            .as_ref()
-            .map(|f| record.steps[f.step].name.as_str()),
+        failed_step: record.failure.as_ref().map(|f| record.step_name(f.step)),
         error: record.failure.as_ref().map(|f| f.error.as_str()),
     };
     let body = serde_json::to_vec(&view).expect("the client view always serializes");
@@ -123,11 +121,19 @@ pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
 
 /// An operator's view: every field, every kept attempt.
 pub fn admin(record: &SagaRecord) -> Value {
-    let name = |i: usize| record.steps.get(i).map(|s| s.name.clone());
+    let name = |i: usize| record.plan.get(i).map(|s| s.name.clone());
     json!({
         "saga_id": record.id,
         "route": record.route,
+        "client": record.client,
         "request_id": record.request_id,
+        "plan": record.plan.iter().map(|s| json!({
+            "name": s.name,
+            "upstream": s.upstream,
+            "forward": format!("{} {}", s.forward.method, s.forward.path),
+            "undo": format!("{} {}", s.undo.method, s.undo.path),
+            "confirm": s.confirm.as_ref().map(|c| format!("{} {}", c.method, c.path)),
+        })).collect::<Vec<_>>(),
         "mode": format!("{:?}", record.mode).to_lowercase(),
         "status": record.status.as_str(),
         "stage": format!("{:?}", record.stage),

@@ -1,299 +1,303 @@
-//! The saga engine: at most one saga per (route, X-Request-ID), each run as its own task, every
-//! state change durable before the call it leads to, and the client's answer within
-//! `request_timeout_ms` or a 202.
+//! The saga engine: at most one saga per (route, client, X-Request-ID), each run as its own
+//! task, every state change durable before the call it leads to, and the client's answer
+//! within `request_timeout_ms` or a 202.
+//!
+//! **The engine owns a saga, not the request.** A request only asks for its saga and waits for
+//! the answer. The claim, its fsync and the saga's task run in tasks of their own, so a client
+//! that hangs up at any moment leaves a saga that still runs to its end, and its retry gets the
+//! answer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use http::Response;
 use http_body_util::Full;
-use tokio::sync::{Notify, watch};
 
 use super::answer;
-use super::record::{SagaRecord, Status};
+use super::handle::{Admission, Handle};
+use super::record::{NewSaga, SagaRecord, Status};
 use super::route::SagaRoute;
+use super::run::{self, Ctx, Live};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
-use crate::plugin::{Chain, Plugins};
-use crate::store::{Applied, Durability, Mutation, Store};
+use crate::store::cache::Recent;
+use crate::store::{Claim, Health, SagaFilter, SagaKey, Store};
 use crate::worker::Spawner;
 
-/// The store namespace of saga records, keyed `<route>/<X-Request-ID>`.
-pub const NAMESPACE: &str = "saga";
-/// How long a persist that fails is retried before the next try.
-const PERSIST_RETRY: Duration = Duration::from_millis(200);
 /// Most sagas one admin listing returns.
 pub const LIST_LIMIT_MAX: usize = 1000;
-
-/// A running saga, as other tasks see it.
-#[derive(Debug)]
-pub(super) struct Handle {
-    /// The record as last persisted.
-    pub(super) record: watch::Sender<Arc<SagaRecord>>,
-    /// Wakes the saga from a retry wait (admin retry, resolve).
-    pub(super) wake: Notify,
-    /// An operator's resolution waiting to be applied by the saga's task.
-    pub(super) resolution: Mutex<Option<String>>,
-}
+/// How long an admin resolve waits for the saga's task to apply it.
+const RESOLVE_WAIT: Duration = Duration::from_secs(30);
 
 /// What the engine needs from the rest of the gateway.
 #[derive(Debug)]
 pub struct EngineParts {
-    /// Saga routes by name.
-    pub routes: HashMap<String, Arc<SagaRoute>>,
     /// The store.
     pub store: Arc<dyn Store>,
-    /// The plugins (set once loaded).
-    pub plugins: Arc<OnceLock<Plugins>>,
+    /// The running config, as sagas read it.
+    pub live: Arc<dyn Live>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Where resumed sagas run.
     pub spawner: Spawner,
     /// Finished sagas are kept this long.
     pub retention: Duration,
-    /// The client's deadline.
-    pub request_timeout: Duration,
-    /// Largest plugin-shaped call body.
-    pub body_bytes_max: usize,
+    /// Finished sagas kept in memory for repeats.
+    pub cache_entries_max: usize,
+}
+
+/// A request on a saga route, as the engine needs it.
+#[derive(Debug)]
+pub struct SagaRequest<'a> {
+    /// The route.
+    pub route: &'a SagaRoute,
+    /// The client, by the route's `client_key`.
+    pub client: String,
+    /// The X-Request-ID.
+    pub request_id: &'a str,
+    /// SHA-256 of method, path and body.
+    pub fingerprint: [u8; 32],
+    /// The client's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The client's body.
+    pub body: Bytes,
+    /// When the request arrived (its deadline counts from here).
+    pub started: Instant,
 }
 
 /// The engine.
 #[derive(Debug)]
 pub struct Engine {
-    pub(super) parts: EngineParts,
-    pub(super) running: DashMap<String, Arc<Handle>>,
-    ids: DashMap<String, String>,
-}
-
-/// The store key of a saga.
-pub(super) fn key(route: &str, request_id: &str) -> String {
-    format!("{route}/{request_id}")
+    ctx: Arc<Ctx>,
+    metrics: Arc<Metrics>,
+    spawner: Spawner,
+    /// Sagas being admitted or running, by key.
+    by_key: DashMap<SagaKey, Arc<Handle>>,
+    /// Running sagas, by id.
+    by_id: DashMap<Arc<str>, Arc<Handle>>,
+    /// Recently finished sagas, for repeats.
+    finished: Recent<SagaKey, Arc<SagaRecord>>,
 }
 
 impl Engine {
     /// An engine with no sagas yet (recovery adds the stored ones).
     pub fn new(parts: EngineParts) -> Self {
         Self {
-            parts,
-            running: DashMap::new(),
-            ids: DashMap::new(),
+            ctx: Arc::new(Ctx {
+                store: parts.store,
+                live: parts.live,
+                retention_ms: u64::try_from(parts.retention.as_millis()).unwrap_or(u64::MAX),
+            }),
+            metrics: parts.metrics,
+            spawner: parts.spawner,
+            by_key: DashMap::new(),
+            by_id: DashMap::new(),
+            finished: Recent::new(parts.cache_entries_max),
         }
     }
 
-    /// The route's plugins, in the live version (saga hooks pick up reloads).
-    pub(super) fn chain(&self, route: &str) -> Option<Chain> {
-        let set = self.parts.plugins.get()?.current();
-        Some(Chain::new(
-            set.chain(route)?.clone(),
-            self.parts.body_bytes_max,
-        ))
-    }
-
-    /// Serves a request on a saga route: starts the saga, or attaches to the one this
-    /// X-Request-ID already started, and answers within the deadline.
+    /// Serves a request on a saga route: starts its saga, or follows the one its key already
+    /// started, and answers within the deadline.
     pub async fn serve(
         self: &Arc<Self>,
-        route: &Arc<SagaRoute>,
-        request_id: &str,
-        content_type: Option<String>,
-        body: Bytes,
-        started: Instant,
+        request: SagaRequest<'_>,
     ) -> Result<Response<Full<Bytes>>, Error> {
-        let key = key(&route.name, request_id);
-        let store = &self.parts.store;
-        if let Some(existing) = store.get(NAMESPACE, &key).await {
-            return Ok(self.attach(&existing, started).await);
-        }
-        let id = uuid::Uuid::now_v7().to_string();
-        let names: Vec<String> = route.steps.iter().map(|s| s.name.clone()).collect();
-        let mut record = SagaRecord::new(
-            id.clone(),
-            route.name.to_string(),
-            request_id.to_string(),
-            route.mode,
-            &names,
-        );
-        record.content_type = content_type;
-        record.body = body.to_vec();
-        let claim = Mutation::CompareAndSwap {
-            expected: None,
-            new: Some(Bytes::from(record.encode())),
-            ttl_ms: None,
+        let deadline = request.started + self.ctx.live.request_timeout();
+        let fingerprint = request.fingerprint;
+        let key = SagaKey {
+            route: request.route.name.as_str().into(),
+            client: request.client.as_str().into(),
+            request_id: request.request_id.into(),
         };
-        let applied = store
-            .mutate(NAMESPACE, &key, claim, Durability::Durable)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Store, "cannot record the saga").with_cause(e))?;
-        if applied != Applied::Swapped(true) {
-            // Another request with this X-Request-ID won the race: answer with its saga.
-            let existing = store.get(NAMESPACE, &key).await.unwrap_or_default();
-            return Ok(self.attach(&existing, started).await);
+        if let Some(handle) = self.by_key.get(&key).map(|h| h.clone()) {
+            return self.follow(&handle, &fingerprint, deadline).await;
         }
-        self.ids.insert(id, key);
-        let handle = self.start(record);
-        Ok(self.answer_by_deadline(&handle, started).await)
-    }
-
-    /// Registers a saga and spawns its task on the current worker.
-    fn start(self: &Arc<Self>, record: SagaRecord) -> Arc<Handle> {
-        let handle = self.register(record.clone());
-        tokio::spawn(super::run::run(self.clone(), record, handle.clone()));
-        handle
-    }
-
-    fn register(&self, record: SagaRecord) -> Arc<Handle> {
-        let handle = Arc::new(Handle {
-            record: watch::channel(Arc::new(record.clone())).0,
-            wake: Notify::new(),
-            resolution: Mutex::new(None),
+        if let Some(record) = self.finished.get(&key) {
+            return existing(&record, &fingerprint);
+        }
+        if let Health::Failing(reason) = self.ctx.store.health() {
+            return Err(Error::new(ErrorKind::StoreUnavailable, reason));
+        }
+        let record = SagaRecord::new(NewSaga {
+            id: uuid::Uuid::now_v7().to_string().into(),
+            route: key.route.clone(),
+            client: key.client.clone(),
+            request_id: key.request_id.clone(),
+            fingerprint,
+            mode: request.route.mode,
+            plan: request.route.plan.clone(),
+            content_type: request.content_type,
+            body: request.body,
         });
-        self.running.insert(record.id.clone(), handle.clone());
-        self.parts.metrics.sagas_in_flight().inc();
-        handle
-    }
-
-    /// A duplicate request: the saga's answer, waiting for it to finish until the deadline.
-    async fn attach(&self, stored: &[u8], started: Instant) -> Response<Full<Bytes>> {
-        let Some(record) = SagaRecord::decode(stored) else {
-            return Error::new(ErrorKind::Store, "the stored saga cannot be read")
-                .into_response(None);
+        let handle = match self.by_key.entry(key) {
+            // Another request with this key got here first: follow its saga.
+            Entry::Occupied(entry) => entry.get().clone(),
+            Entry::Vacant(entry) => {
+                let handle = Handle::new(record.clone(), Admission::Claiming);
+                entry.insert(handle.clone());
+                self.admit(handle.clone(), record);
+                handle
+            }
         };
-        if record.status.is_final() {
-            return answer::client(&record);
-        }
-        match self.running.get(&record.id).map(|h| h.clone()) {
-            Some(handle) => self.answer_by_deadline(&handle, started).await,
-            None => answer::client(&record),
-        }
+        self.follow(&handle, &fingerprint, deadline).await
     }
 
-    async fn answer_by_deadline(&self, handle: &Handle, started: Instant) -> Response<Full<Bytes>> {
-        let remaining = self.parts.request_timeout.saturating_sub(started.elapsed());
-        let mut watch = handle.record.subscribe();
-        let _ = tokio::time::timeout(remaining, watch.wait_for(|r| r.status.is_final())).await;
-        let record = handle.record.borrow().clone();
-        answer::client(&record)
-    }
-
-    /// Writes the record durably (retrying until the store takes it), then publishes it.
-    pub(super) async fn persist(&self, record: &SagaRecord, handle: &Handle) {
-        let key = key(&record.route, &record.request_id);
-        let ttl_ms = record
-            .status
-            .is_final()
-            .then(|| u64::try_from(self.parts.retention.as_millis()).unwrap_or(u64::MAX));
-        let bytes = Bytes::from(record.encode());
-        loop {
-            let put = Mutation::Put {
-                value: bytes.clone(),
-                ttl_ms,
-            };
-            match self
-                .parts
+    /// Claims the saga in the store and starts it, in a task of the engine's own.
+    fn admit(self: &Arc<Self>, handle: Arc<Handle>, record: SagaRecord) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let key = record.key();
+            let claim = engine
+                .ctx
                 .store
-                .mutate(NAMESPACE, &key, put, Durability::Durable)
-                .await
-            {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::error!(saga = %record.id, %error, "cannot persist the saga; retrying");
-                    tokio::time::sleep(PERSIST_RETRY).await;
+                .claim_saga(record.row(engine.ctx.retention_ms))
+                .await;
+            let admission = match claim {
+                Ok(Claim::Won) => return engine.start(handle, record, false),
+                Ok(Claim::Exists(row)) => match SagaRecord::decode(&row.record) {
+                    Some(found) => {
+                        let found = Arc::new(found);
+                        if found.status.is_final() {
+                            engine.finished.insert(key.clone(), found.clone());
+                        }
+                        Admission::Existing(found)
+                    }
+                    None => Admission::Refused("the stored saga cannot be read".into()),
+                },
+                Err(error) => Admission::Refused(error.to_string().into()),
+            };
+            engine
+                .by_key
+                .remove_if(&key, |_, h| Arc::ptr_eq(h, &handle));
+            handle.admission.send_replace(admission);
+        });
+    }
+
+    /// Runs an admitted (or recovered) saga on the current worker.
+    fn start(self: &Arc<Self>, handle: Arc<Handle>, record: SagaRecord, resumed: bool) {
+        self.by_id.insert(record.id.clone(), handle.clone());
+        self.metrics.sagas_in_flight().inc();
+        handle.admission.send_replace(Admission::Accepted);
+        let engine = self.clone();
+        let task = async move {
+            let done = run::run(engine.ctx.clone(), record, handle, resumed).await;
+            engine.finished(done);
+        };
+        if resumed {
+            self.spawner.spawn(Box::pin(task));
+        } else {
+            tokio::spawn(task);
+        }
+    }
+
+    /// A request waits for the saga of its key: its answer, or 202 at the deadline. A request
+    /// whose method, path or body differ from the saga's gets 422 and never sees its answer.
+    async fn follow(
+        &self,
+        handle: &Handle,
+        fingerprint: &[u8; 32],
+        deadline: Instant,
+    ) -> Result<Response<Full<Bytes>>, Error> {
+        let mut admission = handle.admission.subscribe();
+        let _ = tokio::time::timeout_at(
+            deadline.into(),
+            admission.wait_for(|a| !matches!(a, Admission::Claiming)),
+        )
+        .await;
+        let state = admission.borrow().clone();
+        match state {
+            Admission::Existing(record) => existing(&record, fingerprint),
+            Admission::Refused(reason) => {
+                Err(Error::new(ErrorKind::StoreUnavailable, reason.to_string()))
+            }
+            Admission::Claiming | Admission::Accepted => {
+                if handle.fingerprint != *fingerprint {
+                    return Err(mismatch());
                 }
+                let mut record = handle.record.subscribe();
+                let _ = tokio::time::timeout_at(
+                    deadline.into(),
+                    record.wait_for(|r| r.status.is_final()),
+                )
+                .await;
+                Ok(answer::client(&handle.latest()))
             }
         }
-        handle.record.send_replace(Arc::new(record.clone()));
     }
 
     /// A saga's task is over.
-    pub(super) fn finished(&self, record: &SagaRecord) {
-        self.running.remove(&record.id);
-        self.parts.metrics.sagas_in_flight().dec();
-        self.parts
-            .metrics
-            .saga_finished(&Arc::new(record.route.clone()), record.status.as_str());
+    fn finished(&self, record: SagaRecord) {
+        let key = record.key();
+        let record = Arc::new(record);
+        // Cached before it leaves the running map, so a repeat always finds it somewhere.
+        self.finished.insert(key.clone(), record.clone());
+        self.by_key.remove(&key);
+        self.by_id.remove(&record.id);
+        self.metrics.sagas_in_flight().dec();
+        self.metrics
+            .saga_finished(&Arc::new(record.route.to_string()), record.status.as_str());
     }
 
-    /// Start-up: indexes every stored saga and resumes the unfinished ones on the workers.
-    /// Returns how many were resumed.
-    pub async fn recover(self: &Arc<Self>) -> usize {
+    /// Start-up: resumes every unfinished saga on the workers. Returns how many.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, Error> {
+        let rows = self.ctx.store.unfinished_sagas().await.map_err(|e| {
+            Error::new(ErrorKind::Store, "cannot read the unfinished sagas").with_cause(e)
+        })?;
         let mut resumed = 0;
-        for (key, bytes) in self.parts.store.scan(NAMESPACE).await {
-            let Some(record) = SagaRecord::decode(&bytes) else {
-                tracing::error!(key, "a stored saga cannot be decoded; it is left as it is");
+        for row in rows {
+            let Some(record) = SagaRecord::decode(&row.record) else {
+                tracing::error!(saga = %row.id, "a stored saga cannot be decoded; it is left as it is");
                 continue;
             };
-            self.ids.insert(record.id.clone(), key);
-            if record.status.is_final() {
-                continue;
-            }
-            if !self.parts.routes.contains_key(&record.route) {
-                tracing::error!(saga = %record.id, route = %record.route, "a saga's route is gone from the config; it cannot resume");
-                continue;
-            }
-            let handle = self.register(record.clone());
-            let engine = self.clone();
-            self.parts
-                .spawner
-                .spawn(Box::pin(super::run::run(engine, record, handle)));
+            let handle = Handle::new(record.clone(), Admission::Accepted);
+            self.by_key.insert(record.key(), handle.clone());
+            self.start(handle, record, true);
             resumed += 1;
         }
-        resumed
-    }
-
-    /// Forgets ids whose records have expired.
-    pub async fn sweep(&self) {
-        let keys: Vec<(String, String)> = self
-            .ids
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        for (id, key) in keys {
-            if self.parts.store.get(NAMESPACE, &key).await.is_none() {
-                self.ids.remove(&id);
-            }
-        }
+        Ok(resumed)
     }
 
     /// The latest record of a saga: the running task's, or the stored one.
-    pub async fn find(&self, id: &str) -> Option<SagaRecord> {
-        if let Some(handle) = self.running.get(id) {
-            return Some((**handle.record.borrow()).clone());
+    pub async fn find(&self, id: &str) -> Result<Option<SagaRecord>, Error> {
+        if let Some(handle) = self.by_id.get(id) {
+            return Ok(Some((*handle.latest()).clone()));
         }
-        let key = self.ids.get(id)?.clone();
-        let bytes = self.parts.store.get(NAMESPACE, &key).await?;
-        SagaRecord::decode(&bytes)
+        let row = self.ctx.store.saga_by_id(id).await.map_err(store_error)?;
+        Ok(row.and_then(|row| SagaRecord::decode(&row.record)))
     }
 
     /// The newest sagas, optionally of one status.
-    pub async fn list(&self, status: Option<Status>, limit: usize) -> Vec<SagaRecord> {
-        let mut records: Vec<SagaRecord> = self
-            .parts
-            .store
-            .scan(NAMESPACE)
-            .await
-            .into_iter()
-            .filter_map(|(_, bytes)| SagaRecord::decode(&bytes))
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .collect();
-        records.sort_by(|a, b| b.id.cmp(&a.id));
-        records.truncate(limit.min(LIST_LIMIT_MAX));
-        records
+    pub async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, Error> {
+        let filter = SagaFilter {
+            status: status.map(Status::as_str),
+            limit: limit.min(LIST_LIMIT_MAX),
+        };
+        let rows = self.ctx.store.sagas(filter).await.map_err(store_error)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| SagaRecord::decode(&row.record))
+            .collect())
+    }
+
+    fn running(&self, id: &str) -> Result<Arc<Handle>, Error> {
+        self.by_id
+            .get(id)
+            .map(|h| h.clone())
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no unfinished saga `{id}`")))
     }
 
     /// Admin retry: wakes a stuck (or compensating) saga now.
     pub fn retry(&self, id: &str) -> Result<(), Error> {
-        let handle =
-            self.running.get(id).map(|h| h.clone()).ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("no running saga `{id}`"))
-            })?;
-        let status = handle.record.borrow().status;
-        if !matches!(
-            status,
-            Status::Stuck | Status::Compensating | Status::Pending
-        ) {
+        let handle = self.running(id)?;
+        let status = handle.latest().status;
+        if status.is_final() {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("saga `{id}` is {}", status.as_str()),
@@ -305,11 +309,8 @@ impl Engine {
 
     /// Admin resolve: the saga's task marks it compensated with the note, and stops.
     pub async fn resolve(&self, id: &str, note: String) -> Result<SagaRecord, Error> {
-        let handle =
-            self.running.get(id).map(|h| h.clone()).ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("no unfinished saga `{id}`"))
-            })?;
-        let status = handle.record.borrow().status;
+        let handle = self.running(id)?;
+        let status = handle.latest().status;
         if !matches!(status, Status::Stuck | Status::Compensating) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -322,14 +323,30 @@ impl Engine {
         *handle.resolution.lock().expect("resolution") = Some(note);
         handle.wake.notify_one();
         let mut watch = handle.record.subscribe();
-        let finished = tokio::time::timeout(
-            Duration::from_secs(30),
-            watch.wait_for(|r| r.status.is_final()),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|record| (**record).clone());
+        let finished = tokio::time::timeout(RESOLVE_WAIT, watch.wait_for(|r| r.status.is_final()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|record| (**record).clone());
         finished.ok_or_else(|| Error::new(ErrorKind::Internal, "the saga did not stop within 30 s"))
     }
+}
+
+/// The answer of a saga found already existing, for a request with `fingerprint`.
+fn existing(record: &SagaRecord, fingerprint: &[u8; 32]) -> Result<Response<Full<Bytes>>, Error> {
+    if record.fingerprint != *fingerprint {
+        return Err(mismatch());
+    }
+    Ok(answer::client(record))
+}
+
+fn mismatch() -> Error {
+    Error::new(
+        ErrorKind::FingerprintMismatch,
+        "this X-Request-ID was used for a different request (method, path or body); nothing ran",
+    )
+}
+
+fn store_error(error: crate::store::StoreError) -> Error {
+    Error::new(ErrorKind::StoreUnavailable, "the store cannot be read").with_cause(error)
 }

@@ -10,8 +10,19 @@
 //!   Forward(i) ─reject / in doubt─► Undo(j) ─► Undo(j-1) … ─► Compensated
 //!   Undo(j) ─20 failures─► (status stuck, still Undo(j); retried) ─► Compensated
 //! ```
+//!
+//! A step "may hold an effect" (`touched`) from the moment the saga moves to it: that state is
+//! on disk before the first attempt, so after a crash the step counts as possibly sent. A step
+//! whose every attempt provably failed before a byte was sent (connection refused, the breaker
+//! open, no connection in time) holds nothing, and is not undone (SPEC §4).
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use super::plan::PlannedStep;
+use crate::step::Phase;
 
 /// Most attempts kept per saga (the count of all is kept too).
 pub(super) const ATTEMPTS_KEPT_MAX: usize = 64;
@@ -73,34 +84,6 @@ impl Status {
     }
 }
 
-/// A call's phase (the last part of its `Idempotency-Key`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    /// Saga forward call.
-    Action,
-    /// Saga undo.
-    Compensate,
-    /// TCC reserve.
-    Try,
-    /// TCC commit.
-    Confirm,
-    /// TCC release.
-    Cancel,
-}
-
-impl Phase {
-    /// The name used in `Idempotency-Key` and the admin API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Action => "action",
-            Self::Compensate => "compensate",
-            Self::Try => "try",
-            Self::Confirm => "confirm",
-            Self::Cancel => "cancel",
-        }
-    }
-}
-
 /// Where the saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stage {
@@ -139,10 +122,8 @@ pub enum Undo {
 /// One step's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepState {
-    /// The step's name.
-    pub name: String,
-    /// The upstream may hold this step's effect: its forward call was sent (and, in a saga, not
-    /// rejected). Exactly these steps are undone on failure.
+    /// The upstream may hold this step's effect: its forward call may have been sent (and, in a
+    /// saga, was not rejected). Exactly these steps are undone on failure.
     pub touched: bool,
     /// The forward call's final answer, when one came.
     pub answer: Option<Answer>,
@@ -163,6 +144,8 @@ pub enum Cause {
     Unavailable,
     /// A plugin failed before the call could be sent.
     Plugin,
+    /// The step's upstream is not in the running config.
+    Missing,
 }
 
 /// The failure that started the compensation.
@@ -174,6 +157,19 @@ pub struct Failure {
     pub cause: Cause,
     /// What went wrong, for humans.
     pub error: String,
+}
+
+/// How a forward call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// Why.
+    pub cause: Cause,
+    /// The upstream's last answer, when one came.
+    pub answer: Option<Answer>,
+    /// What went wrong, for humans.
+    pub error: String,
+    /// Whether any attempt may have reached the backend.
+    pub reached: bool,
 }
 
 /// One call attempt, for operators.
@@ -193,17 +189,23 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// A saga, as stored (postcard) under `saga/<route>/<request id>`.
+/// A saga, as stored (postcard) in its row's `record`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaRecord {
     /// Saga id (UUID v7: sorts by creation time).
-    pub id: String,
+    pub id: Arc<str>,
     /// Route name.
-    pub route: String,
+    pub route: Arc<str>,
+    /// The client, by the route's `client_key` (empty: one shared client).
+    pub client: Arc<str>,
     /// The client's `X-Request-ID`.
-    pub request_id: String,
+    pub request_id: Arc<str>,
+    /// SHA-256 of the request's method, path and body: a repeat must match it.
+    pub fingerprint: [u8; 32],
     /// Saga or TCC.
     pub mode: Mode,
+    /// The steps and calls it runs, fixed when it started.
+    pub plan: Arc<[PlannedStep]>,
     /// Created, ms since the Unix epoch.
     pub created_ms: u64,
     /// Last changed.
@@ -211,7 +213,7 @@ pub struct SagaRecord {
     /// The client's `Content-Type`.
     pub content_type: Option<String>,
     /// The client's body.
-    pub body: Vec<u8>,
+    pub body: Bytes,
     /// Status.
     pub status: Status,
     /// Stage.
@@ -230,20 +232,47 @@ pub struct SagaRecord {
     pub attempts_total: u64,
 }
 
+/// SHA-256 of a request's method, path and body: what a repeat of its X-Request-ID must match.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n", body] {
+        hash.update(part);
+    }
+    hash.finalize().into()
+}
+
+/// What a new saga starts from.
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    /// Its id.
+    pub id: Arc<str>,
+    /// The route.
+    pub route: Arc<str>,
+    /// The client.
+    pub client: Arc<str>,
+    /// The X-Request-ID.
+    pub request_id: Arc<str>,
+    /// The request's fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Saga or TCC.
+    pub mode: Mode,
+    /// The route's plan.
+    pub plan: Arc<[PlannedStep]>,
+    /// The client's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The client's body.
+    pub body: Bytes,
+}
+
 impl SagaRecord {
-    /// A new saga, about to send its first call (so step 0 is marked sent).
-    pub fn new(
-        id: String,
-        route: String,
-        request_id: String,
-        mode: Mode,
-        names: &[String],
-    ) -> Self {
+    /// A new saga, about to send its first call (so step 0 may hold an effect from now on).
+    pub fn new(start: NewSaga) -> Self {
         let now = crate::store::now_unix_ms();
-        let mut steps: Vec<StepState> = names
+        let mut steps: Vec<StepState> = start
+            .plan
             .iter()
-            .map(|name| StepState {
-                name: name.clone(),
+            .map(|_| StepState {
                 touched: false,
                 answer: None,
                 done: false,
@@ -253,14 +282,17 @@ impl SagaRecord {
             .collect();
         steps[0].touched = true;
         Self {
-            id,
-            route,
-            request_id,
-            mode,
+            id: start.id,
+            route: start.route,
+            client: start.client,
+            request_id: start.request_id,
+            fingerprint: start.fingerprint,
+            mode: start.mode,
+            plan: start.plan,
             created_ms: now,
             updated_ms: now,
-            content_type: None,
-            body: Vec::new(),
+            content_type: start.content_type,
+            body: start.body,
             status: Status::Pending,
             stage: Stage::Forward(0),
             steps,
@@ -269,6 +301,37 @@ impl SagaRecord {
             resolution: None,
             attempts: Vec::new(),
             attempts_total: 0,
+        }
+    }
+
+    /// A step's name.
+    pub fn step_name(&self, i: usize) -> &str {
+        self.plan.get(i).map_or("", |step| step.name.as_str())
+    }
+
+    /// The store's row: the indexed columns and the encoded record. A finished saga expires
+    /// `retention_ms` after it finished.
+    pub fn row(&self, retention_ms: u64) -> crate::store::SagaRow {
+        crate::store::SagaRow {
+            id: self.id.clone(),
+            key: self.key(),
+            status: self.status.as_str(),
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            expires_at_ms: self
+                .status
+                .is_final()
+                .then(|| self.updated_ms.saturating_add(retention_ms)),
+            record: bytes::Bytes::from(self.encode()),
+        }
+    }
+
+    /// The saga's identity.
+    pub fn key(&self) -> crate::store::SagaKey {
+        crate::store::SagaKey {
+            route: self.route.clone(),
+            client: self.client.clone(),
+            request_id: self.request_id.clone(),
         }
     }
 
@@ -309,13 +372,19 @@ impl SagaRecord {
 
     /// Step `i`'s forward call succeeded: go to the next step, the confirms, or completion.
     pub fn forward_done(&mut self, i: usize, answer: Option<Answer>) {
-        if !self.legal(
-            self.stage == Stage::Forward(i) && self.status == Status::Pending,
-            "forward_done",
-        ) {
+        if !self.legal(self.forwarding(i), "forward_done") {
             return;
         }
         self.touch();
+        self.status = Status::Pending;
+        self.failures_in_a_row = 0;
+        if self
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.cause == Cause::Missing)
+        {
+            self.failure = None;
+        }
         let step = &mut self.steps[i];
         step.done = true;
         step.answer = answer;
@@ -329,35 +398,62 @@ impl SagaRecord {
         }
     }
 
+    /// Whether the saga is at step `i`'s forward call (running, or stuck there).
+    fn forwarding(&self, i: usize) -> bool {
+        self.stage == Stage::Forward(i) && matches!(self.status, Status::Pending | Status::Stuck)
+    }
+
     /// Step `i`'s forward call failed: compensate (or cancel) what may have been applied.
-    pub fn forward_failed(
-        &mut self,
-        i: usize,
-        cause: Cause,
-        answer: Option<Answer>,
-        error: String,
-    ) {
-        if !self.legal(
-            self.stage == Stage::Forward(i) && self.status == Status::Pending,
-            "forward_failed",
-        ) {
+    /// `reached` says whether any attempt may have put a byte on the wire, in this process or
+    /// (for a resumed step) in an earlier one.
+    pub fn forward_failed(&mut self, i: usize, failed: Failed) {
+        if !self.legal(self.forwarding(i), "forward_failed") {
             return;
         }
         self.touch();
-        self.steps[i].answer = answer;
-        // A rejected or unsent call applied nothing; one in doubt may have. TCC cancels every
-        // step it tried: a cancel of nothing is a no-op for a backend that keeps the barrier.
-        match (cause, self.mode) {
-            (Cause::Plugin, _) | (Cause::Rejected, Mode::Saga) => self.steps[i].touched = false,
-            _ => {}
-        }
+        self.steps[i].answer = failed.answer;
+        // A rejection applied nothing, but TCC cancels every try it made: a cancel of nothing
+        // is a no-op for a backend that keeps the barrier. A call that never reached its
+        // backend applied nothing either, and its undo would wait on the same dead backend.
+        self.steps[i].touched = match failed.cause {
+            Cause::Rejected => self.mode == Mode::Tcc,
+            Cause::Unavailable | Cause::Plugin | Cause::Missing => failed.reached,
+        };
         self.failure = Some(Failure {
             step: i,
-            cause,
-            error,
+            cause: failed.cause,
+            error: failed.error,
         });
         self.status = Status::Compensating;
+        self.failures_in_a_row = 0;
         self.next_undo(i + 1);
+    }
+
+    /// The saga cannot go on now (an upstream of its plan is missing): it is `stuck` where it
+    /// is, and retried every `backoff_max_ms` until the config has it again or an operator
+    /// resolves it.
+    pub fn blocked(&mut self, error: String) {
+        if !self.legal(!self.status.is_final(), "blocked") {
+            return;
+        }
+        self.touch();
+        self.failures_in_a_row += 1;
+        self.status = Status::Stuck;
+        if self.failure.is_none() {
+            self.failure = Some(Failure {
+                step: self.current_step(),
+                cause: Cause::Missing,
+                error,
+            });
+        }
+    }
+
+    /// The step the saga is at.
+    pub fn current_step(&self) -> usize {
+        match self.stage {
+            Stage::Forward(i) | Stage::Confirm(i) | Stage::Undo(i) => i,
+            Stage::Finished => 0,
+        }
     }
 
     /// Moves to the highest step below `below` that still needs an undo, or finishes.
@@ -458,16 +554,51 @@ impl SagaRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::plan::PlannedCall;
+
+    fn call(path: &str) -> PlannedCall {
+        PlannedCall {
+            method: "POST".into(),
+            path: path.into(),
+        }
+    }
 
     fn saga(mode: Mode, steps: usize) -> SagaRecord {
-        let names: Vec<String> = (0..steps).map(|i| format!("s{i}")).collect();
-        SagaRecord::new("s".into(), "r".into(), "q".into(), mode, &names)
+        let plan: Vec<PlannedStep> = (0..steps)
+            .map(|i| PlannedStep {
+                name: format!("s{i}"),
+                upstream: "bank".into(),
+                forward: call("/do"),
+                undo: call("/undo"),
+                confirm: (mode == Mode::Tcc).then(|| call("/confirm")),
+            })
+            .collect();
+        SagaRecord::new(NewSaga {
+            id: "s".into(),
+            route: "r".into(),
+            client: "".into(),
+            request_id: "q".into(),
+            fingerprint: [0; 32],
+            mode,
+            plan: plan.into(),
+            content_type: None,
+            body: Bytes::new(),
+        })
     }
 
     fn ok() -> Answer {
         Answer {
             status: 200,
             body: b"{}".to_vec(),
+        }
+    }
+
+    fn failed(cause: Cause, reached: bool) -> Failed {
+        Failed {
+            cause,
+            answer: None,
+            error: "no".into(),
+            reached,
         }
     }
 
@@ -486,15 +617,7 @@ mod tests {
         let mut record = saga(Mode::Saga, 3);
         record.forward_done(0, Some(ok()));
         record.forward_done(1, Some(ok()));
-        record.forward_failed(
-            2,
-            Cause::Rejected,
-            Some(Answer {
-                status: 422,
-                body: vec![],
-            }),
-            "no".into(),
-        );
+        record.forward_failed(2, failed(Cause::Rejected, true));
         assert_eq!(record.stage, Stage::Undo(1));
         record.undo_done(1, false);
         assert_eq!(record.stage, Stage::Undo(0));
@@ -506,14 +629,35 @@ mod tests {
     fn a_step_in_doubt_is_compensated_too() {
         let mut record = saga(Mode::Saga, 2);
         record.forward_done(0, Some(ok()));
-        record.forward_failed(1, Cause::Unavailable, None, "down".into());
+        record.forward_failed(1, failed(Cause::Unavailable, true));
+        assert_eq!(record.stage, Stage::Undo(1));
+    }
+
+    #[test]
+    fn a_step_that_never_reached_its_backend_is_not_compensated() {
+        let mut record = saga(Mode::Saga, 2);
+        record.forward_done(0, Some(ok()));
+        record.forward_failed(1, failed(Cause::Unavailable, false));
+        assert_eq!(
+            record.stage,
+            Stage::Undo(0),
+            "straight to the first step's undo"
+        );
+        assert!(!record.steps[1].touched);
+    }
+
+    #[test]
+    fn a_plugin_failure_on_a_resumed_step_keeps_it_compensable() {
+        let mut record = saga(Mode::Saga, 2);
+        record.forward_done(0, Some(ok()));
+        record.forward_failed(1, failed(Cause::Plugin, true));
         assert_eq!(record.stage, Stage::Undo(1));
     }
 
     #[test]
     fn rejection_at_the_first_step_needs_no_undo() {
         let mut record = saga(Mode::Saga, 2);
-        record.forward_failed(0, Cause::Rejected, None, "no".into());
+        record.forward_failed(0, failed(Cause::Rejected, true));
         assert_eq!(record.status, Status::Compensated);
     }
 
@@ -528,7 +672,7 @@ mod tests {
         assert_eq!(done.status, Status::Completed);
         let mut cancelled = saga(Mode::Tcc, 3);
         cancelled.forward_done(0, Some(ok()));
-        cancelled.forward_failed(1, Cause::Rejected, None, "no".into());
+        cancelled.forward_failed(1, failed(Cause::Rejected, true));
         assert_eq!(
             cancelled.stage,
             Stage::Undo(1),
@@ -539,7 +683,7 @@ mod tests {
     #[test]
     fn twenty_failures_make_it_stuck_and_success_unsticks() {
         let mut record = saga(Mode::Saga, 1);
-        record.forward_failed(0, Cause::Unavailable, None, "down".into());
+        record.forward_failed(0, failed(Cause::Unavailable, true));
         let stuck: Vec<bool> = (0..STUCK_AFTER_FAILURES)
             .map(|_| record.retry_failed())
             .collect();
@@ -550,13 +694,27 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_upstream_blocks_the_saga_until_it_can_go_on() {
+        let mut record = saga(Mode::Saga, 2);
+        record.blocked("upstream `bank` is not in the config".into());
+        assert_eq!(record.status, Status::Stuck);
+        assert_eq!(record.failure.as_ref().unwrap().cause, Cause::Missing);
+        record.forward_done(0, Some(ok()));
+        assert_eq!(record.status, Status::Pending);
+        assert!(
+            record.failure.is_none(),
+            "the block is forgotten once it moves"
+        );
+    }
+
+    #[test]
     fn a_finished_saga_never_moves_again() {
         let mut record = saga(Mode::Saga, 1);
         record.forward_done(0, Some(ok()));
         let before = record.clone();
         let moved = std::panic::catch_unwind(move || {
             let mut record = record;
-            record.forward_failed(0, Cause::Rejected, None, "late".into());
+            record.forward_failed(0, failed(Cause::Rejected, true));
             record
         });
         // Debug builds assert (the closure panics); release builds refuse and change nothing.
@@ -569,7 +727,7 @@ mod tests {
     fn only_stuck_or_compensating_sagas_can_be_resolved() {
         let mut running = saga(Mode::Saga, 1);
         assert!(!running.resolve("{}".into()));
-        running.forward_failed(0, Cause::Unavailable, None, "down".into());
+        running.forward_failed(0, failed(Cause::Unavailable, true));
         assert!(running.resolve("{\"by\":\"ops\"}".into()));
         assert_eq!(running.status, Status::Compensated);
     }
@@ -577,7 +735,7 @@ mod tests {
     #[test]
     fn records_round_trip_through_the_store_encoding() {
         let mut record = saga(Mode::Tcc, 2);
-        record.body = b"{\"amount\":1}".to_vec();
+        record.body = Bytes::from_static(b"{\"amount\":1}");
         record.attempt(Attempt {
             step: 0,
             phase: Phase::Try,

@@ -1,36 +1,52 @@
-//! A saga route's steps, resolved from the config: each step's upstream and its calls.
+//! A saga route, resolved from the config: its mode, how it tells clients apart, and the plan
+//! every new saga on it starts with.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{Call, RouteConfig, SagaMode, parse_call};
+use http::{HeaderMap, HeaderName};
+
+use super::plan::{PlannedCall, PlannedStep};
+use super::record::Mode;
+use crate::config::{RouteConfig, SagaMode, parse_call};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Name;
-use crate::upstream::{Upstream, Upstreams};
+use crate::step::Phase;
 
-use super::record::{Mode, Phase};
-
-/// One step.
-#[derive(Debug)]
-pub struct SagaStep {
-    /// Step name.
-    pub name: String,
-    /// Its upstream.
-    pub upstream: Arc<Upstream>,
-    /// Action (saga) or try (TCC).
-    pub forward: Call,
-    /// Compensate (saga) or cancel (TCC).
-    pub undo: Call,
-    /// Confirm (TCC).
-    pub confirm: Option<Call>,
+/// Whose X-Request-IDs are kept apart (`[routes.saga] client_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKey {
+    /// One shared client.
+    Shared,
+    /// The value of a request header (absent: the shared client).
+    Header(HeaderName),
+    /// The client's IP address.
+    Ip,
 }
 
-impl SagaStep {
-    /// The configured call for a phase.
-    pub fn call(&self, phase: Phase) -> &Call {
-        match phase {
-            Phase::Action | Phase::Try => &self.forward,
-            Phase::Compensate | Phase::Cancel => &self.undo,
-            Phase::Confirm => self.confirm.as_ref().unwrap_or(&self.forward),
+impl ClientKey {
+    /// Parses `""`, `"ip"` or `"header:NAME"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Ok(Self::Shared),
+            "ip" => Ok(Self::Ip),
+            _ => text
+                .strip_prefix("header:")
+                .and_then(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+                .map(Self::Header)
+                .ok_or_else(|| format!("`{text}` is not \"ip\" or \"header:NAME\"")),
+        }
+    }
+
+    /// The client a request belongs to.
+    pub fn client_of(&self, headers: &HeaderMap, ip: IpAddr) -> String {
+        match self {
+            Self::Shared => String::new(),
+            Self::Header(name) => headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+            Self::Ip => ip.to_string(),
         }
     }
 }
@@ -42,38 +58,39 @@ pub struct SagaRoute {
     pub name: Name,
     /// Saga or TCC.
     pub mode: Mode,
-    /// Steps in order.
-    pub steps: Vec<SagaStep>,
+    /// How clients are told apart.
+    pub client_key: ClientKey,
+    /// The steps every new saga of the route runs.
+    pub plan: Arc<[PlannedStep]>,
 }
 
 impl SagaRoute {
     /// Resolves a validated route config.
-    pub fn new(route: &RouteConfig, upstreams: &Upstreams) -> Result<Self, Error> {
-        let saga = route.saga.as_ref().ok_or_else(|| {
+    pub fn new(route: &RouteConfig) -> Result<Self, Error> {
+        let fail = |reason: String| {
             Error::new(
                 ErrorKind::Config,
-                format!("route `{}` has no saga", route.name),
+                format!("route `{}`: {reason}", route.name),
             )
-        })?;
-        let call = |text: &Option<String>, what: &str| -> Result<Call, Error> {
-            let text = text.as_deref().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("route `{}`: a step lacks `{what}`", route.name),
-                )
-            })?;
-            parse_call(text).map_err(|reason| Error::new(ErrorKind::Config, reason))
         };
-        let steps = saga
+        let saga = route
+            .saga
+            .as_ref()
+            .ok_or_else(|| fail("has no saga".into()))?;
+        let call = |text: &Option<String>, what: &str| -> Result<PlannedCall, Error> {
+            let text = text
+                .as_deref()
+                .ok_or_else(|| fail(format!("a step lacks `{what}`")))?;
+            let call = parse_call(text).map_err(fail)?;
+            Ok(PlannedCall {
+                method: call.method.to_string(),
+                path: call.path,
+            })
+        };
+        let plan = saga
             .steps
             .iter()
             .map(|step| {
-                let upstream = upstreams.get(&step.upstream).cloned().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!("unknown upstream `{}`", step.upstream),
-                    )
-                })?;
                 let (forward, undo, confirm) = match saga.mode {
                     SagaMode::Saga => (
                         call(&step.action, "action")?,
@@ -86,9 +103,9 @@ impl SagaRoute {
                         Some(call(&step.confirm, "confirm")?),
                     ),
                 };
-                Ok(SagaStep {
+                Ok(PlannedStep {
                     name: step.name.clone(),
-                    upstream,
+                    upstream: step.upstream.clone(),
                     forward,
                     undo,
                     confirm,
@@ -101,23 +118,45 @@ impl SagaRoute {
                 SagaMode::Saga => Mode::Saga,
                 SagaMode::Tcc => Mode::Tcc,
             },
-            steps,
+            client_key: ClientKey::parse(&saga.client_key).map_err(fail)?,
+            plan: plan.into(),
         })
     }
+}
 
-    /// The forward phase's name in this mode.
-    pub fn forward_phase(&self) -> Phase {
-        match self.mode {
-            Mode::Saga => Phase::Action,
-            Mode::Tcc => Phase::Try,
-        }
+/// The forward phase's name in a mode.
+pub(super) fn forward_phase(mode: Mode) -> Phase {
+    match mode {
+        Mode::Saga => Phase::Action,
+        Mode::Tcc => Phase::Try,
     }
+}
 
-    /// The undo phase's name in this mode.
-    pub fn undo_phase(&self) -> Phase {
-        match self.mode {
-            Mode::Saga => Phase::Compensate,
-            Mode::Tcc => Phase::Cancel,
-        }
+/// The undo phase's name in a mode.
+pub(super) fn undo_phase(mode: Mode) -> Phase {
+    match mode {
+        Mode::Saga => Phase::Compensate,
+        Mode::Tcc => Phase::Cancel,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_keys_parse_and_pick_the_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-client-id", "acme".parse().unwrap());
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let header = ClientKey::parse("header:x-client-id").unwrap();
+        assert_eq!(header.client_of(&headers, ip), "acme");
+        assert_eq!(header.client_of(&HeaderMap::new(), ip), "");
+        assert_eq!(
+            ClientKey::parse("ip").unwrap().client_of(&headers, ip),
+            "127.0.0.2"
+        );
+        assert_eq!(ClientKey::parse("").unwrap(), ClientKey::Shared);
+        assert!(ClientKey::parse("cookie:x").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::parse_errors::{HeadLimits, ProblemIo};
 use crate::error::{Error, ErrorKind};
 
 /// hyper's read buffer is set this many times the header limit, so that the gateway itself sees an
@@ -60,6 +61,8 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
     /// Request head bytes (see [`HEAD_BUFFER_FACTOR`]).
     pub header_bytes_max: usize,
+    /// Request headers.
+    pub header_count_max: usize,
     /// In-flight requests may run this long after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -164,6 +167,7 @@ fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(buffer_bytes)
+        .max_headers(limits.header_count_max)
         .keep_alive(true);
     builder
         .http2()
@@ -203,18 +207,23 @@ impl<H: Handler> Connection<H> {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let started = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
         let conn_info = ConnInfo {
             peer: self.peer,
             tls,
         };
         let handler = self.handler.clone();
-        let seen = started.clone();
+        let counter = served.clone();
         let service = service_fn(move |request| {
-            seen.store(true, Ordering::Relaxed);
+            counter.fetch_add(1, Ordering::AcqRel);
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.handle(request, conn_info).await) }
         });
+        let limits = HeadLimits {
+            count_max: self.limits.header_count_max,
+            bytes_max: self.limits.header_bytes_max,
+        };
+        let io = ProblemIo::new(io, served.clone(), limits);
         let conn = self
             .builder
             .serve_connection(TokioIo::new(io), service)
@@ -223,7 +232,7 @@ impl<H: Handler> Connection<H> {
         let deadline = self.limits.header_read_timeout;
         let first_request_deadline = async move {
             tokio::time::sleep(deadline).await;
-            if started.load(Ordering::Relaxed) {
+            if served.load(Ordering::Relaxed) > 0 {
                 std::future::pending::<()>().await;
             }
         };

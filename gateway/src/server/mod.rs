@@ -2,6 +2,7 @@
 //! SIGTERM or SIGINT.
 
 pub mod listener;
+mod parse_errors;
 pub mod router;
 mod tls;
 
@@ -52,6 +53,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
     let limits = ListenerLimits {
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
         header_bytes_max: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
+        header_count_max: server.max_header_count as usize,
         shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
     };
     let (queues, mut receivers): (Vec<_>, Vec<_>) =
@@ -210,7 +212,7 @@ fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |e| Error::new(ErrorKind::Internal, what).with_cause(e)
 }
 
-/// SIGTERM and SIGINT stop the gateway; SIGHUP reloads the plugins.
+/// SIGTERM and SIGINT stop the gateway; SIGHUP reloads the config.
 async fn watch_signals(stop: watch::Sender<bool>, gateway: Arc<Gateway>) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -237,18 +239,19 @@ async fn watch_signals(stop: watch::Sender<bool>, gateway: Arc<Gateway>) {
     let _ = stop.send(true);
 }
 
-/// Reloads the plugins and logs the outcome (SIGHUP has no one to answer).
+/// Reloads the config and logs the outcome (SIGHUP has no one to answer).
 fn log_reload(gateway: &Gateway, trigger: &str) {
-    match gateway.reload_plugins() {
+    match gateway.reload() {
         Ok(reloaded) => tracing::info!(
             trigger,
             version = reloaded.version,
+            routes = ?reloaded.routes,
             plugins = ?reloaded.plugins,
             elapsed_ms = reloaded.elapsed.as_millis() as u64,
-            "plugins reloaded"
+            "config reloaded"
         ),
         Err(error) => {
-            tracing::error!(trigger, %error, "plugin reload failed; the running plugins stay")
+            tracing::error!(trigger, %error, "reload refused; the running config stays")
         }
     }
 }

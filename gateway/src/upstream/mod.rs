@@ -12,6 +12,7 @@ mod pool;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -153,8 +154,17 @@ impl Upstream {
             ));
         };
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        let result = match tokio::time::timeout(timeout, self.exchange(request)).await {
+        let writing = AtomicBool::new(false);
+        let result = match tokio::time::timeout(timeout, self.exchange(request, &writing)).await {
             Ok(result) => result,
+            // Cut before the request was handed to a connection: nothing reached the backend.
+            Err(_) if !writing.load(Ordering::Relaxed) => Err(Error::new(
+                ErrorKind::UpstreamConnect,
+                format!(
+                    "no connection to upstream `{}` within {timeout:?}",
+                    self.name
+                ),
+            )),
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
                 format!("upstream `{}` did not answer within {timeout:?}", self.name),
@@ -207,7 +217,12 @@ impl Upstream {
         }
     }
 
-    async fn exchange(&self, request: &OutboundRequest) -> Result<UpstreamResponse, Error> {
+    /// One exchange; `writing` turns true once the request is handed to a connection.
+    async fn exchange(
+        &self,
+        request: &OutboundRequest,
+        writing: &AtomicBool,
+    ) -> Result<UpstreamResponse, Error> {
         // A connection-level client sends the URI as given: origin-form, plus an explicit Host.
         let uri = if self.base_path.is_empty() {
             Uri::try_from(request.path_and_query.as_str())
@@ -222,7 +237,7 @@ impl Upstream {
         outbound
             .headers_mut()
             .insert(http::header::HOST, self.host.clone());
-        let (response, lease) = self.pool.send(outbound).await.map_err(|e| {
+        let (response, lease) = self.pool.send(outbound, writing).await.map_err(|e| {
             let detail = format!("upstream `{}`", self.name);
             match e {
                 SendError::Connect(e) => {

@@ -10,6 +10,7 @@
 //! is safe to send again on another connection; that is the only retry this module makes.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -77,9 +78,12 @@ impl Pool {
     }
 
     /// Sends a request on a pooled or new connection. The last try always uses a new one.
+    /// `writing` turns true when the request is handed to a connection: from then on, bytes
+    /// may have reached the upstream.
     pub(super) async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
+        writing: &AtomicBool,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let mut unsent = None;
         for attempt in 0..=UNSENT_RETRIES_MAX {
@@ -96,10 +100,12 @@ impl Pool {
                 unsent = Some(error);
                 continue;
             }
+            writing.store(true, Ordering::Relaxed);
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, Lease { sender })),
                 Err(mut error) => match error.take_message() {
                     Some(message) => {
+                        writing.store(false, Ordering::Relaxed);
                         request = message;
                         unsent = Some(error.into_error());
                     }

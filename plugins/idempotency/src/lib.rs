@@ -3,21 +3,22 @@
 //! Idempotency keys at the edge (SPEC §3). The key is the route plus the client's X-Request-ID
 //! (partitioned by client when `client_key` is set); the fingerprint is the method, path and body.
 //!
-//! - First request: claimed "in flight" by compare-and-swap, so of concurrent duplicates exactly
-//!   one proceeds. The claim is volatile (it must not outlive the process, and need not wait for
-//!   the disk); the final response is stored durably (before the client sees it) and kept
-//!   `ttl_secs`.
+//! - First request: it *holds* the key (`kv::hold`, with its fingerprint), so of concurrent
+//!   duplicates exactly one proceeds. A hold is not stored: it ends with its request, however
+//!   the request ends (answered, a later plugin failing, the client hanging up), and with the
+//!   gateway process, so a key never answers 409 for longer than its request runs.
+//! - Its final response is stored durably (before the client sees it) and kept `ttl_secs`.
 //! - Retry after completion, same fingerprint: the stored response, byte for byte, with
 //!   `Idempotent-Replayed: true`.
-//! - Retry while in flight: 409 with `Retry-After`. Same key, other fingerprint: 422. No
+//! - Retry while the first runs: 409 with `Retry-After`. Same key, other fingerprint: 422. No
 //!   X-Request-ID from the client: 400.
-//! - A claim records the gateway's boot id. A claim from an earlier boot was left by a crash: the
-//!   request is no longer in flight, and its retry takes the key over and runs. On a saga route
-//!   the gateway then answers with the saga's outcome (it never runs a saga twice per
-//!   X-Request-ID); elsewhere the request runs again with the same X-Request-ID, so the upstream
-//!   can dedup.
-//! - 202 (a saga still running) and 503 are not final: the claim is released, so the retry the
-//!   client is told to make is not refused.
+//! - After a crash the key is free: on a saga route the gateway answers with the saga's outcome
+//!   (it never runs a saga twice per X-Request-ID); elsewhere the request runs again with the
+//!   same X-Request-ID, so the upstream can dedup.
+//! - 202 (a saga still running) and 503 are not final: nothing is stored, so the retry the
+//!   client is told to make runs (and, on a saga route, gets the saga's answer).
+//! - A response too large to store (over 1 MiB with its headers) is stored without its body:
+//!   retries get its status and headers, an empty body and `Idempotent-Body-Omitted: true`.
 
 mod record;
 mod settings;
@@ -25,11 +26,8 @@ mod settings;
 use record::{Entry, decode, encode, replay};
 use settings::{Settings, fingerprint};
 use txgate_plugin_sdk::{
-    HookError, Plugin, Request, RequestDecision, Response, config, kv, process,
+    HookError, KvError, Plugin, Request, RequestDecision, Response, config, kv, log,
 };
-
-/// Claim attempts under contention before answering 409.
-const CLAIM_TRIES_MAX: usize = 8;
 
 /// The plugin.
 pub struct Idempotency;
@@ -66,29 +64,43 @@ fn in_flight(request: &Request) -> RequestDecision {
     }
 }
 
-/// Claims the key if it still holds `expected`. The claim is volatile: it must not outlive the
-/// process, and so need not wait for the disk.
-fn take(
-    key: &str,
-    expected: Option<&[u8]>,
-    claim: &[u8],
-    settings: &Settings,
-) -> Result<bool, HookError> {
-    Ok(kv::compare_and_swap_volatile(
-        key,
-        expected,
-        Some(claim),
-        Some(settings.ttl_ms()),
-    )?)
+fn reused(request: &Request) -> RequestDecision {
+    let detail = "this X-Request-ID was used for a different request (method, path or body)";
+    problem(
+        422,
+        "idempotency-key-reused",
+        "Idempotency key reused",
+        detail,
+        request,
+    )
 }
 
-/// This process's claim on a key, for a request with fingerprint `fp`.
-fn claim(fp: &str) -> Vec<u8> {
-    let entry = Entry::InFlight {
-        fp: fp.to_string(),
-        boot: process::boot_id(),
+/// The stored answer for `key`, if the request with fingerprint `fp` has one.
+fn stored(key: &str, fp: &str, request: &Request) -> Result<Option<RequestDecision>, HookError> {
+    let Some(bytes) = kv::get(key)? else {
+        return Ok(None);
     };
-    encode(&entry, &[])
+    let Some((entry, body)) = decode(&bytes) else {
+        log::warn(&format!(
+            "idempotency: an unreadable record under {key} is ignored"
+        ));
+        return Ok(None);
+    };
+    if entry.fingerprint() != fp {
+        return Ok(Some(reused(request)));
+    }
+    let Entry::Done {
+        status,
+        headers,
+        body_omitted,
+        ..
+    } = entry;
+    Ok(Some(RequestDecision::Respond(replay(
+        status,
+        &headers,
+        body,
+        body_omitted,
+    ))))
 }
 
 impl Plugin for Idempotency {
@@ -109,51 +121,15 @@ impl Plugin for Idempotency {
         }
         let key = settings.key(&request);
         let fp = fingerprint(&request);
-        let claim = claim(&fp);
-        for _ in 0..CLAIM_TRIES_MAX {
-            let current = kv::get(&key)?;
-            let Some(stored) = current else {
-                if take(&key, None, &claim, &settings)? {
-                    return Ok(RequestDecision::pass());
-                }
-                continue;
-            };
-            let Some((entry, body)) = decode(&stored) else {
-                // Not ours to read (written by another version?): replace it with our claim.
-                if take(&key, Some(&stored), &claim, &settings)? {
-                    return Ok(RequestDecision::pass());
-                }
-                continue;
-            };
-            if entry.fingerprint() != fp {
-                let detail =
-                    "this X-Request-ID was used for a different request (method, path or body)";
-                return Ok(problem(
-                    422,
-                    "idempotency-key-reused",
-                    "Idempotency key reused",
-                    detail,
-                    &request,
-                ));
-            }
-            match entry {
-                Entry::Done {
-                    status, headers, ..
-                } => {
-                    return Ok(RequestDecision::Respond(replay(status, &headers, body)));
-                }
-                Entry::InFlight { boot, .. } if boot == process::boot_id() => {
-                    return Ok(in_flight(&request));
-                }
-                Entry::InFlight { .. } => {
-                    // Left by a gateway that crashed: the request is not running any more.
-                    if take(&key, Some(&stored), &claim, &settings)? {
-                        return Ok(RequestDecision::pass());
-                    }
-                }
-            }
+        if let Some(answer) = stored(&key, &fp, &request)? {
+            return Ok(answer);
         }
-        Ok(in_flight(&request))
+        match kv::hold(&key, fp.as_bytes())? {
+            Some(holder) if holder != fp.as_bytes() => Ok(reused(&request)),
+            Some(_) => Ok(in_flight(&request)),
+            // Held now; the answer may have been stored by the request that held it just before.
+            None => Ok(stored(&key, &fp, &request)?.unwrap_or_else(RequestDecision::pass)),
+        }
     }
 
     fn on_response(request: Request, response: Response) -> Result<Response, HookError> {
@@ -161,24 +137,40 @@ impl Plugin for Idempotency {
         if !settings.covers(&request) || !request.request_id_from_client {
             return Ok(response);
         }
-        let key = settings.key(&request);
-        let fp = fingerprint(&request);
-        let claim = claim(&fp);
-        if matches!(response.status, 202 | 503) {
-            kv::compare_and_swap_volatile(&key, Some(&claim), None, None)?;
+        if matches!(response.status, 202 | 503) || response.header("idempotent-replayed").is_some()
+        {
             return Ok(response);
         }
-        let entry = Entry::Done {
-            fp,
+        let key = settings.key(&request);
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let entry = |body_omitted| Entry::Done {
+            fp: fingerprint(&request),
             status: response.status,
-            headers: response
-                .headers
-                .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
+            headers: headers.clone(),
+            body_omitted,
         };
-        let done = encode(&entry, &response.body);
-        kv::compare_and_swap(&key, Some(&claim), Some(&done), Some(settings.ttl_ms()))?;
+        let ttl = Some(settings.ttl_ms());
+        match kv::set(&key, &encode(&entry(false), &response.body), ttl) {
+            Ok(()) => {}
+            Err(KvError::ValueTooLarge) => {
+                log::warn(&format!(
+                    "idempotency: the response for {key} is too large to keep whole; retries get it without its body"
+                ));
+                kv::set(&key, &encode(&entry(true), &[]), ttl)?;
+            }
+            Err(KvError::LimitReached(detail)) => {
+                // The client still gets its answer; a retry runs again (the upstream sees the
+                // same X-Request-ID) or, on a saga route, gets the saga's answer.
+                log::error(&format!(
+                    "idempotency: not stored, the plugin is at its quota: {detail}"
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        }
         Ok(response)
     }
 }
@@ -213,12 +205,15 @@ mod tests {
     fn first_request_runs_and_a_retry_replays_it_byte_for_byte() {
         let host = Harness::new();
         let request = transfer("a", "{\"amount\":5}");
+        let first = host.request();
         assert!(passes(
-            &host.on_request::<Idempotency>(request.clone()).unwrap()
+            &first.on_request::<Idempotency>(request.clone()).unwrap()
         ));
         let sent = Response::json(201, &json!({"ok": true})).with_header("x-upstream", "bank");
-        host.on_response::<Idempotency>(request.clone(), sent.clone())
+        first
+            .on_response::<Idempotency>(request.clone(), sent.clone())
             .unwrap();
+        drop(first);
         let replayed = answer(host.on_request::<Idempotency>(request).unwrap());
         assert_eq!(replayed.status, 201);
         assert_eq!(replayed.body, sent.body);
@@ -230,22 +225,32 @@ mod tests {
     fn a_duplicate_in_flight_gets_409_with_retry_after() {
         let host = Harness::new();
         let request = transfer("b", "{}");
-        host.on_request::<Idempotency>(request.clone()).unwrap();
+        let first = host.request();
+        first.on_request::<Idempotency>(request.clone()).unwrap();
         let conflict = answer(host.on_request::<Idempotency>(request).unwrap());
         assert_eq!(conflict.status, 409);
         assert_eq!(conflict.header("retry-after"), Some("1"));
     }
 
     #[test]
-    fn the_same_key_with_another_body_gets_422() {
+    fn the_same_key_with_another_body_gets_422_in_flight_and_after() {
         let host = Harness::new();
-        host.on_request::<Idempotency>(transfer("c", "{\"amount\":1}"))
-            .unwrap();
-        let reused = answer(
-            host.on_request::<Idempotency>(transfer("c", "{\"amount\":2}"))
-                .unwrap(),
+        let first = host.request();
+        let original = transfer("c", "{\"amount\":1}");
+        first.on_request::<Idempotency>(original.clone()).unwrap();
+        let other = || transfer("c", "{\"amount\":2}");
+        assert_eq!(
+            answer(host.on_request::<Idempotency>(other()).unwrap()).status,
+            422
         );
-        assert_eq!(reused.status, 422);
+        first
+            .on_response::<Idempotency>(original, Response::new(200))
+            .unwrap();
+        drop(first);
+        assert_eq!(
+            answer(host.on_request::<Idempotency>(other()).unwrap()).status,
+            422
+        );
     }
 
     #[test]
@@ -260,10 +265,25 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_left_by_a_crash_is_not_in_flight_after_a_restart() {
+    fn a_request_that_ends_without_an_answer_frees_its_key() {
+        // The client hung up, or a later plugin failed: on-response never ran for this plugin.
         let host = Harness::new();
         let request = transfer("d", "{}");
-        host.on_request::<Idempotency>(request.clone()).unwrap();
+        let gone = host.request();
+        gone.on_request::<Idempotency>(request.clone()).unwrap();
+        drop(gone);
+        assert!(
+            passes(&host.on_request::<Idempotency>(request).unwrap()),
+            "never 409"
+        );
+    }
+
+    #[test]
+    fn a_key_held_when_the_gateway_crashed_is_free_after_the_restart() {
+        let host = Harness::new();
+        let request = transfer("d2", "{}");
+        let first = host.request();
+        first.on_request::<Idempotency>(request.clone()).unwrap();
         host.restart();
         assert!(
             passes(&host.on_request::<Idempotency>(request).unwrap()),
@@ -272,13 +292,34 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_answer_releases_the_key_for_the_retry() {
+    fn a_pending_answer_stores_nothing_so_the_retry_runs() {
         let host = Harness::new();
         let request = transfer("e", "{}");
-        host.on_request::<Idempotency>(request.clone()).unwrap();
-        host.on_response::<Idempotency>(request.clone(), Response::new(202))
+        let first = host.request();
+        first.on_request::<Idempotency>(request.clone()).unwrap();
+        first
+            .on_response::<Idempotency>(request.clone(), Response::new(202))
             .unwrap();
+        drop(first);
         assert!(passes(&host.on_request::<Idempotency>(request).unwrap()));
+    }
+
+    #[test]
+    fn a_response_too_large_to_keep_replays_without_its_body() {
+        let host = Harness::new();
+        let request = transfer("big", "{}");
+        let first = host.request();
+        first.on_request::<Idempotency>(request.clone()).unwrap();
+        let huge = Response::new(200).with_body(vec![b'x'; 2 * 1024 * 1024]);
+        let sent = first
+            .on_response::<Idempotency>(request.clone(), huge)
+            .unwrap();
+        assert_eq!(sent.body.len(), 2 * 1024 * 1024, "the client gets it whole");
+        drop(first);
+        let replayed = answer(host.on_request::<Idempotency>(request).unwrap());
+        assert_eq!(replayed.status, 200);
+        assert!(replayed.body.is_empty());
+        assert_eq!(replayed.header("idempotent-body-omitted"), Some("true"));
     }
 
     #[test]
@@ -291,8 +332,9 @@ mod tests {
         host.advance_ms(61_000);
         assert!(passes(&host.on_request::<Idempotency>(request).unwrap()));
         let get = Request::new("GET", "/transfers").with_header("x-request-id", "f");
+        let holder = host.request();
         assert!(passes(
-            &host.on_request::<Idempotency>(get.clone()).unwrap()
+            &holder.on_request::<Idempotency>(get.clone()).unwrap()
         ));
         assert!(
             passes(&host.on_request::<Idempotency>(get).unwrap()),
@@ -305,7 +347,8 @@ mod tests {
         let host = Harness::new().with_config(json!({"client_key": "header:x-client"}));
         let acme = transfer("g", "{}").with_header("x-client", "acme");
         let globex = transfer("g", "{\"other\":true}").with_header("x-client", "globex");
-        host.on_request::<Idempotency>(acme).unwrap();
+        let first = host.request();
+        first.on_request::<Idempotency>(acme).unwrap();
         assert!(
             passes(&host.on_request::<Idempotency>(globex).unwrap()),
             "another client's key"

@@ -1,23 +1,17 @@
-//! What the plugin keeps per key: a claim while the request runs, then the final response.
+//! What the plugin keeps per key: the final response.
 //!
 //! Encoded as a JSON header line, then the raw response body, so the body is replayed exactly.
+//! While the request runs, the key is *held* instead (`kv::hold`, with the fingerprint as the
+//! hold's value): a hold is not stored, and ends with its request.
 
 use serde::{Deserialize, Serialize};
 use txgate_plugin_sdk::serde_json;
 use txgate_plugin_sdk::{Header, Response};
 
-/// The state of one key.
+/// The state of one finished key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub(crate) enum Entry {
-    /// A request holds the key. `boot` is the gateway process that runs it: a record of an
-    /// earlier process was left by a crash, and the request is no longer in flight.
-    InFlight {
-        /// Fingerprint.
-        fp: String,
-        /// Boot id of the process running it.
-        boot: String,
-    },
     /// The final response, replayed to retries.
     Done {
         /// Fingerprint.
@@ -26,6 +20,9 @@ pub(crate) enum Entry {
         status: u16,
         /// Headers, in order.
         headers: Vec<(String, String)>,
+        /// The body was too large to keep: retries get the status and headers without it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        body_omitted: bool,
     },
 }
 
@@ -33,7 +30,7 @@ impl Entry {
     /// The fingerprint of the request that owns the key.
     pub(crate) fn fingerprint(&self) -> &str {
         match self {
-            Self::InFlight { fp, .. } | Self::Done { fp, .. } => fp,
+            Self::Done { fp, .. } => fp,
         }
     }
 }
@@ -53,14 +50,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Entry, &[u8])> {
     Some((entry, &bytes[split + 1..]))
 }
 
-/// The stored response, with `Idempotent-Replayed: true`.
-pub(crate) fn replay(status: u16, headers: &[(String, String)], body: &[u8]) -> Response {
+/// The stored response, with `Idempotent-Replayed: true` (and `Idempotent-Body-Omitted: true`
+/// when the body was too large to keep).
+pub(crate) fn replay(
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    omitted: bool,
+) -> Response {
     let mut response = Response::new(status).with_body(body.to_vec());
+    // The length is the body's own; a stored one would be wrong for an omitted body.
     response.headers = headers
         .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("content-length"))
         .map(|(n, v)| Header::new(n.clone(), v.clone()))
         .collect();
     response.set_header("idempotent-replayed", "true");
+    if omitted {
+        response.set_header("idempotent-body-omitted", "true");
+    }
     response
 }
 
@@ -74,6 +82,7 @@ mod tests {
             fp: "f".into(),
             status: 201,
             headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body_omitted: false,
         };
         let body = b"line one\nline two\n\0\xff";
         let bytes = encode(&entry, body);
@@ -88,7 +97,7 @@ mod tests {
             ("x-a".into(), "1".into()),
             ("content-type".into(), "application/json".into()),
         ];
-        let response = replay(200, &headers, b"{}");
+        let response = replay(200, &headers, b"{}", false);
         assert_eq!(response.header("x-a"), Some("1"));
         assert_eq!(response.header("idempotent-replayed"), Some("true"));
         assert_eq!(response.body, b"{}");

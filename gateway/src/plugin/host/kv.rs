@@ -1,10 +1,11 @@
-//! `txgate:plugin/kv`: the plugin's namespace (`kv/<plugin>`) in the gateway's store, durable or
-//! volatile by its `state` setting. A durable write ends the call's running segment before it
-//! waits for the store (a group commit), so the plugin's deadline does not charge the wait.
+//! `txgate:plugin/kv`: the plugin's namespace (its name) in the gateway's store, durable or
+//! volatile by its `state` setting, within its quota. A durable write ends the call's running
+//! segment before it waits for the store (a group commit), so the plugin's CPU budget is not
+//! charged for the wait; `wall_timeout_ms` still bounds it. `hold` takes a key for the request
+//! under way (see `plugin/scope.rs`).
 
 use bytes::Bytes;
 
-use crate::config::PluginState;
 use crate::plugin::bindings::txgate::plugin::kv::{Host, KvError};
 use crate::plugin::state::HostState;
 use crate::store::{Applied, Durability, Mutation, StoreError};
@@ -28,35 +29,24 @@ fn kv_error(error: StoreError) -> KvError {
     match error {
         StoreError::LimitReached { .. } => KvError::LimitReached(error.to_string()),
         StoreError::NotANumber => KvError::NotANumber,
-        StoreError::Unavailable(detail) => KvError::Unavailable(detail),
+        StoreError::Unavailable(_) | StoreError::NoRequest => {
+            KvError::Unavailable(error.to_string())
+        }
     }
 }
 
 impl HostState {
     async fn mutate(&mut self, key: String, mutation: Mutation) -> Result<Applied, KvError> {
-        let durability = match self.shared.state {
-            PluginState::Durable => Durability::Durable,
-            PluginState::Volatile => Durability::Volatile,
-        };
-        self.mutate_as(key, mutation, durability).await
-    }
-
-    async fn mutate_as(
-        &mut self,
-        key: String,
-        mutation: Mutation,
-        durability: Durability,
-    ) -> Result<Applied, KvError> {
         let shared = self.shared.clone();
         // Only a durable write waits (for its group commit); a volatile one is a memory update,
         // so it stays in the running segment and costs no clock reads.
-        let waits = durability == Durability::Durable;
+        let waits = shared.durability == Durability::Durable;
         if waits {
             self.call.end_segment();
         }
         let result = shared
             .store
-            .mutate(&shared.namespace, &key, mutation, durability)
+            .mutate(&shared.namespace, &key, mutation, shared.durability)
             .await;
         if waits {
             self.call.start_segment();
@@ -69,7 +59,11 @@ impl Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check(&key, None)?;
         let shared = self.shared.clone();
-        let value = shared.store.get(&shared.namespace, &key).await;
+        let value = shared
+            .store
+            .get(&shared.namespace, &key, shared.durability)
+            .await
+            .map_err(kv_error)?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -114,22 +108,29 @@ impl Host for HostState {
         }
     }
 
-    async fn compare_and_swap_volatile(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-        ttl_ms: Option<u64>,
-    ) -> Result<bool, KvError> {
-        check(&key, new.as_deref())?;
-        let mutation = Mutation::CompareAndSwap {
-            expected: expected.map(Bytes::from),
-            new: new.map(Bytes::from),
-            ttl_ms,
+    async fn hold(&mut self, key: String, value: Vec<u8>) -> Result<Option<Vec<u8>>, KvError> {
+        check(&key, Some(&value))?;
+        let Some(scope) = self.scope.clone() else {
+            return Err(kv_error(StoreError::NoRequest));
         };
-        match self.mutate_as(key, mutation, Durability::Volatile).await? {
-            Applied::Swapped(done) => Ok(done),
-            _ => Ok(false),
+        if !scope.has_room() {
+            return Err(KvError::LimitReached(format!(
+                "a request holds at most {} keys",
+                crate::plugin::scope::HOLDS_PER_REQUEST_MAX
+            )));
+        }
+        let shared = self.shared.clone();
+        let holder = shared
+            .store
+            .hold(&shared.namespace, &key, scope.id(), Bytes::from(value))
+            .await
+            .map_err(kv_error)?;
+        match holder {
+            None => {
+                scope.held(shared.namespace.clone(), &key);
+                Ok(None)
+            }
+            Some(other) => Ok(Some(other.to_vec())),
         }
     }
 

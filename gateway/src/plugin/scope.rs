@@ -1,0 +1,60 @@
+//! One request's share of the plugins' host state: the holds its plugins took. However the
+//! request ends (answered, a later plugin failing, the client hanging up and hyper dropping the
+//! request's future), dropping the scope releases every hold, so an idempotency key never stays
+//! "in flight" longer than its request runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::store::Store;
+
+/// Most keys one request may hold.
+pub(crate) const HOLDS_PER_REQUEST_MAX: usize = 16;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A request under way, as plugin hooks see it.
+#[derive(Debug)]
+pub struct RequestScope {
+    id: u64,
+    store: Arc<dyn Store>,
+    held: Mutex<Vec<(Arc<str>, Box<str>)>>,
+}
+
+impl RequestScope {
+    /// A scope for a new request.
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            store,
+            held: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The holder id the store knows this request by.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the request may take one more hold.
+    pub fn has_room(&self) -> bool {
+        self.held.lock().expect("holds").len() < HOLDS_PER_REQUEST_MAX
+    }
+
+    /// Remembers a hold the request took, to release it at the end.
+    pub fn held(&self, namespace: Arc<str>, key: &str) {
+        let mut held = self.held.lock().expect("holds");
+        if !held.iter().any(|(n, k)| *n == namespace && **k == *key) {
+            held.push((namespace, key.into()));
+        }
+    }
+}
+
+impl Drop for RequestScope {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut *self.held.lock().expect("holds"));
+        for (namespace, key) in held {
+            self.store.release(&namespace, &key, self.id);
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The embedded store against a real SQLite file in a temp directory.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::store::{SagaKey, SagaRow};
+
+const ROOMY: EmbeddedLimits = EmbeddedLimits {
+    cache_entries_max: 100,
+    sagas: Quota::UNLIMITED,
+};
+
+fn open(dir: &Path) -> Embedded {
+    Embedded::open(dir, ROOMY, None).unwrap()
+}
+
+fn put(value: &str) -> Mutation {
+    Mutation::Put {
+        value: Bytes::from(value.to_string()),
+        ttl_ms: None,
+    }
+}
+
+fn saga(id: &str, request_id: &str, status: &'static str, expires_at_ms: Option<u64>) -> SagaRow {
+    SagaRow {
+        id: id.into(),
+        key: SagaKey {
+            route: "transfers".into(),
+            client: "".into(),
+            request_id: request_id.into(),
+        },
+        status,
+        created_ms: 1,
+        updated_ms: 2,
+        expires_at_ms,
+        record: Bytes::from_static(b"record"),
+    }
+}
+
+#[tokio::test]
+async fn durable_writes_survive_a_reopen_and_volatile_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for i in 0..10 {
+            store
+                .mutate(
+                    "p",
+                    &format!("k{i}"),
+                    put(&format!("v{i}")),
+                    Durability::Durable,
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .mutate("p", "k3", Mutation::Delete, Durability::Durable)
+            .await
+            .unwrap();
+        store
+            .mutate("p", "gone", put("x"), Durability::Volatile)
+            .await
+            .unwrap();
+        store.close();
+    }
+    let store = open(dir.path());
+    let get = |key: &'static str, durability| {
+        let store = &store;
+        async move { store.get("p", key, durability).await.unwrap() }
+    };
+    assert_eq!(get("k9", Durability::Durable).await.unwrap(), "v9");
+    assert_eq!(get("k3", Durability::Durable).await, None);
+    assert_eq!(get("gone", Durability::Volatile).await, None);
+    assert_eq!(store.describe()["usage"]["kv:p"]["keys"], 9);
+}
+
+#[tokio::test]
+async fn a_saga_key_is_claimed_once_and_the_loser_sees_the_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store
+        .claim_saga(saga("s1", "r1", "pending", None))
+        .await
+        .unwrap();
+    assert_eq!(first, Claim::Won);
+    let second = store
+        .claim_saga(saga("s2", "r1", "pending", None))
+        .await
+        .unwrap();
+    match second {
+        Claim::Exists(row) => assert_eq!(&*row.id, "s1"),
+        Claim::Won => panic!("two sagas for one key"),
+    }
+    let other_client = SagaRow {
+        key: SagaKey {
+            client: "acme".into(),
+            ..saga("s3", "r1", "pending", None).key
+        },
+        ..saga("s3", "r1", "pending", None)
+    };
+    assert_eq!(
+        store.claim_saga(other_client).await.unwrap(),
+        Claim::Won,
+        "clients are apart"
+    );
+}
+
+#[tokio::test]
+async fn finished_sagas_expire_and_the_unfinished_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (id, status) in [("a", "pending"), ("b", "pending"), ("c", "stuck")] {
+        store.claim_saga(saga(id, id, status, None)).await.unwrap();
+    }
+    store
+        .save_saga(saga("a", "a", "completed", Some(1)))
+        .await
+        .unwrap();
+    let unfinished: Vec<_> = store
+        .unfinished_sagas()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(unfinished, ["b", "c"]);
+    let stuck = store
+        .sagas(SagaFilter {
+            status: Some("stuck"),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(store.expire().await.unwrap(), 1);
+    assert_eq!(store.saga_by_id("a").await.unwrap(), None);
+    assert_eq!(
+        store.saga_by_id("b").await.unwrap().unwrap().status,
+        "pending"
+    );
+    assert_eq!(store.describe()["usage"]["sagas"]["keys"], 2);
+}
+
+#[tokio::test]
+async fn the_running_store_reports_wal_and_full_synchronous_from_its_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let described = store.describe();
+    assert_eq!(described["journal_mode"], "wal");
+    assert_eq!(described["synchronous"], "full");
+}
+
+#[tokio::test]
+async fn a_plugin_at_its_byte_quota_is_refused_while_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let small = Quota {
+        keys_max: 100,
+        bytes_max: 64,
+    };
+    store.set_quota("flood", small);
+    store
+        .mutate("flood", "a", put(&"x".repeat(40)), Durability::Durable)
+        .await
+        .unwrap();
+    let refused = store
+        .mutate("flood", "b", put(&"x".repeat(40)), Durability::Durable)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::LimitReached { what: "bytes", .. })),
+        "{refused:?}"
+    );
+    store
+        .mutate("other", "b", put(&"x".repeat(40)), Durability::Durable)
+        .await
+        .unwrap();
+    store
+        .mutate("flood", "a", Mutation::Delete, Durability::Durable)
+        .await
+        .unwrap();
+    store
+        .mutate("flood", "b", put(&"x".repeat(40)), Durability::Durable)
+        .await
+        .expect("room again after a delete");
+}
+
+#[tokio::test]
+async fn sagas_stop_at_their_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = EmbeddedLimits {
+        cache_entries_max: 10,
+        sagas: Quota {
+            keys_max: 1,
+            bytes_max: u64::MAX,
+        },
+    };
+    let store = Embedded::open(dir.path(), limits, None).unwrap();
+    store
+        .claim_saga(saga("a", "a", "pending", None))
+        .await
+        .unwrap();
+    let refused = store.claim_saga(saga("b", "b", "pending", None)).await;
+    assert!(matches!(
+        refused,
+        Err(StoreError::LimitReached { what: "keys", .. })
+    ));
+    let repeat = store
+        .claim_saga(saga("c", "a", "pending", None))
+        .await
+        .unwrap();
+    assert!(
+        matches!(repeat, Claim::Exists(_)),
+        "a repeat is answered even when full"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Embedded::open(dir.path(), ROOMY, Some(metrics.clone())).unwrap());
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let key = format!("w{w}-{i}");
+                    store
+                        .mutate("p", &key, put("v"), Durability::Durable)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let text = metrics.encode();
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("txgate_store_commit_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(commits < 800, "800 writes took {commits} commits");
+    assert_eq!(store.describe()["usage"]["kv:p"]["keys"], 800);
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_share_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let error = Embedded::open(dir.path(), ROOMY, None).unwrap_err();
+    assert!(error.to_string().contains("another process"), "{error}");
+}
+
+#[test]
+fn an_old_format_directory_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wal-000000000001.log"), b"old").unwrap();
+    let error = Embedded::open(dir.path(), ROOMY, None).unwrap_err();
+    assert!(error.to_string().contains("old log format"), "{error}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("txgate.db");
+    std::fs::write(&file, vec![0x5a; 8192]).unwrap();
+    let error = Embedded::open(dir.path(), ROOMY, None).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("txgate.db") && text.contains("not a SQLite database"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        vec![0x5a; 8192],
+        "left untouched"
+    );
+}
+
+#[test]
+fn another_sqlite_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("txgate.db");
+    let foreign = rusqlite::Connection::open(&file).unwrap();
+    foreign
+        .execute_batch("CREATE TABLE notes (body TEXT)")
+        .unwrap();
+    drop(foreign);
+    let before = std::fs::read(&file).unwrap();
+    let error = Embedded::open(dir.path(), ROOMY, None).unwrap_err();
+    assert!(error.to_string().contains("not a txgate store"), "{error}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+#[test]
+fn a_damaged_schema_refuses_to_start_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.close();
+    }
+    let file = dir.path().join("txgate.db");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Page 1 holds the schema, right after the 100-byte header.
+    for byte in &mut bytes[100..4096] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let error = Embedded::open(dir.path(), ROOMY, None).unwrap_err();
+    assert!(error.to_string().contains("txgate.db"), "{error}");
+}

@@ -1,0 +1,339 @@
+//! The embedded store's durable half: SQLite in WAL mode with `synchronous = FULL`.
+//!
+//! - `schema.rs`: the tables, and the checks that refuse a file that is not ours, damaged, or
+//!   of the old log format;
+//! - `writer.rs`: the one writer thread, group commit, fail-stop and probing;
+//! - `ops.rs`: each write inside the writer's transaction, with quota accounting;
+//! - `read.rs`: the pool of read connections.
+//!
+//! A background thread checkpoints the WAL into the database file (`PRAGMA wal_checkpoint`,
+//! passive), so the writer never pays for a checkpoint inside a commit.
+
+mod ops;
+mod read;
+mod schema;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::cache::Recent;
+use super::quota::{Quota, Usage};
+use super::{Applied, Claim, Health, Mutation, SagaFilter, SagaRow, StoreError};
+use crate::error::{Error, ErrorKind};
+use crate::metrics::Metrics;
+use ops::{Book, Done, Op, SAGAS};
+use read::Readers;
+use writer::{Job, Shared, Writer};
+
+/// The database file's name in the store directory.
+pub(super) const DB_FILE: &str = "txgate.db";
+/// Writes waiting for the writer, at most; more wait to be queued.
+const QUEUE_MAX: usize = 16_384;
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+/// The writer's page cache, KiB.
+const WRITE_CACHE_KIB: i64 = 32 * 1024;
+/// The WAL is truncated to this after a checkpoint.
+const WAL_BYTES_KEPT: i64 = 64 * 1024 * 1024;
+
+/// What opening needs besides the directory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settings {
+    /// Recently written plugin keys kept in memory.
+    pub(super) cache_entries_max: usize,
+    /// The sagas' quota.
+    pub(super) sagas: Quota,
+}
+
+/// The durable store.
+#[derive(Debug)]
+pub(super) struct Sqlite {
+    path: PathBuf,
+    queue: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    readers: Readers,
+    pragmas: (String, i64),
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl Sqlite {
+    /// Opens (or creates) `dir/txgate.db`, checks it, and starts the writer and checkpointer.
+    pub(super) fn open(
+        dir: &Path,
+        settings: Settings,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(io(dir, "cannot create the store directory"))?;
+        schema::refuse_old_format(dir)?;
+        let lock = lock_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).map_err(|e| schema::explain(&path, &e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| schema::explain(&path, &e))?;
+        schema::prepare(&mut conn, &path)?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{WRITE_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = {WAL_BYTES_KEPT};"
+        ))
+        .map_err(|e| schema::explain(&path, &e))?;
+        let pragmas = pragmas(&conn).map_err(|e| schema::explain(&path, &e))?;
+        let committed = writer::load_usage(&conn).map_err(|e| schema::explain(&path, &e))?;
+        let readers = Readers::open(&path)?;
+        let shared = Arc::new(Shared {
+            failing: Mutex::new(None),
+            stopping: Default::default(),
+            quotas: DashMap::new(),
+            cache: Recent::new(settings.cache_entries_max),
+            usage: Mutex::new(committed.clone()),
+            metrics,
+        });
+        shared.quotas.insert(SAGAS.into(), settings.sagas);
+        let (queue, jobs) = mpsc::channel(QUEUE_MAX);
+        let writer = Writer {
+            conn,
+            book: Book {
+                committed,
+                pending: Default::default(),
+            },
+            shared: shared.clone(),
+        };
+        let mut threads = vec![spawn("txgate-store", move || writer.run(jobs))?];
+        let checkpointer = Connection::open(&path).map_err(|e| schema::explain(&path, &e))?;
+        let stop = shared.clone();
+        threads.push(spawn("txgate-checkpoint", move || {
+            checkpoint(&checkpointer, &stop);
+        })?);
+        Ok(Self {
+            path,
+            queue,
+            shared,
+            readers,
+            pragmas,
+            threads: Mutex::new(threads),
+            _lock: lock,
+        })
+    }
+
+    async fn submit(&self, op: Op) -> Result<Done, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store has stopped".into()))?
+    }
+
+    /// Refuses new work while the store cannot write.
+    fn writable(&self) -> Result<(), StoreError> {
+        match &*self.shared.failing.lock().expect("failing") {
+            Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a saga's row unless its key exists.
+    pub(super) async fn claim(&self, row: SagaRow) -> Result<Claim, StoreError> {
+        self.writable()?;
+        match self.submit(Op::Claim(row)).await? {
+            Done::Claim(claim) => Ok(claim),
+            other => unreachable_done(other),
+        }
+    }
+
+    /// Updates a saga's row; waits while the store cannot write.
+    pub(super) async fn save(&self, row: SagaRow) -> Result<(), StoreError> {
+        self.submit(Op::Save(row)).await.map(|_| ())
+    }
+
+    /// Mutates a durable plugin key.
+    pub(super) async fn mutate(
+        &self,
+        namespace: &str,
+        key: &str,
+        mutation: Mutation,
+    ) -> Result<Applied, StoreError> {
+        self.writable()?;
+        let op = Op::Kv {
+            namespace: namespace.into(),
+            key: key.into(),
+            mutation,
+        };
+        match self.submit(op).await? {
+            Done::Kv(applied) => Ok(applied),
+            other => unreachable_done(other),
+        }
+    }
+
+    /// Deletes expired rows, a small batch per transaction, until none are left.
+    pub(super) async fn expire(&self, batch: u64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        loop {
+            match self.submit(Op::Expire { limit: batch }).await? {
+                Done::Expired(n) => {
+                    removed += n;
+                    if n < batch {
+                        return Ok(removed);
+                    }
+                }
+                other => return unreachable_done(other),
+            }
+        }
+    }
+
+    /// A durable plugin key: from the cache of recent writes, or the database.
+    pub(super) fn get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let live =
+            |(value, at): (Bytes, Option<u64>)| at.is_none_or(|at| at > now_ms).then_some(value);
+        if let Some(cached) = self.shared.cache.get(&(namespace.into(), key.into())) {
+            return Ok(live(cached));
+        }
+        Ok(self.readers.key(namespace, key)?.and_then(live))
+    }
+
+    /// One saga.
+    pub(super) fn saga_by_id(&self, id: &str) -> Result<Option<SagaRow>, StoreError> {
+        self.readers.saga_by_id(id)
+    }
+
+    /// The newest sagas.
+    pub(super) fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
+        self.readers.sagas(filter)
+    }
+
+    /// Every unfinished saga.
+    pub(super) fn unfinished(&self) -> Result<Vec<SagaRow>, StoreError> {
+        self.readers.unfinished()
+    }
+
+    /// Sets a plugin's durable quota.
+    pub(super) fn set_quota(&self, namespace: &str, quota: Quota) {
+        self.shared
+            .quotas
+            .insert(format!("kv:{namespace}").into(), quota);
+    }
+
+    /// Whether writes succeed.
+    pub(super) fn health(&self) -> Health {
+        match &*self.shared.failing.lock().expect("failing") {
+            Some(reason) => Health::Failing(reason.clone()),
+            None => Health::Writable,
+        }
+    }
+
+    /// The file, its settings as the writer's connection reports them, and usage.
+    pub(super) fn describe(&self) -> serde_json::Value {
+        let usage: std::collections::BTreeMap<String, Usage> = self
+            .shared
+            .usage
+            .lock()
+            .expect("usage")
+            .clone()
+            .into_iter()
+            .collect();
+        serde_json::json!({
+            "file": self.path.display().to_string(),
+            "journal_mode": self.pragmas.0,
+            "synchronous": synchronous_name(self.pragmas.1),
+            "cached_keys": self.shared.cache.len(),
+            "usage": usage.iter().map(|(namespace, u)| {
+                (namespace.clone(), serde_json::json!({"keys": u.keys, "bytes": u.bytes}))
+            }).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// Commits what is queued and stops the threads.
+    pub(super) fn close(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let (reply, _) = oneshot::channel();
+        // Wakes the writer if it is idle; it stops once the queue is empty.
+        let _ = self.queue.try_send(Job {
+            op: Op::Expire { limit: 0 },
+            reply,
+        });
+        for thread in self.threads.lock().expect("threads").drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn unreachable_done<T>(done: Done) -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(format!(
+        "the store answered out of turn: {done:?}"
+    )))
+}
+
+/// `journal_mode` and `synchronous`, read from the writer's connection itself.
+fn pragmas(conn: &Connection) -> rusqlite::Result<(String, i64)> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    Ok((mode, synchronous))
+}
+
+fn synchronous_name(level: i64) -> &'static str {
+    match level {
+        0 => "off",
+        1 => "normal",
+        2 => "full",
+        3 => "extra",
+        _ => "unknown",
+    }
+}
+
+fn checkpoint(conn: &Connection, shared: &Shared) {
+    while !shared.stopping.load(Ordering::Acquire) {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(%error, "WAL checkpoint did not run");
+        }
+    }
+}
+
+fn spawn(name: &str, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start {name}")).with_cause(e))
+}
+
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path, "cannot open the lock file"))?;
+    file.try_lock().map_err(|_| {
+        Error::new(
+            ErrorKind::Store,
+            format!(
+                "{}: another process is using this store directory",
+                dir.display()
+            ),
+        )
+    })?;
+    Ok(file)
+}
+
+fn io(path: &Path, what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    let path: PathBuf = path.to_path_buf();
+    move |e| Error::new(ErrorKind::Store, format!("{}: {what}", path.display())).with_cause(e)
+}

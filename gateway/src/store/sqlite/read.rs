@@ -1,0 +1,165 @@
+//! Reads: a small pool of read-only connections (r2d2). WAL mode lets them read the last
+//! committed state while the writer commits, and a point read by primary key is a few
+//! microseconds from the page cache, so reads run inline on the caller's thread: cheaper than a
+//! hop to another thread and back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{OpenFlags, OptionalExtension, Row, params};
+
+use super::super::{SagaFilter, SagaKey, SagaRow, StoreError, status_name};
+use crate::error::{Error, ErrorKind};
+
+/// Read connections kept open.
+const READERS_MAX: u32 = 8;
+/// How long a read waits for a free connection, or for SQLite's own locks.
+const READ_WAIT: Duration = Duration::from_secs(5);
+/// Page cache of each read connection, KiB.
+const READ_CACHE_KIB: i64 = 4096;
+
+/// The read pool.
+#[derive(Debug)]
+pub(super) struct Readers {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+const SAGA_COLUMNS: &str =
+    "id, status, created_ms, updated_ms, expires_at_ms, record, route, client, request_id";
+
+/// A saga row from `SAGA_COLUMNS` (the first six are enough when the key is known).
+pub(super) fn saga_columns(row: &Row<'_>, key: SagaKey) -> rusqlite::Result<SagaRow> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(1)?;
+    let millis = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
+    let expires_at_ms: Option<i64> = row.get(4)?;
+    let record: Vec<u8> = row.get(5)?;
+    Ok(SagaRow {
+        id: id.into(),
+        key,
+        status: status_name(&status).unwrap_or("pending"),
+        created_ms: millis(2)?,
+        updated_ms: millis(3)?,
+        expires_at_ms: expires_at_ms.map(|at| at.max(0) as u64),
+        record: Bytes::from(record),
+    })
+}
+
+fn full_row(row: &Row<'_>) -> rusqlite::Result<SagaRow> {
+    let key = SagaKey {
+        route: row.get::<_, String>(6)?.into(),
+        client: row.get::<_, String>(7)?.into(),
+        request_id: row.get::<_, String>(8)?.into(),
+    };
+    saga_columns(row, key)
+}
+
+impl Readers {
+    /// Opens the pool on the database file (which the writer has already prepared).
+    pub(super) fn open(path: &Path) -> Result<Self, Error> {
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|conn| {
+                conn.busy_timeout(READ_WAIT)?;
+                conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}"))
+            });
+        let pool = Pool::builder()
+            .max_size(READERS_MAX)
+            .min_idle(Some(1))
+            .connection_timeout(READ_WAIT)
+            .build(manager)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Store,
+                    format!("{}: cannot open read connections", path.display()),
+                )
+                .with_cause(e)
+            })?;
+        Ok(Self { pool })
+    }
+
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.pool.get().map_err(unavailable)?;
+        read(&conn).map_err(unavailable)
+    }
+
+    /// A plugin key's value and expiry.
+    pub(super) fn key(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, Option<u64>)>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT value, expires_at_ms FROM kv WHERE namespace = ?1 AND key = ?2",
+            )?
+            .query_row(params![namespace, key], |r| {
+                let value: Vec<u8> = r.get(0)?;
+                let at: Option<i64> = r.get(1)?;
+                Ok((Bytes::from(value), at.map(|at| at.max(0) as u64)))
+            })
+            .optional()
+        })
+    }
+
+    /// One saga by id.
+    pub(super) fn saga_by_id(&self, id: &str) -> Result<Option<SagaRow>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ?1"))?
+                .query_row(params![id], full_row)
+                .optional()
+        })
+    }
+
+    /// The newest sagas: unfinished ones through their partial index, the others by id.
+    pub(super) fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        self.with(|conn| {
+            let (sql, status) = match filter.status {
+                Some(status @ ("pending" | "compensating" | "stuck")) => (
+                    format!(
+                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL AND status = ?1
+                         ORDER BY id DESC LIMIT ?2"
+                    ),
+                    status,
+                ),
+                Some(status) => (
+                    format!(
+                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
+                    ),
+                    status,
+                ),
+                None => (
+                    format!(
+                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE ?1 = '' ORDER BY id DESC LIMIT ?2"
+                    ),
+                    "",
+                ),
+            };
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement.query_map(params![status, limit], full_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Every unfinished saga, oldest first.
+    pub(super) fn unfinished(&self) -> Result<Vec<SagaRow>, StoreError> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL ORDER BY id"
+            ))?;
+            let rows = statement.query_map([], full_row)?;
+            rows.collect()
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! The one writer: a thread that takes whatever writes have queued, applies them in one
+//! transaction, and commits it with one fsync (group commit). Every waiter of the batch is
+//! answered after the commit, never before.
+//!
+//! **Fail-stop.** When a commit fails (a full disk, an I/O error), the transaction is rolled
+//! back, the store is marked failing (`/readyz` turns 503 and new work is refused), and the
+//! same batch is tried again every [`PROBE_INTERVAL`] until it commits. Writers already waiting
+//! keep waiting; nothing acknowledged is lost, and the queue is bounded, so nothing grows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::StoreError;
+use super::super::cache::Recent;
+use super::super::now_unix_ms;
+use super::super::quota::{Quota, Usage};
+use super::ops::{self, Book, Context, Done, KeyChange, Op};
+use crate::metrics::Metrics;
+
+/// Most ops in one transaction.
+const BATCH_OPS_MAX: usize = 1024;
+/// How often a failing store tries its batch again.
+pub(super) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A queued write and who waits for it.
+pub(super) struct Job {
+    pub(super) op: Op,
+    pub(super) reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+/// A cached plugin key: its value and expiry.
+pub(super) type Cached = (Bytes, Option<u64>);
+
+/// What the writer shares with the handle.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// Why writes fail, while they do.
+    pub(super) failing: Mutex<Option<String>>,
+    /// Set by `close`: finish what is queued, stop probing a failed disk.
+    pub(super) stopping: AtomicBool,
+    /// Quotas by usage namespace (`sagas`, `kv:<plugin>`).
+    pub(super) quotas: DashMap<Box<str>, Quota>,
+    /// Recently written plugin keys, as committed.
+    pub(super) cache: Recent<(Box<str>, Box<str>), Cached>,
+    /// Committed usage by namespace (admin).
+    pub(super) usage: Mutex<HashMap<String, Usage>>,
+    /// Metrics, when serving.
+    pub(super) metrics: Option<Arc<Metrics>>,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) book: Book,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Serves the queue until a stop arrives or every handle is gone.
+    pub(super) fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(BATCH_OPS_MAX);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < BATCH_OPS_MAX {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_until_done(&mut batch);
+            if self.shared.stopping.load(Ordering::Acquire) && queue.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn commit_until_done(&mut self, batch: &mut Vec<Job>) {
+        let mut failures = 0u64;
+        loop {
+            let started = Instant::now();
+            match self.commit(batch) {
+                Ok((results, changes)) => {
+                    if let Some(metrics) = &self.shared.metrics {
+                        metrics.store_commit(started.elapsed());
+                    }
+                    if failures > 0 {
+                        self.recovered(failures);
+                    }
+                    self.publish(changes);
+                    for (job, result) in batch.drain(..).zip(results) {
+                        let _ = job.reply.send(result);
+                    }
+                    return;
+                }
+                Err(error) => {
+                    failures += 1;
+                    self.failed(&error, failures);
+                    if self.shared.stopping.load(Ordering::Acquire) {
+                        let reason =
+                            format!("shutting down with a store that cannot write: {error}");
+                        for job in batch.drain(..) {
+                            let _ = job.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                        }
+                        return;
+                    }
+                    std::thread::sleep(PROBE_INTERVAL);
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch.
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &mut self,
+        batch: &[Job],
+    ) -> rusqlite::Result<(Vec<Result<Done, StoreError>>, Vec<KeyChange>)> {
+        let Self { conn, book, shared } = self;
+        book.pending.clear();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let quota = |namespace: &str| shared.quotas.get(namespace).map(|q| *q);
+        let mut changes = Vec::new();
+        let mut cx = Context {
+            book,
+            quota: &quota,
+            changes: &mut changes,
+            now_ms: now_unix_ms(),
+        };
+        let results = batch
+            .iter()
+            .map(|job| ops::run(&tx, &job.op, &mut cx))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        book.persist(&tx)?;
+        tx.commit()?;
+        let touched: Vec<String> = book.pending.keys().cloned().collect();
+        book.settle();
+        let mut usage = shared.usage.lock().expect("usage");
+        for namespace in touched {
+            if let Some(now) = book.committed.get(&namespace) {
+                usage.insert(namespace, *now);
+            }
+        }
+        Ok((results, changes))
+    }
+
+    /// Committed plugin keys go into the read cache.
+    fn publish(&self, changes: Vec<KeyChange>) {
+        for change in changes {
+            let key = (change.namespace, change.key);
+            match change.value {
+                Some(value) => self.shared.cache.insert(key, value),
+                None => self.shared.cache.remove(&key),
+            }
+        }
+    }
+
+    fn failed(&self, error: &rusqlite::Error, failures: u64) {
+        let reason = error.to_string();
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.store_error(error_kind(error));
+            metrics.store_writable(false);
+        }
+        if failures == 1 {
+            tracing::error!(%reason, "the store cannot write; new work is refused until it can");
+        }
+        *self.shared.failing.lock().expect("failing") = Some(reason);
+    }
+
+    fn recovered(&self, failures: u64) {
+        tracing::warn!(failed_commits = failures, "the store writes again");
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.store_writable(true);
+        }
+        *self.shared.failing.lock().expect("failing") = None;
+    }
+}
+
+/// The metric label of a failed commit.
+fn error_kind(error: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => "full",
+        Some(ErrorCode::SystemIoFailure) => "io",
+        Some(ErrorCode::DatabaseCorrupt) => "corrupt",
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy",
+        _ => "other",
+    }
+}
+
+/// Usage as committed: the `usage` table.
+pub(super) fn load_usage(conn: &Connection) -> rusqlite::Result<HashMap<String, Usage>> {
+    let mut statement = conn.prepare("SELECT namespace, keys, bytes FROM usage")?;
+    let rows = statement.query_map([], |r| {
+        let count = |i| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+        Ok((
+            r.get::<_, String>(0)?,
+            Usage {
+                keys: count(1)?,
+                bytes: count(2)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}

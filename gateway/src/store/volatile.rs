@@ -1,0 +1,205 @@
+//! Volatile plugin keys: a dashmap in memory, gone with the process. Each mutation is applied
+//! atomically under its key's shard lock; each namespace's usage is checked against its quota
+//! in the same step, so a plugin that floods new keys gets `limit-reached`, not the gateway's
+//! memory. Expired keys read as absent and are swept periodically.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use super::quota::{Delta, Quota, Usage};
+use super::{Applied, Mutation, StoreError, apply};
+
+#[derive(Debug, Clone)]
+struct Value {
+    bytes: Bytes,
+    expires_at_ms: Option<u64>,
+}
+
+impl Value {
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+type Key = (Box<str>, Box<str>);
+
+/// The volatile key space.
+#[derive(Debug, Default)]
+pub(super) struct Volatile {
+    entries: DashMap<Key, Value>,
+    usage: DashMap<Box<str>, Mutex<Usage>>,
+    quotas: DashMap<Box<str>, Quota>,
+}
+
+fn size(key: &str, value: &Bytes) -> usize {
+    key.len() + value.len()
+}
+
+impl Volatile {
+    /// Sets a namespace's quota.
+    pub(super) fn set_quota(&self, namespace: &str, quota: Quota) {
+        self.quotas.insert(namespace.into(), quota);
+    }
+
+    /// What a namespace holds.
+    #[cfg(test)]
+    pub(super) fn usage(&self, namespace: &str) -> Usage {
+        self.usage
+            .get(namespace)
+            .map(|u| *u.lock().expect("usage"))
+            .unwrap_or_default()
+    }
+
+    /// Every namespace and what it holds (admin).
+    pub(super) fn all_usage(&self) -> Vec<(String, Usage)> {
+        self.usage
+            .iter()
+            .map(|e| (e.key().to_string(), *e.value().lock().expect("usage")))
+            .collect()
+    }
+
+    /// A live value.
+    pub(super) fn get(&self, namespace: &str, key: &str, now_ms: u64) -> Option<Bytes> {
+        self.entries
+            .get(&(namespace.into(), key.into()))
+            .filter(|v| v.live(now_ms))
+            .map(|v| v.bytes.clone())
+    }
+
+    /// Applies a mutation atomically, within the namespace's quota.
+    pub(super) fn mutate(
+        &self,
+        namespace: &str,
+        key: &str,
+        mutation: Mutation,
+        now_ms: u64,
+    ) -> Result<Applied, StoreError> {
+        let entry = self.entries.entry((namespace.into(), key.into()));
+        let present = match &entry {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(_) => None,
+        };
+        let live = present.as_ref().filter(|v| v.live(now_ms));
+        let (applied, change) = apply(live.map(|v| (&v.bytes, v.expires_at_ms)), mutation, now_ms)?;
+        let Some(next) = change else {
+            return Ok(applied);
+        };
+        // An expired value still counts until it is replaced or swept.
+        let delta = Delta::between(
+            present.as_ref().map(|v| size(key, &v.bytes)),
+            next.as_ref().map(|(bytes, _)| size(key, bytes)),
+        );
+        self.charge(namespace, delta)?;
+        match (entry, next) {
+            (Entry::Occupied(mut e), Some((bytes, expires_at_ms))) => {
+                e.insert(Value {
+                    bytes,
+                    expires_at_ms,
+                });
+            }
+            (Entry::Occupied(e), None) => {
+                e.remove();
+            }
+            (Entry::Vacant(e), Some((bytes, expires_at_ms))) => {
+                e.insert(Value {
+                    bytes,
+                    expires_at_ms,
+                });
+            }
+            (Entry::Vacant(_), None) => {}
+        }
+        Ok(applied)
+    }
+
+    /// Checks `delta` against the quota and books it.
+    fn charge(&self, namespace: &str, delta: Delta) -> Result<(), StoreError> {
+        let quota = self.quotas.get(namespace).map_or(Quota::UNLIMITED, |q| *q);
+        let usage = self
+            .usage
+            .entry(namespace.into())
+            .or_insert_with(|| Mutex::new(Usage::default()));
+        let mut usage = usage.lock().expect("usage");
+        usage.admit(delta, quota, namespace)?;
+        *usage = usage.after(delta);
+        Ok(())
+    }
+
+    /// Removes expired entries; returns how many.
+    pub(super) fn sweep(&self, now_ms: u64) -> u64 {
+        let mut removed = 0;
+        self.entries.retain(|(namespace, key), value| {
+            if value.live(now_ms) {
+                return true;
+            }
+            let freed = Delta::between(Some(size(key, &value.bytes)), None);
+            if let Some(usage) = self.usage.get(namespace) {
+                let mut usage = usage.lock().expect("usage");
+                *usage = usage.after(freed);
+            }
+            removed += 1;
+            false
+        });
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(value: &'static str, ttl_ms: Option<u64>) -> Mutation {
+        Mutation::Put {
+            value: Bytes::from_static(value.as_bytes()),
+            ttl_ms,
+        }
+    }
+
+    #[test]
+    fn a_namespace_stops_at_its_byte_quota_and_others_go_on() {
+        let store = Volatile::default();
+        store.set_quota(
+            "flood",
+            Quota {
+                keys_max: 100,
+                bytes_max: 10,
+            },
+        );
+        store.mutate("flood", "a", put("12345", None), 0).unwrap();
+        let refused = store.mutate("flood", "b", put("123456", None), 0);
+        assert!(matches!(
+            refused,
+            Err(StoreError::LimitReached { what: "bytes", .. })
+        ));
+        assert_eq!(store.get("flood", "b", 0), None, "nothing was stored");
+        store.mutate("other", "b", put("123456", None), 0).unwrap();
+        assert_eq!(store.usage("flood"), Usage { keys: 1, bytes: 6 });
+    }
+
+    #[test]
+    fn expired_values_read_as_absent_and_their_space_is_freed_by_the_sweep() {
+        let store = Volatile::default();
+        store.mutate("ns", "gone", put("v", Some(10)), 0).unwrap();
+        store.mutate("ns", "kept", put("v", None), 0).unwrap();
+        assert_eq!(store.get("ns", "gone", 20), None);
+        assert_eq!(store.sweep(20), 1);
+        assert_eq!(store.usage("ns"), Usage { keys: 1, bytes: 5 });
+    }
+
+    #[test]
+    fn a_failed_swap_changes_nothing() {
+        let store = Volatile::default();
+        let swap = Mutation::CompareAndSwap {
+            expected: Some(Bytes::from_static(b"x")),
+            new: Some(Bytes::from_static(b"y")),
+            ttl_ms: None,
+        };
+        assert_eq!(
+            store.mutate("ns", "k", swap, 0).unwrap(),
+            Applied::Swapped(false)
+        );
+        assert_eq!(store.usage("ns"), Usage::default());
+    }
+}
