@@ -31,17 +31,45 @@ async fn raw(gateway: &Gateway, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn malformed_http_gets_400_and_reaches_nothing() {
     // Proves a request line that is not HTTP, and a request with two different Content-Length
-    // headers, are answered 400 and never forwarded.
+    // headers, are answered 400 problem+json (never an empty body) and never forwarded.
     let bank = Bank::start(&[]).await;
     let gateway = GatewayBuilder::new(echo(&bank)).start().await;
     let garbage = raw(&gateway, b"HELLO THERE\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    assert!(
+        garbage.contains("application/problem+json") && garbage.contains("\"status\":400"),
+        "{garbage}"
+    );
     let smuggle = raw(
         &gateway,
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 10\r\n\r\nabc",
     )
     .await;
     assert!(smuggle.starts_with("HTTP/1.1 400"), "{smuggle}");
+    assert!(smuggle.contains("application/problem+json"), "{smuggle}");
+    assert_eq!(bank.total_hits().await, 0);
+}
+
+#[tokio::test]
+async fn too_many_headers_get_431_problem_json_naming_the_limit() {
+    // Proves the header-count limit: more than max_header_count headers get 431 problem+json
+    // that names both head limits, and nothing reaches the backend.
+    let bank = Bank::start(&[]).await;
+    let gateway = GatewayBuilder::new(echo(&bank))
+        .server("max_header_count = 20")
+        .start()
+        .await;
+    let mut head = b"GET /echo HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..30 {
+        head.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let answer = raw(&gateway, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        answer.contains("application/problem+json") && answer.contains("20 headers"),
+        "{answer}"
+    );
     assert_eq!(bank.total_hits().await, 0);
 }
 
@@ -69,9 +97,9 @@ async fn huge_headers_get_431_from_the_gateway_or_hyper() {
     head.extend_from_slice(b"\r\n");
     let way_over = raw(&gateway, &head).await;
     assert!(
-        way_over.starts_with("HTTP/1.1 431"),
+        way_over.starts_with("HTTP/1.1 431") && way_over.contains("application/problem+json"),
         "{}",
-        &way_over[..way_over.len().min(200)]
+        &way_over[..way_over.len().min(300)]
     );
     assert_eq!(bank.total_hits().await, 0);
 }

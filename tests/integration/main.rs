@@ -14,12 +14,17 @@ mod wasm {
 }
 
 mod admin;
+mod backends;
 mod bad_input;
 mod bank;
+mod client_chaos;
+mod clients;
 mod config_check;
 mod crash;
 mod faults;
 mod lifecycle;
+mod operators;
+mod plugin_authors;
 mod plugins;
 mod proxy;
 mod resilience;

@@ -285,3 +285,59 @@ async fn tls_serves_h1_and_h2_through_alpn() {
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn forged_saga_headers_on_a_plain_route_never_reach_the_bank() {
+    // Proves a client cannot speak the backend contract through a plain route: its X-Saga-ID
+    // and X-Saga-Step are removed, so the bank sees a compensation with no saga to undo.
+    let bank = Bank::start(&["alice=100"]).await;
+    let config = format!(
+        "[upstreams.bank]\nurl = \"{}\"\nmax_attempts = 1\n[[routes]]\nname = \"bank\"\npath_prefix = \"/bank/\"\nstrip_prefix = true\nupstream = \"bank\"\n",
+        bank.base()
+    );
+    let gateway = GatewayBuilder::new(config).start().await;
+    let forged = client()
+        .post(gateway.url("/bank/debit/compensate"))
+        .header("idempotency-key", "forged.debit.compensate")
+        .header("x-saga-id", "someone-elses-saga")
+        .header("x-saga-step", "debit")
+        .json(&serde_json::json!({"account": "alice", "amount": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        400,
+        "the bank refuses a compensation without a saga"
+    );
+    let seen = bank.requests("/debit/compensate").await;
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0]["headers"];
+    assert!(
+        headers.get("x-saga-id").is_none() && headers.get("x-saga-step").is_none(),
+        "{headers}"
+    );
+    assert_eq!(bank.balance("alice").await, 100);
+}
+
+#[tokio::test]
+async fn a_path_with_dot_segments_gets_400_before_routing() {
+    // Proves `/x/../y` and its percent-encoded forms are refused with 400 problem+json, so a
+    // route's prefix can never be escaped, and nothing reaches the backend.
+    let bank = Bank::start(&[]).await;
+    let gateway = GatewayBuilder::new(plain_routes(&bank)).start().await;
+    for path in [
+        "/echo/../transfers",
+        "/echo/%2e%2e/transfers",
+        "/echo/.%2E/x",
+        "/echo/./x",
+    ] {
+        let bytes = crate::support::raw::request("GET", path, &[("connection", "close")], "");
+        let answer =
+            crate::support::raw::exchange(gateway.port, &bytes, std::time::Duration::from_secs(5))
+                .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("dot-segment"), "{path}: {answer}");
+    }
+    assert_eq!(bank.total_hits().await, 0);
+}

@@ -89,7 +89,7 @@ pub async fn transfer(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn banks() -> (Bank, Bank) {
+pub async fn banks() -> (Bank, Bank) {
     (
         Bank::start(&["alice=1000"]).await,
         Bank::start(&["carol=1000"]).await,

@@ -16,7 +16,7 @@
 //! Management: `GET /accounts`, `GET|PUT /accounts/{id}`, `GET /ledger` (barrier records),
 //! `GET /stats`, `GET /_requests` (the last business requests, with their bodies),
 //! `GET|POST|DELETE /_faults`, `GET /healthz`, and `ANY /echo/...` (answers with what it
-//! received; `?delay_ms=` and `?status=` shape the answer).
+//! received; `?delay_ms=`, `?status=` and `?bytes=` (padding) shape the answer).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -43,6 +43,8 @@ use crate::ledger::{Answer, Direction, Ledger, Operation, Phase};
 const BODY_BYTES_MAX: usize = 64 * 1024;
 /// Largest accepted amount, in minor units.
 const AMOUNT_MAX: i64 = 1_000_000_000_000;
+/// Largest `/echo?bytes=` padding.
+const ECHO_PADDING_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Longest `/echo?delay_ms=`.
 const ECHO_DELAY_MS_MAX: u64 = 60_000;
 /// Business requests kept for `GET /_requests`, newest last.
@@ -451,6 +453,10 @@ async fn echo(request: Request<Incoming>) -> Response<Full<Bytes>> {
         .get("status")
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    let padding = query
+        .get("bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(0, |n| n.min(ECHO_PADDING_BYTES_MAX));
     let mut response = reply(
         status,
         &json!({
@@ -460,6 +466,7 @@ async fn echo(request: Request<Incoming>) -> Response<Full<Bytes>> {
             "version": format!("{:?}", parts.version),
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
+            "padding": "x".repeat(padding),
         }),
     );
     // Lets tests check that the gateway strips hop-by-hop headers on the way back too.

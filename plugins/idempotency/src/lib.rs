@@ -15,8 +15,9 @@
 //! - After a crash the key is free: on a saga route the gateway answers with the saga's outcome
 //!   (it never runs a saga twice per X-Request-ID); elsewhere the request runs again with the
 //!   same X-Request-ID, so the upstream can dedup.
-//! - 202 (a saga still running) and 503 are not final: nothing is stored, so the retry the
-//!   client is told to make runs (and, on a saga route, gets the saga's answer).
+//! - 202 (a saga still running), 503, and errors the gateway made itself (problem+json of type
+//!   `urn:txgate:problem:*`: the request never ran to its end) are not final: nothing is
+//!   stored, so a retry runs (and, on a saga route, gets the saga's answer).
 //! - A response too large to store (over 1 MiB with its headers) is stored without its body:
 //!   retries get its status and headers, an empty body and `Idempotent-Body-Omitted: true`.
 
@@ -26,8 +27,13 @@ mod settings;
 use record::{Entry, decode, encode, replay};
 use settings::{Settings, fingerprint};
 use txgate_plugin_sdk::{
-    HookError, KvError, Plugin, Request, RequestDecision, Response, config, kv, log,
+    HookError, KvError, Plugin, Request, RequestDecision, Response, config, kv, log, serde_json,
 };
+
+/// The largest value the gateway's key-value store takes (the WIT `kv` interface says so).
+const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// A record's own bytes besides the body and headers: the fingerprint, status and framing.
+const RECORD_OVERHEAD_BYTES: usize = 256;
 
 /// The plugin.
 pub struct Idempotency;
@@ -103,6 +109,30 @@ fn stored(key: &str, fp: &str, request: &Request) -> Result<Option<RequestDecisi
     ))))
 }
 
+/// Whether a response is the request's final answer, to keep for retries. Not final: a 202 or
+/// 503 (the client is told to retry), a replay, and an error the gateway made itself
+/// (`urn:txgate:problem:*`): such a request never ran to its end (it was refused, or another
+/// request owns its saga), and keeping its answer would hide the real one from every retry.
+fn is_final(response: &Response) -> bool {
+    if matches!(response.status, 202 | 503) || response.header("idempotent-replayed").is_some() {
+        return false;
+    }
+    let problem = response
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/problem+json"));
+    let gateways = || {
+        serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| {
+                v["type"]
+                    .as_str()
+                    .map(|t| t.starts_with("urn:txgate:problem:"))
+            })
+            .unwrap_or(false)
+    };
+    !(problem && gateways())
+}
+
 impl Plugin for Idempotency {
     fn on_request(request: Request) -> Result<RequestDecision, HookError> {
         let settings = config::shared::<Settings>()?;
@@ -137,8 +167,7 @@ impl Plugin for Idempotency {
         if !settings.covers(&request) || !request.request_id_from_client {
             return Ok(response);
         }
-        if matches!(response.status, 202 | 503) || response.header("idempotent-replayed").is_some()
-        {
+        if !is_final(&response) {
             return Ok(response);
         }
         let key = settings.key(&request);
@@ -154,14 +183,19 @@ impl Plugin for Idempotency {
             body_omitted,
         };
         let ttl = Some(settings.ttl_ms());
-        match kv::set(&key, &encode(&entry(false), &response.body), ttl) {
+        // Checked before encoding, so a large body is never copied only to be refused.
+        let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum();
+        let whole = response.body.len() + header_bytes + RECORD_OVERHEAD_BYTES <= VALUE_BYTES_MAX;
+        let record = if whole {
+            encode(&entry(false), &response.body)
+        } else {
+            log::warn(&format!(
+                "idempotency: the response for {key} is too large to keep whole; retries get it without its body"
+            ));
+            encode(&entry(true), &[])
+        };
+        match kv::set(&key, &record, ttl) {
             Ok(()) => {}
-            Err(KvError::ValueTooLarge) => {
-                log::warn(&format!(
-                    "idempotency: the response for {key} is too large to keep whole; retries get it without its body"
-                ));
-                kv::set(&key, &encode(&entry(true), &[]), ttl)?;
-            }
             Err(KvError::LimitReached(detail)) => {
                 // The client still gets its answer; a retry runs again (the upstream sees the
                 // same X-Request-ID) or, on a saga route, gets the saga's answer.
@@ -301,6 +335,18 @@ mod tests {
             .on_response::<Idempotency>(request.clone(), Response::new(202))
             .unwrap();
         drop(first);
+        assert!(passes(&host.on_request::<Idempotency>(request).unwrap()));
+    }
+
+    #[test]
+    fn an_error_the_gateway_made_is_not_kept_for_retries() {
+        // Another request's saga owns this X-Request-ID: the engine's 422 must not become the
+        // answer every later retry of the original gets.
+        let host = Harness::new();
+        let request = transfer("owned", "{}");
+        let problem = Response::problem(422, "request-id-reused", "Reused", "no", "owned");
+        host.on_response::<Idempotency>(request.clone(), problem)
+            .unwrap();
         assert!(passes(&host.on_request::<Idempotency>(request).unwrap()));
     }
 

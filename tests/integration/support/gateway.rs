@@ -58,6 +58,7 @@ impl GatewayBuilder {
             server: self.server.clone(),
             token: None,
             starts: 0,
+            listen: None,
         };
         gateway.write_config(&self.body);
         gateway.token = self.server.iter().find_map(|line| {
@@ -80,15 +81,24 @@ pub struct Gateway {
     server: Vec<String>,
     token: Option<String>,
     starts: u32,
+    listen: Option<String>,
 }
 
 impl Gateway {
+    /// Writes a different client listener into later configs (the process keeps its own).
+    pub fn set_config_listen(&mut self, addr: &str) {
+        self.listen = Some(addr.to_string());
+    }
+
     /// Rewrites the config file with a new body (same server section, ports and store), for
     /// reload tests.
     pub fn write_config(&self, body: &str) {
+        let listen = self
+            .listen
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{}\n\n[store]\ndir = \"store\"\n\n{body}\n",
-            self.port,
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:{}\"\n{}\n\n[store]\ndir = \"store\"\n\n{body}\n",
             self.admin_port,
             self.server.join("\n"),
         );

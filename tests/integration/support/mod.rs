@@ -3,6 +3,7 @@
 
 mod bank;
 mod gateway;
+pub mod raw;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

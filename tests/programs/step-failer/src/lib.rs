@@ -1,0 +1,22 @@
+//! Fails `on-step-request` for the action of the saga step its config names
+//! (`{"fail_step": "credit"}`), and passes every other call (its undo included): a plugin that
+//! stops a step before it is sent.
+
+use txgate_plugin_sdk::serde_json::Value;
+use txgate_plugin_sdk::{HookError, Phase, Plugin, StepCall, config};
+
+/// The plugin.
+pub struct StepFailer;
+
+impl Plugin for StepFailer {
+    fn on_step_request(call: StepCall) -> Result<StepCall, HookError> {
+        let settings: Value = config::get()?;
+        if settings["fail_step"].as_str() == Some(call.step.as_str()) && call.phase == Phase::Action
+        {
+            return Err(HookError::Failed(format!("refusing step {}", call.step)));
+        }
+        Ok(call)
+    }
+}
+
+txgate_plugin_sdk::export!(StepFailer);
