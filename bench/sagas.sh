@@ -10,6 +10,9 @@
 # Usage: bench/sagas.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3 PLUGINS=0)
 #        PLUGINS=1 also runs the route with the three shipped plugins (idempotency, rate limit,
 #        compensation), for the plugin-overhead figure.
+#        BASELINE=path/to/txgate also runs that binary (an earlier build, same config, its own
+#        store) in the same interleaved rounds, for the before/after ratio; bench/baseline.sh REV
+#        builds one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -23,9 +26,12 @@ A_PORT=17301
 B_PORT=17302
 TXGATE_PORT=17303
 ADMIN_PORT=17304
+BASE_PORT=17305
+BASE_ADMIN_PORT=17306
+BASELINE=${BASELINE:-}
 
 need_tool wrk wrk
-refuse_busy "$A_PORT" "$B_PORT" "$TXGATE_PORT" "$ADMIN_PORT"
+refuse_busy "$A_PORT" "$B_PORT" "$TXGATE_PORT" "$ADMIN_PORT" "$BASE_PORT" "$BASE_ADMIN_PORT"
 build_release
 [ "$PLUGINS" = 1 ] && plugins/build >/dev/null
 
@@ -81,6 +87,13 @@ $plugin_config
 CONFIG
 start_txgate "$work/txgate.toml" "$work/txgate.log"
 wait_port "$TXGATE_PORT"
+if [ -n "$BASELINE" ]; then
+  sed -e "s/127.0.0.1:$TXGATE_PORT/127.0.0.1:$BASE_PORT/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$BASE_ADMIN_PORT/" \
+    -e "s|$work/store|$work/baseline-store|" "$work/txgate.toml" >"$work/baseline.toml"
+  TXGATE_LOG=warn "$BASELINE" serve --config "$work/baseline.toml" >"$work/baseline.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$BASE_PORT"
+fi
 
 # One Lua state per wrk thread: each numbers its requests, under a per-run prefix.
 cat >"$work/unique.lua" <<'LUA'
@@ -131,6 +144,7 @@ run_unique() { # URL HEADER PATH PREFIX [connections]
 
 targets=(saga direct)
 [ "$PLUGINS" = 1 ] && targets+=(plugged)
+[ -n "$BASELINE" ] && targets+=(baseline)
 declare -A RATE P99
 for round in $(seq "$ROUNDS"); do
   for target in "${targets[@]}"; do
@@ -141,6 +155,9 @@ for round in $(seq "$ROUNDS"); do
         ;;
       plugged)
         read -r rate p99 < <(run_unique "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /plugged "$prefix")
+        ;;
+      baseline)
+        read -r rate p99 < <(run_unique "http://127.0.0.1:$BASE_PORT" X-Request-ID /transfers "$prefix")
         ;;
       direct)
         half=$((CONNECTIONS / 2))
@@ -179,10 +196,18 @@ block=sagas
   if [ "$PLUGINS" = 1 ]; then
     echo "| the same with idempotency, rate limit, compensation | $(median ${RATE[plugged]}) sagas/s | $(median ${P99[plugged]}) |"
   fi
+  if [ -n "$BASELINE" ]; then
+    echo "| the same sagas through the baseline build | $(median ${RATE[baseline]}) sagas/s | $(median ${P99[baseline]}) |"
+  fi
   echo "| the banks directly (debit + credit calls) | $direct_calls calls/s = $((direct_calls / 2)) transfers/s | $(median ${P99[direct]}) |"
+  echo
+  echo "p99 of the durable sagas, round by round: ${P99[saga]}ms (the store grows through the run)."
   echo
   echo "- durable sagas: **$saga_rate/s**, p99 $(median ${P99[saga]}) ms (anchor: DTM, published 935 sagas/s on MySQL with 4 cores; $(awk -v r="$saga_rate" 'BEGIN { printf "%.1f", r / 935 }')× on half the cores)"
   echo "- $(ratio_line "sagas / direct transfers" "$saga_rate" "$((direct_calls / 2))" | bold_ratio) (the same banks taking the same calls directly, in this run)"
+  if [ -n "$BASELINE" ]; then
+    echo "- $(ratio_line "sagas / the baseline build's" "$saga_rate" "$(median ${RATE[baseline]})" | bold_ratio) (baseline: ${BASELINE_NAME:-$BASELINE}, same run)"
+  fi
   if [ "$PLUGINS" = 1 ]; then
     echo "- $(ratio_line "with the three plugins / without" "$(median ${RATE[plugged]})" "$saga_rate" | bold_ratio)"
   fi

@@ -94,6 +94,7 @@ fn benches(c: &mut Criterion) {
     let limits = EmbeddedLimits {
         cache_entries_max: 1000,
         sagas: Quota::UNLIMITED,
+        retention_ms: 0,
     };
     let store: Arc<dyn Store> =
         Arc::new(Embedded::open(&dir.path().join("store"), limits, None).unwrap());

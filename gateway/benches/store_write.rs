@@ -26,6 +26,7 @@ fn writes_per_second(writers: u64, run: Duration) -> f64 {
     let limits = EmbeddedLimits {
         cache_entries_max: 10_000,
         sagas: Quota::UNLIMITED,
+        retention_ms: 0,
     };
     let store = Arc::new(Embedded::open(dir.path(), limits, None).unwrap());
     let runtime = tokio::runtime::Builder::new_current_thread()

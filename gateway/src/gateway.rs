@@ -179,6 +179,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Store>,
             keys_max: store.saga_keys_max,
             bytes_max: store.saga_bytes_max,
         },
+        retention_ms: store.retention_secs.saturating_mul(1000),
     };
     let opened = Embedded::open(&dir, limits, Some(metrics.clone()))?;
     tracing::info!(dir = %dir.display(), "store opened");

@@ -8,6 +8,7 @@
 //! answer.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -145,18 +146,20 @@ impl Engine {
         self.follow(&handle, &fingerprint, deadline).await
     }
 
-    /// Claims the saga in the store and starts it, in a task of the engine's own.
+    /// Claims the saga in the store and, when the claim is won, runs it: all in one task of the
+    /// engine's own, which no client can cancel.
     fn admit(self: &Arc<Self>, handle: Arc<Handle>, record: SagaRecord) {
         let engine = self.clone();
         tokio::spawn(async move {
             let key = record.key();
-            let claim = engine
-                .ctx
-                .store
-                .claim_saga(record.row(engine.ctx.retention_ms))
-                .await;
+            let row = record.row(engine.ctx.retention_ms);
+            let bytes = row.record.len();
+            let claim = engine.ctx.store.claim_saga(row).await;
             let admission = match claim {
-                Ok(Claim::Won) => return engine.start(handle, record, false),
+                Ok(Claim::Won) => {
+                    handle.persisted_bytes.store(bytes, Ordering::Relaxed);
+                    return engine.run(handle, record, false).await;
+                }
                 Ok(Claim::Exists(row)) => match SagaRecord::decode(&row.record) {
                     Some(found) => {
                         let found = Arc::new(found);
@@ -176,21 +179,13 @@ impl Engine {
         });
     }
 
-    /// Runs an admitted (or recovered) saga on the current worker.
-    fn start(self: &Arc<Self>, handle: Arc<Handle>, record: SagaRecord, resumed: bool) {
+    /// Runs an admitted (or recovered) saga to its end.
+    async fn run(self: Arc<Self>, handle: Arc<Handle>, record: SagaRecord, resumed: bool) {
         self.by_id.insert(record.id.clone(), handle.clone());
         self.metrics.sagas_in_flight().inc();
         handle.admission.send_replace(Admission::Accepted);
-        let engine = self.clone();
-        let task = async move {
-            let done = run::run(engine.ctx.clone(), record, handle, resumed).await;
-            engine.finished(done);
-        };
-        if resumed {
-            self.spawner.spawn(Box::pin(task));
-        } else {
-            tokio::spawn(task);
-        }
+        let done = run::run(self.ctx.clone(), record, handle, resumed).await;
+        self.finished(done);
     }
 
     /// A request waits for the saga of its key: its answer, or 202 at the deadline. A request
@@ -253,8 +248,14 @@ impl Engine {
                 continue;
             };
             let handle = Handle::new(record.clone(), Admission::Accepted);
+            handle
+                .persisted_bytes
+                .store(row.record.len(), Ordering::Relaxed);
             self.by_key.insert(record.key(), handle.clone());
-            self.start(handle, record, true);
+            let engine = self.clone();
+            self.spawner.spawn(Box::pin(
+                async move { engine.run(handle, record, true).await },
+            ));
             resumed += 1;
         }
         Ok(resumed)

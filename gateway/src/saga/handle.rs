@@ -1,6 +1,7 @@
 //! A saga this gateway is admitting or running, as other tasks see it: requests wait on it for
 //! their answer, operators wake or resolve it.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
@@ -33,6 +34,8 @@ pub(super) struct Handle {
     pub(super) wake: Notify,
     /// An operator's resolution waiting to be applied by the saga's task.
     pub(super) resolution: Mutex<Option<String>>,
+    /// The length of the record as last persisted (the store books size changes by it).
+    pub(super) persisted_bytes: AtomicUsize,
 }
 
 impl Handle {
@@ -44,6 +47,7 @@ impl Handle {
             record: watch::channel(Arc::new(record)).0,
             wake: Notify::new(),
             resolution: Mutex::new(None),
+            persisted_bytes: AtomicUsize::new(0),
         })
     }
 

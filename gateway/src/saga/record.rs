@@ -323,6 +323,7 @@ impl SagaRecord {
                 .is_final()
                 .then(|| self.updated_ms.saturating_add(retention_ms)),
             record: bytes::Bytes::from(self.encode()),
+            replaces_bytes: 0,
         }
     }
 

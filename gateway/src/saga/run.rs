@@ -79,7 +79,10 @@ pub(super) async fn run(
 /// The one persist-and-wait: writes the record durably (waiting while the store cannot), then
 /// shows it to the requests waiting on the saga.
 pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) {
-    let row = record.row(ctx.retention_ms);
+    let mut row = record.row(ctx.retention_ms);
+    row.replaces_bytes = handle
+        .persisted_bytes
+        .swap(row.record.len(), std::sync::atomic::Ordering::Relaxed);
     while let Err(error) = ctx.store.save_saga(row.clone()).await {
         tracing::error!(saga = %record.id, %error, "cannot persist the saga; retrying");
         tokio::time::sleep(PERSIST_RETRY).await;

@@ -24,6 +24,7 @@ const EXPIRE_BATCH: u64 = 500;
 #[derive(Debug)]
 pub struct Embedded {
     sqlite: Sqlite,
+    retention_ms: u64,
     volatile: Volatile,
     holds: Holds,
 }
@@ -35,6 +36,8 @@ pub struct EmbeddedLimits {
     pub cache_entries_max: usize,
     /// The sagas' quota (rows and bytes).
     pub sagas: Quota,
+    /// How long finished sagas are kept.
+    pub retention_ms: u64,
 }
 
 impl Embedded {
@@ -50,6 +53,7 @@ impl Embedded {
         };
         Ok(Self {
             sqlite: Sqlite::open(dir, settings, metrics)?,
+            retention_ms: limits.retention_ms,
             volatile: Volatile::default(),
             holds: Holds::default(),
         })
@@ -137,7 +141,7 @@ impl Store for Embedded {
     fn expire(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let swept = self.volatile.sweep(now_unix_ms());
-            Ok(swept + self.sqlite.expire(EXPIRE_BATCH).await?)
+            Ok(swept + self.sqlite.expire(EXPIRE_BATCH, self.retention_ms).await?)
         })
     }
 

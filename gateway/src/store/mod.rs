@@ -148,6 +148,9 @@ pub struct SagaRow {
     pub expires_at_ms: Option<u64>,
     /// The engine's encoded record.
     pub record: Bytes,
+    /// The length of the record this row replaces (0 for a new saga): the store books the
+    /// difference without reading the old row.
+    pub replaces_bytes: usize,
 }
 
 /// What a claim came to.

@@ -10,6 +10,7 @@ use crate::store::{SagaKey, SagaRow};
 const ROOMY: EmbeddedLimits = EmbeddedLimits {
     cache_entries_max: 100,
     sagas: Quota::UNLIMITED,
+    retention_ms: 0,
 };
 
 fn open(dir: &Path) -> Embedded {
@@ -23,6 +24,7 @@ fn put(value: &str) -> Mutation {
     }
 }
 
+/// A saga row; `id` sorts like a UUID v7 created long ago.
 fn saga(id: &str, request_id: &str, status: &'static str, expires_at_ms: Option<u64>) -> SagaRow {
     SagaRow {
         id: id.into(),
@@ -36,6 +38,7 @@ fn saga(id: &str, request_id: &str, status: &'static str, expires_at_ms: Option<
         updated_ms: 2,
         expires_at_ms,
         record: Bytes::from_static(b"record"),
+        replaces_bytes: 6,
     }
 }
 
@@ -111,11 +114,11 @@ async fn a_saga_key_is_claimed_once_and_the_loser_sees_the_winner() {
 async fn finished_sagas_expire_and_the_unfinished_are_found() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    for (id, status) in [("a", "pending"), ("b", "pending"), ("c", "stuck")] {
+    for (id, status) in [("00a", "pending"), ("00b", "pending"), ("00c", "stuck")] {
         store.claim_saga(saga(id, id, status, None)).await.unwrap();
     }
     store
-        .save_saga(saga("a", "a", "completed", Some(1)))
+        .save_saga(saga("00a", "00a", "completed", Some(1)))
         .await
         .unwrap();
     let unfinished: Vec<_> = store
@@ -125,7 +128,7 @@ async fn finished_sagas_expire_and_the_unfinished_are_found() {
         .iter()
         .map(|r| r.id.to_string())
         .collect();
-    assert_eq!(unfinished, ["b", "c"]);
+    assert_eq!(unfinished, ["00b", "00c"]);
     let stuck = store
         .sagas(SagaFilter {
             status: Some("stuck"),
@@ -135,9 +138,9 @@ async fn finished_sagas_expire_and_the_unfinished_are_found() {
         .unwrap();
     assert_eq!(stuck.len(), 1);
     assert_eq!(store.expire().await.unwrap(), 1);
-    assert_eq!(store.saga_by_id("a").await.unwrap(), None);
+    assert_eq!(store.saga_by_id("00a").await.unwrap(), None);
     assert_eq!(
-        store.saga_by_id("b").await.unwrap().unwrap().status,
+        store.saga_by_id("00b").await.unwrap().unwrap().status,
         "pending"
     );
     assert_eq!(store.describe()["usage"]["sagas"]["keys"], 2);
@@ -195,6 +198,7 @@ async fn sagas_stop_at_their_quota() {
             keys_max: 1,
             bytes_max: u64::MAX,
         },
+        retention_ms: 0,
     };
     let store = Embedded::open(dir.path(), limits, None).unwrap();
     store

@@ -6,8 +6,12 @@
 //! - `ops.rs`: each write inside the writer's transaction, with quota accounting;
 //! - `read.rs`: the pool of read connections.
 //!
-//! A background thread checkpoints the WAL into the database file (`PRAGMA wal_checkpoint`,
-//! passive), so the writer never pays for a checkpoint inside a commit.
+//! A background thread checkpoints the WAL into the database file, so the writer never pays for
+//! a checkpoint inside a commit: a passive checkpoint copies the WAL's pages while the writer
+//! goes on; once the WAL is large, a restarting one finishes the few pages written meanwhile
+//! (holding the writer only for those) so that the next commit starts the WAL from the top.
+//! Without it, a writer that never pauses would grow the WAL, and every read's search in it,
+//! without end.
 
 mod ops;
 mod read;
@@ -40,9 +44,13 @@ pub(super) const DB_FILE: &str = "txgate.db";
 /// Writes waiting for the writer, at most; more wait to be queued.
 const QUEUE_MAX: usize = 16_384;
 /// How often the WAL is checkpointed into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
-/// The writer's page cache, KiB.
-const WRITE_CACHE_KIB: i64 = 32 * 1024;
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// WAL pages past which a checkpoint also restarts the WAL.
+const WAL_PAGES_RESTART: i64 = 4096;
+/// The writer's page cache, KiB. Small on purpose: a commit touches a few pages at the end of
+/// each index, and SQLite walks its whole page-cache hash table at the end of every write
+/// transaction, so a large cache costs every commit.
+const WRITE_CACHE_KIB: i64 = 4 * 1024;
 /// The WAL is truncated to this after a checkpoint.
 const WAL_BYTES_KEPT: i64 = 64 * 1024 * 1024;
 
@@ -177,11 +185,18 @@ impl Sqlite {
         }
     }
 
-    /// Deletes expired rows, a small batch per transaction, until none are left.
-    pub(super) async fn expire(&self, batch: u64) -> Result<u64, StoreError> {
+    /// Deletes expired rows, a small batch per transaction, until none are left. Sagas created
+    /// within the last `retention_ms` cannot have expired, and are not looked at.
+    pub(super) async fn expire(&self, batch: u64, retention_ms: u64) -> Result<u64, StoreError> {
+        let created_before =
+            saga_id_prefix(crate::store::now_unix_ms().saturating_sub(retention_ms));
         let mut removed = 0;
         loop {
-            match self.submit(Op::Expire { limit: batch }).await? {
+            let op = Op::Expire {
+                limit: batch,
+                created_before: created_before.clone(),
+            };
+            match self.submit(op).await? {
                 Done::Expired(n) => {
                     removed += n;
                     if n < batch {
@@ -265,13 +280,23 @@ impl Sqlite {
         let (reply, _) = oneshot::channel();
         // Wakes the writer if it is idle; it stops once the queue is empty.
         let _ = self.queue.try_send(Job {
-            op: Op::Expire { limit: 0 },
+            op: Op::Expire {
+                limit: 0,
+                created_before: String::new(),
+            },
             reply,
         });
         for thread in self.threads.lock().expect("threads").drain(..) {
             let _ = thread.join();
         }
     }
+}
+
+/// The start of the ids of sagas created at `unix_ms`: a UUID v7 begins with its 48-bit
+/// millisecond timestamp in hex, so every saga created earlier has a smaller id.
+fn saga_id_prefix(unix_ms: u64) -> String {
+    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
 }
 
 fn unreachable_done<T>(done: Done) -> Result<T, StoreError> {
@@ -298,9 +323,19 @@ fn synchronous_name(level: i64) -> &'static str {
 }
 
 fn checkpoint(conn: &Connection, shared: &Shared) {
+    let _ = conn.busy_timeout(Duration::from_secs(1));
+    let run = |mode: &str| -> rusqlite::Result<i64> {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+    };
     while !shared.stopping.load(Ordering::Acquire) {
         std::thread::sleep(CHECKPOINT_INTERVAL);
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        let checkpointed = run("PASSIVE").and_then(|pages| {
+            if pages > WAL_PAGES_RESTART {
+                run("RESTART")?;
+            }
+            Ok(())
+        });
+        if let Err(error) = checkpointed {
             tracing::debug!(%error, "WAL checkpoint did not run");
         }
     }
@@ -336,4 +371,23 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 fn io(path: &Path, what: &'static str) -> impl Fn(std::io::Error) -> Error {
     let path: PathBuf = path.to_path_buf();
     move |e| Error::new(ErrorKind::Store, format!("{}: {what}", path.display())).with_cause(e)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_saga_id_prefix_sorts_between_the_ids_created_before_and_after() {
+        let id = |ms: u64| {
+            let uuid = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                (ms % 1000) as u32 * 1_000_000,
+            ));
+            uuid.to_string()
+        };
+        let cutoff = super::saga_id_prefix(1_700_000_000_123);
+        assert!(id(1_700_000_000_122) < cutoff);
+        assert!(id(1_700_000_000_123) > cutoff);
+        assert!(id(1_800_000_000_000) > cutoff);
+    }
 }

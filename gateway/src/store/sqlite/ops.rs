@@ -28,8 +28,9 @@ pub(super) enum Op {
         key: Box<str>,
         mutation: Mutation,
     },
-    /// Delete up to `limit` expired sagas and as many expired keys.
-    Expire { limit: u64 },
+    /// Delete up to `limit` expired sagas and as many expired keys. Sagas are looked for among
+    /// those created before `created_before` (a saga id prefix: see `schema.rs`).
+    Expire { limit: u64, created_before: String },
 }
 
 /// What an op did.
@@ -133,7 +134,10 @@ pub(super) fn run(
             key,
             mutation,
         } => kv(tx, namespace, key, mutation.clone(), cx),
-        Op::Expire { limit } => expire(tx, *limit, cx).map(|n| Ok(Done::Expired(n))),
+        Op::Expire {
+            limit,
+            created_before,
+        } => expire(tx, *limit, created_before, cx).map(|n| Ok(Done::Expired(n))),
     }
 }
 
@@ -142,6 +146,41 @@ fn claim(
     row: &SagaRow,
     cx: &mut Context<'_>,
 ) -> rusqlite::Result<Result<Done, StoreError>> {
+    let delta = Delta::between(None, Some(saga_size(&row.key, row.record.len())));
+    // A repeat is answered even when the sagas are at their quota: the quota only refuses a
+    // row that would be new.
+    let refused = cx.book.charge(SAGAS, delta, (cx.quota)(SAGAS)).err();
+    if refused.is_none() {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO sagas (id, route, client, request_id, status, created_ms, updated_ms,
+                                    expires_at_ms, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (route, client, request_id) DO NOTHING",
+            )?
+            .execute(params![
+                &*row.id,
+                &*row.key.route,
+                &*row.key.client,
+                &*row.key.request_id,
+                row.status,
+                to_i64(row.created_ms),
+                to_i64(row.updated_ms),
+                row.expires_at_ms.map(to_i64),
+                &row.record[..],
+            ])?;
+        if inserted == 1 {
+            return Ok(Ok(Done::Claim(Claim::Won)));
+        }
+        let _ = cx.book.charge(
+            SAGAS,
+            Delta {
+                keys: -delta.keys,
+                bytes: -delta.bytes,
+            },
+            None,
+        );
+    }
     let existing = tx
         .prepare_cached(
             "SELECT id, status, created_ms, updated_ms, expires_at_ms, record FROM sagas
@@ -152,59 +191,34 @@ fn claim(
             |r| super::read::saga_columns(r, row.key.clone()),
         )
         .optional()?;
-    if let Some(existing) = existing {
-        return Ok(Ok(Done::Claim(Claim::Exists(existing))));
-    }
-    let delta = Delta::between(None, Some(saga_size(&row.key, row.record.len())));
-    if let Err(refused) = cx.book.charge(SAGAS, delta, (cx.quota)(SAGAS)) {
-        return Ok(Err(refused));
-    }
-    tx.prepare_cached(
-        "INSERT INTO sagas (id, route, client, request_id, status, created_ms, updated_ms,
-                            expires_at_ms, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        &*row.id,
-        &*row.key.route,
-        &*row.key.client,
-        &*row.key.request_id,
-        row.status,
-        to_i64(row.created_ms),
-        to_i64(row.updated_ms),
-        row.expires_at_ms.map(to_i64),
-        &row.record[..],
-    ])?;
-    Ok(Ok(Done::Claim(Claim::Won)))
+    Ok(match (existing, refused) {
+        (Some(existing), _) => Ok(Done::Claim(Claim::Exists(existing))),
+        (None, Some(refused)) => Err(refused),
+        (None, None) => Err(StoreError::Unavailable(
+            "the saga's row vanished while it was claimed".into(),
+        )),
+    })
 }
 
 fn save(tx: &Transaction<'_>, row: &SagaRow, cx: &mut Context<'_>) -> rusqlite::Result<()> {
-    let old: Option<i64> = tx
-        .prepare_cached("SELECT length(record) FROM sagas WHERE id = ?1")?
-        .query_row(params![&*row.id], |r| r.get(0))
-        .optional()?;
-    let Some(old) = old else {
+    let updated = tx
+        .prepare_cached(
+            "UPDATE sagas SET status = ?2, updated_ms = ?3, expires_at_ms = ?4, record = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            &*row.id,
+            row.status,
+            to_i64(row.updated_ms),
+            row.expires_at_ms.map(to_i64),
+            &row.record[..],
+        ])?;
+    if updated == 0 {
         // Removed by an operator's hand meanwhile: nothing to update, and nothing to recreate.
         tracing::warn!(saga = %row.id, "the saga's row is gone; its update is dropped");
         return Ok(());
-    };
-    tx.prepare_cached(
-        "UPDATE sagas SET status = ?2, updated_ms = ?3, expires_at_ms = ?4, record = ?5
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        &*row.id,
-        row.status,
-        to_i64(row.updated_ms),
-        row.expires_at_ms.map(to_i64),
-        &row.record[..],
-    ])?;
-    let old = usize::try_from(old).unwrap_or(0);
-    let delta = Delta {
-        keys: 0,
-        bytes: i64::try_from(row.record.len()).unwrap_or(i64::MAX)
-            - i64::try_from(old).unwrap_or(0),
-    };
+    }
+    let delta = Delta::between(Some(row.replaces_bytes), Some(row.record.len()));
     // A running saga's growth is booked but never refused: it must not lose a step.
     let _ = cx.book.charge(SAGAS, delta, None);
     Ok(())
@@ -268,17 +282,22 @@ fn kv(
     Ok(Ok(Done::Kv(applied)))
 }
 
-fn expire(tx: &Transaction<'_>, limit: u64, cx: &mut Context<'_>) -> rusqlite::Result<u64> {
+fn expire(
+    tx: &Transaction<'_>,
+    limit: u64,
+    created_before: &str,
+    cx: &mut Context<'_>,
+) -> rusqlite::Result<u64> {
     let now = to_i64(cx.now_ms);
     let limit = to_i64(limit);
     let mut removed = 0;
     let mut sagas = tx.prepare_cached(
         "DELETE FROM sagas WHERE id IN
-             (SELECT id FROM sagas WHERE expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2)
+             (SELECT id FROM sagas WHERE id < ?3 AND expires_at_ms <= ?1 ORDER BY id LIMIT ?2)
          RETURNING octet_length(route) + octet_length(client) + octet_length(request_id)
                    + length(record)",
     )?;
-    let mut rows = sagas.query(params![now, limit])?;
+    let mut rows = sagas.query(params![now, limit, created_before])?;
     while let Some(row) = rows.next()? {
         let size: i64 = row.get(0)?;
         let _ = cx.book.charge(

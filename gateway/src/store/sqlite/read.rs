@@ -48,6 +48,7 @@ pub(super) fn saga_columns(row: &Row<'_>, key: SagaKey) -> rusqlite::Result<Saga
         created_ms: millis(2)?,
         updated_ms: millis(3)?,
         expires_at_ms: expires_at_ms.map(|at| at.max(0) as u64),
+        replaces_bytes: record.len(),
         record: Bytes::from(record),
     })
 }

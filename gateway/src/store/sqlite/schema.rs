@@ -6,7 +6,9 @@
 //! - `sagas`: one row per (route, client, X-Request-ID), with the status, the times, and the
 //!   engine's record (postcard) in `record`. `owner` and `epoch` are the fleet's fencing columns;
 //!   one embedded gateway leaves them at their defaults. A partial index finds the unfinished
-//!   sagas, another the expired ones;
+//!   sagas. Expired ones need no index of their own: a saga id is a UUID v7, which begins with
+//!   its creation time, and a saga expires no sooner than `retention_secs` after it was
+//!   created, so expiry only looks at ids older than that;
 //! - `kv`: plugin keys per namespace (the plugin's name), with an optional expiry;
 //! - `usage`: the keys and bytes each namespace holds, kept in the same transactions as the
 //!   rows, so quotas hold across restarts without a scan at start;
@@ -40,7 +42,6 @@ CREATE TABLE sagas (
     UNIQUE (route, client, request_id)
 );
 CREATE INDEX sagas_unfinished ON sagas (id) WHERE expires_at_ms IS NULL;
-CREATE INDEX sagas_expiry ON sagas (expires_at_ms) WHERE expires_at_ms IS NOT NULL;
 CREATE TABLE kv (
     namespace TEXT NOT NULL,
     key TEXT NOT NULL,

@@ -1,6 +1,7 @@
 //! The one writer: a thread that takes whatever writes have queued, applies them in one
 //! transaction, and commits it with one fsync (group commit). Every waiter of the batch is
-//! answered after the commit, never before.
+//! answered after the commit, never before. A small batch first waits a moment for more
+//! writes: an fsync shared by more writers is cheaper for each.
 //!
 //! **Fail-stop.** When a commit fails (a full disk, an I/O error), the transaction is rolled
 //! back, the store is marked failing (`/readyz` turns 503 and new work is refused), and the
@@ -26,6 +27,13 @@ use crate::metrics::Metrics;
 
 /// Most ops in one transaction.
 const BATCH_OPS_MAX: usize = 1024;
+/// A batch smaller than this waits [`GATHER_WAIT`] for more writes before it commits.
+const GATHER_BELOW_OPS: usize = 32;
+/// How long a small batch waits for company. Measured on the 2-core development machine with
+/// `bench/sagas.sh` (64 connections): a wait of 100 µs takes a third of the commits away, and
+/// with them the fsync queue that set the p99 (27 to 83 ms without it, 14 to 16 ms with it),
+/// for about the same sagas/s; 250 µs cost throughput.
+const GATHER_WAIT: Duration = Duration::from_micros(100);
 /// How often a failing store tries its batch again.
 pub(super) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -68,6 +76,9 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH_OPS_MAX);
         while let Some(first) = queue.blocking_recv() {
             batch.push(first);
+            if queue.len() < GATHER_BELOW_OPS {
+                std::thread::sleep(GATHER_WAIT);
+            }
             while batch.len() < BATCH_OPS_MAX {
                 match queue.try_recv() {
                     Ok(job) => batch.push(job),
