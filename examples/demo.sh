@@ -64,8 +64,17 @@ for n in 1 2 3 4 5 6; do
 done
 run "curl -s -i http://127.0.0.1:8080/bank-a/accounts -H 'X-Client-ID: demo-reader' | grep -iE '^(HTTP|retry-after|ratelimit)'"
 
+say "The book-reading routes are GET-only: a write to a bank through them is refused (405):"
+run "curl -s -X POST http://127.0.0.1:8080/bank-b/credit -H 'Idempotency-Key: forged' -d '{\"account\":\"carol\",\"amount\":1000}'"
+
+say "A path that climbs out of its route is refused before routing (400):"
+run "curl -s --path-as-is http://127.0.0.1:8080/bank-a/../admin"
+
 say "What an operator sees: the newest sagas (admin API):"
 run "curl -s 'http://127.0.0.1:9080/admin/sagas?limit=2'"
+
+say "The store as the running gateway reports it: SQLite, WAL, synchronous FULL, space per namespace:"
+run "curl -s http://127.0.0.1:9080/admin/store"
 
 say "An unknown path is an RFC 9457 problem:"
 run "curl -s http://127.0.0.1:8080/nowhere"

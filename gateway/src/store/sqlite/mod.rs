@@ -45,14 +45,15 @@ pub(super) const DB_FILE: &str = "txgate.db";
 const QUEUE_MAX: usize = 16_384;
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
-/// WAL pages past which a checkpoint also restarts the WAL.
-const WAL_PAGES_RESTART: i64 = 4096;
+/// WAL pages past which a checkpoint also restarts the WAL (4 MiB of 4 KiB pages): the WAL
+/// stays small, so a disk nearly full is not filled by the WAL alone.
+const WAL_PAGES_RESTART: i64 = 1024;
 /// The writer's page cache, KiB. Small on purpose: a commit touches a few pages at the end of
 /// each index, and SQLite walks its whole page-cache hash table at the end of every write
 /// transaction, so a large cache costs every commit.
 const WRITE_CACHE_KIB: i64 = 4 * 1024;
 /// The WAL is truncated to this after a checkpoint.
-const WAL_BYTES_KEPT: i64 = 64 * 1024 * 1024;
+const WAL_BYTES_KEPT: i64 = 16 * 1024 * 1024;
 
 /// What opening needs besides the directory.
 #[derive(Debug, Clone, Copy)]
