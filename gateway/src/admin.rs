@@ -133,7 +133,7 @@ impl Admin {
                 Ok(json(StatusCode::OK, &saga::admin_view(&record)))
             }
             (Method::POST, Some((id, "retry"))) => {
-                engine.retry(id)?;
+                engine.retry(id).await?;
                 Ok(json(
                     StatusCode::ACCEPTED,
                     &serde_json::json!({ "saga_id": id, "retrying": true }),

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::config::Backend;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{Metrics, Name};
 use crate::plugin::{self, PluginEnv};
 use crate::saga::{Engine, EngineParts, Live};
-use crate::store::{Embedded, EmbeddedLimits, Health, Quota, Store};
+use crate::store::embedded::Named;
+use crate::store::{Embedded, EmbeddedLimits, FleetSettings, Health, Postgres, Quota, Store};
 use crate::version::{Env, Reloaded, Running, Version};
 use crate::worker::{Job, Spawner};
 
@@ -85,6 +87,7 @@ impl Gateway {
             .map_err(|e| Error::new(ErrorKind::Internal, "start-up runtime").with_cause(e))?;
         let resumed = runtime.block_on(self.engine.recover())?;
         tracing::info!(resumed, "unfinished sagas resumed");
+        self.engine.serve_fleet();
         self.spawn_sweeper();
         Ok(())
     }
@@ -172,6 +175,18 @@ impl Gateway {
 
 fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Store>, Error> {
     let store = &config.store;
+    let gateway = config.gateway_id();
+    if store.backend == Backend::Postgres {
+        let settings = FleetSettings {
+            url: store.database_url(),
+            gateway: gateway.clone(),
+            lease: Duration::from_millis(store.lease_ms),
+            retention_ms: store.retention_secs.saturating_mul(1000),
+        };
+        let opened = Postgres::open(settings, Some(metrics.clone()))?;
+        tracing::info!(gateway, database = %opened.describe()["database"], "fleet store opened");
+        return Ok(Arc::new(opened));
+    }
     let dir = config.resolve(&store.dir);
     let limits = EmbeddedLimits {
         cache_entries_max: usize::try_from(store.cache_entries_max).unwrap_or(usize::MAX),
@@ -181,7 +196,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Store>,
         },
         retention_ms: store.retention_secs.saturating_mul(1000),
     };
-    let opened = Embedded::open(&dir, limits, Some(metrics.clone()))?;
+    let opened = Embedded::open_named(&dir, limits, Some(metrics.clone()), Named(gateway))?;
     tracing::info!(dir = %dir.display(), "store opened");
     Ok(Arc::new(opened))
 }

@@ -76,6 +76,8 @@ pub struct Metrics {
     store_commit_duration: Histogram,
     store_errors: Family<ErrorKindLabel, Counter>,
     store_writable: Gauge,
+    fleet_takeovers: Counter,
+    lease_renewal: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,6 +108,8 @@ impl Metrics {
         let store_errors = Family::default();
         let store_writable = Gauge::default();
         store_writable.set(1);
+        let fleet_takeovers = Counter::default();
+        let lease_renewal = latency_histogram();
         let prefix = |name: &str| format!("txgate_{name}");
         registry.register(
             prefix("requests"),
@@ -158,6 +162,16 @@ impl Metrics {
             "1 while the store can write, 0 while it is failing and probing",
             store_writable.clone(),
         );
+        registry.register(
+            prefix("fleet_takeovers"),
+            "Sagas this gateway took over from gateways whose lease ran out",
+            fleet_takeovers.clone(),
+        );
+        registry.register(
+            prefix("fleet_lease_renewal_seconds"),
+            "Time one renewal of this gateway's lease took",
+            lease_renewal.clone(),
+        );
         Self {
             registry,
             requests,
@@ -171,6 +185,8 @@ impl Metrics {
             store_commit_duration,
             store_errors,
             store_writable,
+            fleet_takeovers,
+            lease_renewal,
         }
     }
 
@@ -246,6 +262,16 @@ impl Metrics {
     /// Whether the store can write.
     pub fn store_writable(&self, writable: bool) {
         self.store_writable.set(i64::from(writable));
+    }
+
+    /// Counts sagas taken over from a dead gateway.
+    pub fn fleet_takeovers(&self, sagas: u64) {
+        self.fleet_takeovers.inc_by(sagas);
+    }
+
+    /// Records one lease renewal.
+    pub fn lease_renewal(&self, took: Duration) {
+        self.lease_renewal.observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

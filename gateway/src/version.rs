@@ -227,6 +227,10 @@ fn needs_restart(old: &Config, new: &Config) -> Option<String> {
     ];
     let (a, b) = (&old.store, &new.store);
     let store = [
+        ("backend", a.backend != b.backend),
+        ("url", a.url != b.url),
+        ("lease_ms", a.lease_ms != b.lease_ms),
+        ("gateway_id", a.gateway_id != b.gateway_id),
         ("dir", a.dir != b.dir),
         ("retention_secs", a.retention_secs != b.retention_secs),
         (

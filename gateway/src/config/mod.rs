@@ -107,12 +107,32 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Where the store lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One gateway: SQLite in `dir`.
+    #[default]
+    Embedded,
+    /// A fleet: PostgreSQL at `url`.
+    Postgres,
+}
+
 /// `[store]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Embedded (one gateway) or PostgreSQL (a fleet).
+    pub backend: Backend,
     /// Directory of the embedded store.
     pub dir: PathBuf,
+    /// The fleet's database, `postgres://user:password@host:port/database`; the environment's
+    /// `TXGATE_STORE_URL` overrides it.
+    pub url: String,
+    /// A fleet gateway silent this long loses its unfinished sagas to the others.
+    pub lease_ms: u64,
+    /// This gateway's name in the fleet; empty: the host's name and the client port.
+    pub gateway_id: String,
     /// Finished sagas and idempotency records are kept at least this long.
     pub retention_secs: u64,
     /// Recently finished sagas and recently written durable keys kept in memory.
@@ -126,7 +146,11 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::Embedded,
             dir: PathBuf::from("./txgate-data"),
+            url: String::new(),
+            lease_ms: 10_000,
+            gateway_id: String::new(),
             retention_secs: 86_400,
             cache_entries_max: 10_000,
             saga_keys_max: 100_000_000,
@@ -334,7 +358,33 @@ mod defaults {
     }
 }
 
+/// The environment variable that overrides `[store] url`, so a password need not sit in a file.
+pub const STORE_URL_ENV: &str = "TXGATE_STORE_URL";
+
+impl StoreConfig {
+    /// The fleet's database URL: `TXGATE_STORE_URL` when set, else `url`.
+    pub fn database_url(&self) -> String {
+        std::env::var(STORE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| self.url.clone())
+    }
+}
+
 impl Config {
+    /// This gateway's name in a fleet: `[store] gateway_id`, or the host's name and the client
+    /// port, which stays the same across restarts so that a restarted gateway resumes its own
+    /// sagas at once.
+    pub fn gateway_id(&self) -> String {
+        if !self.store.gateway_id.is_empty() {
+            return self.store.gateway_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "txgate".into());
+        format!("{host}:{}", self.server.listen.port())
+    }
+
     /// Resolves a path from the config against the config file's directory.
     pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
         if path.is_absolute() {

@@ -13,6 +13,8 @@ const PLUGIN_MEMORY_BYTES_MIN: u64 = 64 * 1024;
 const PLUGIN_MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 const ROUTE_PLUGINS_MAX: usize = 16;
 const CACHE_ENTRIES_MAX: u64 = 10_000_000;
+const LEASE_MS_MIN: u64 = 200;
+const LEASE_MS_MAX: u64 = 600_000;
 const HEADER_COUNT_MAX: u32 = 1000;
 
 /// Checks a parsed config. `broken` holds the key paths of tables that failed to parse; a
@@ -122,6 +124,21 @@ fn server(config: &Config, issues: &mut Issues) {
 
 fn store(config: &Config, issues: &mut Issues) {
     let store = &config.store;
+    if store.backend == super::Backend::Postgres {
+        if store.database_url().is_empty() {
+            issues.push(
+                "store.url",
+                format!(
+                    "required with backend = \"postgres\" (or set {})",
+                    super::STORE_URL_ENV
+                ),
+            );
+        }
+        if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&store.lease_ms) {
+            let reason = format!("must be between {LEASE_MS_MIN} and {LEASE_MS_MAX}");
+            issues.push("store.lease_ms", reason);
+        }
+    }
     issues.positive("store.retention_secs".into(), store.retention_secs);
     issues.positive("store.saga_keys_max".into(), store.saga_keys_max);
     issues.positive("store.saga_bytes_max".into(), store.saga_bytes_max);

@@ -14,6 +14,8 @@ use crate::upstream::{OutboundRequest, Upstream, UpstreamResponse, is_retryable_
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const SAGA_ID: HeaderName = HeaderName::from_static("x-saga-id");
 const SAGA_STEP: HeaderName = HeaderName::from_static("x-saga-step");
+/// Names the gateway that sent the call, so a backend's journal tells who sent what.
+const GATEWAY: HeaderName = HeaderName::from_static("x-txgate-gateway");
 
 /// The gateway's own reading (SPEC §4); plugins may override it.
 pub(super) fn default_verdict(result: &Result<UpstreamResponse, Error>) -> Verdict {
@@ -33,7 +35,12 @@ fn value(text: &str) -> HeaderValue {
 
 /// The call the gateway sends for `phase` of step `i`, before plugins shape it. `None` when the
 /// plan's method is not one (a record written by hand).
-pub(super) fn build(record: &SagaRecord, i: usize, phase: Phase) -> Option<StepCall> {
+pub(super) fn build(
+    record: &SagaRecord,
+    i: usize,
+    phase: Phase,
+    gateway: &str,
+) -> Option<StepCall> {
     let step = record.plan.get(i)?;
     let planned = step.call(phase);
     let method = Method::from_bytes(planned.method.as_bytes()).ok()?;
@@ -45,6 +52,7 @@ pub(super) fn build(record: &SagaRecord, i: usize, phase: Phase) -> Option<StepC
     );
     headers.insert(SAGA_ID, value(&record.id));
     headers.insert(SAGA_STEP, value(&step.name));
+    headers.insert(GATEWAY, value(gateway));
     if let Some(content_type) = record
         .content_type
         .as_deref()

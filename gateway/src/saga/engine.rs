@@ -18,20 +18,16 @@ use http::Response;
 use http_body_util::Full;
 
 use super::answer;
+use super::ctx::{Ctx, Live};
 use super::handle::{Admission, Handle};
-use super::record::{NewSaga, SagaRecord, Status};
+use super::record::{NewSaga, SagaRecord};
 use super::route::SagaRoute;
-use super::run::{self, Ctx, Live};
+use super::run;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use crate::store::cache::Recent;
-use crate::store::{Claim, Health, SagaFilter, SagaKey, Store};
+use crate::store::{Claim, Health, SagaKey, Store};
 use crate::worker::Spawner;
-
-/// Most sagas one admin listing returns.
-pub const LIST_LIMIT_MAX: usize = 1000;
-/// How long an admin resolve waits for the saga's task to apply it.
-const RESOLVE_WAIT: Duration = Duration::from_secs(30);
 
 /// What the engine needs from the rest of the gateway.
 #[derive(Debug)]
@@ -72,15 +68,15 @@ pub struct SagaRequest<'a> {
 /// The engine.
 #[derive(Debug)]
 pub struct Engine {
-    ctx: Arc<Ctx>,
-    metrics: Arc<Metrics>,
-    spawner: Spawner,
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) spawner: Spawner,
     /// Sagas being admitted or running, by key.
-    by_key: DashMap<SagaKey, Arc<Handle>>,
+    pub(super) by_key: DashMap<SagaKey, Arc<Handle>>,
     /// Running sagas, by id.
-    by_id: DashMap<Arc<str>, Arc<Handle>>,
+    pub(super) by_id: DashMap<Arc<str>, Arc<Handle>>,
     /// Recently finished sagas, for repeats.
-    finished: Recent<SagaKey, Arc<SagaRecord>>,
+    pub(super) finished: Recent<SagaKey, Arc<SagaRecord>>,
 }
 
 impl Engine {
@@ -179,13 +175,26 @@ impl Engine {
         });
     }
 
-    /// Runs an admitted (or recovered) saga to its end.
-    async fn run(self: Arc<Self>, handle: Arc<Handle>, record: SagaRecord, resumed: bool) {
-        self.by_id.insert(record.id.clone(), handle.clone());
+    /// Runs an admitted (or resumed) saga to its end, or until another gateway takes it.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        handle: Arc<Handle>,
+        record: SagaRecord,
+        resumed: bool,
+    ) {
+        let (id, key) = (record.id.clone(), record.key());
+        self.by_id.insert(id.clone(), handle.clone());
         self.metrics.sagas_in_flight().inc();
         handle.admission.send_replace(Admission::Accepted);
-        let done = run::run(self.ctx.clone(), record, handle, resumed).await;
-        self.finished(done);
+        match run::run(self.ctx.clone(), record, handle, resumed).await {
+            Some(done) => self.finished(done),
+            None => {
+                tracing::warn!(saga = %id, "another gateway owns this saga now; this one stops working on it");
+                self.by_key.remove(&key);
+                self.by_id.remove(&id);
+                self.metrics.sagas_in_flight().dec();
+            }
+        }
     }
 
     /// A request waits for the saga of its key: its answer, or 202 at the deadline. A request
@@ -204,6 +213,9 @@ impl Engine {
         .await;
         let state = admission.borrow().clone();
         match state {
+            Admission::Existing(record) if !record.status.is_final() => {
+                self.follow_elsewhere(record, fingerprint, deadline).await
+            }
             Admission::Existing(record) => existing(&record, fingerprint),
             Admission::Refused(reason) => {
                 Err(Error::new(ErrorKind::StoreUnavailable, reason.to_string()))
@@ -223,6 +235,29 @@ impl Engine {
         }
     }
 
+    /// A saga another gateway runs: its answer once it finishes (a notification, or a read every
+    /// moment), or 202 at the deadline.
+    async fn follow_elsewhere(
+        &self,
+        mut record: Arc<SagaRecord>,
+        fingerprint: &[u8; 32],
+        deadline: Instant,
+    ) -> Result<Response<Full<Bytes>>, Error> {
+        if record.fingerprint != *fingerprint {
+            return Err(mismatch());
+        }
+        while !record.status.is_final() && Instant::now() < deadline {
+            let _ =
+                tokio::time::timeout_at(deadline.into(), self.ctx.store.changed(&record.id)).await;
+            if let Ok(Some(row)) = self.ctx.store.saga_by_id(&record.id).await
+                && let Some(latest) = SagaRecord::decode(&row.record)
+            {
+                record = Arc::new(latest);
+            }
+        }
+        Ok(answer::client(&record))
+    }
+
     /// A saga's task is over.
     fn finished(&self, record: SagaRecord) {
         let key = record.key();
@@ -235,119 +270,26 @@ impl Engine {
         self.metrics
             .saga_finished(&Arc::new(record.route.to_string()), record.status.as_str());
     }
-
-    /// Start-up: resumes every unfinished saga on the workers. Returns how many.
-    pub async fn recover(self: &Arc<Self>) -> Result<usize, Error> {
-        let rows = self.ctx.store.unfinished_sagas().await.map_err(|e| {
-            Error::new(ErrorKind::Store, "cannot read the unfinished sagas").with_cause(e)
-        })?;
-        let mut resumed = 0;
-        for row in rows {
-            let Some(record) = SagaRecord::decode(&row.record) else {
-                tracing::error!(saga = %row.id, "a stored saga cannot be decoded; it is left as it is");
-                continue;
-            };
-            let handle = Handle::new(record.clone(), Admission::Accepted);
-            handle
-                .persisted_bytes
-                .store(row.record.len(), Ordering::Relaxed);
-            self.by_key.insert(record.key(), handle.clone());
-            let engine = self.clone();
-            self.spawner.spawn(Box::pin(
-                async move { engine.run(handle, record, true).await },
-            ));
-            resumed += 1;
-        }
-        Ok(resumed)
-    }
-
-    /// The latest record of a saga: the running task's, or the stored one.
-    pub async fn find(&self, id: &str) -> Result<Option<SagaRecord>, Error> {
-        if let Some(handle) = self.by_id.get(id) {
-            return Ok(Some((*handle.latest()).clone()));
-        }
-        let row = self.ctx.store.saga_by_id(id).await.map_err(store_error)?;
-        Ok(row.and_then(|row| SagaRecord::decode(&row.record)))
-    }
-
-    /// The newest sagas, optionally of one status.
-    pub async fn list(
-        &self,
-        status: Option<Status>,
-        limit: usize,
-    ) -> Result<Vec<SagaRecord>, Error> {
-        let filter = SagaFilter {
-            status: status.map(Status::as_str),
-            limit: limit.min(LIST_LIMIT_MAX),
-        };
-        let rows = self.ctx.store.sagas(filter).await.map_err(store_error)?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| SagaRecord::decode(&row.record))
-            .collect())
-    }
-
-    fn running(&self, id: &str) -> Result<Arc<Handle>, Error> {
-        self.by_id
-            .get(id)
-            .map(|h| h.clone())
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no unfinished saga `{id}`")))
-    }
-
-    /// Admin retry: wakes a stuck (or compensating) saga now.
-    pub fn retry(&self, id: &str) -> Result<(), Error> {
-        let handle = self.running(id)?;
-        let status = handle.latest().status;
-        if status.is_final() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("saga `{id}` is {}", status.as_str()),
-            ));
-        }
-        handle.wake.notify_one();
-        Ok(())
-    }
-
-    /// Admin resolve: the saga's task marks it compensated with the note, and stops.
-    pub async fn resolve(&self, id: &str, note: String) -> Result<SagaRecord, Error> {
-        let handle = self.running(id)?;
-        let status = handle.latest().status;
-        if !matches!(status, Status::Stuck | Status::Compensating) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "saga `{id}` is {}; only a stuck or compensating saga can be resolved",
-                    status.as_str()
-                ),
-            ));
-        }
-        *handle.resolution.lock().expect("resolution") = Some(note);
-        handle.wake.notify_one();
-        let mut watch = handle.record.subscribe();
-        let finished = tokio::time::timeout(RESOLVE_WAIT, watch.wait_for(|r| r.status.is_final()))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|record| (**record).clone());
-        finished.ok_or_else(|| Error::new(ErrorKind::Internal, "the saga did not stop within 30 s"))
-    }
 }
 
 /// The answer of a saga found already existing, for a request with `fingerprint`.
-fn existing(record: &SagaRecord, fingerprint: &[u8; 32]) -> Result<Response<Full<Bytes>>, Error> {
+pub(super) fn existing(
+    record: &SagaRecord,
+    fingerprint: &[u8; 32],
+) -> Result<Response<Full<Bytes>>, Error> {
     if record.fingerprint != *fingerprint {
         return Err(mismatch());
     }
     Ok(answer::client(record))
 }
 
-fn mismatch() -> Error {
+pub(super) fn mismatch() -> Error {
     Error::new(
         ErrorKind::FingerprintMismatch,
         "this X-Request-ID was used for a different request (method, path or body); nothing ran",
     )
 }
 
-fn store_error(error: crate::store::StoreError) -> Error {
+pub(super) fn store_error(error: crate::store::StoreError) -> Error {
     Error::new(ErrorKind::StoreUnavailable, "the store cannot be read").with_cause(error)
 }

@@ -1,7 +1,7 @@
 //! A saga this gateway is admitting or running, as other tasks see it: requests wait on it for
 //! their answer, operators wake or resolve it.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
@@ -36,6 +36,8 @@ pub(super) struct Handle {
     pub(super) resolution: Mutex<Option<String>>,
     /// The length of the record as last persisted (the store books size changes by it).
     pub(super) persisted_bytes: AtomicUsize,
+    /// The fencing token this gateway holds the saga at (fleets: bumped by a takeover).
+    pub(super) epoch: AtomicU64,
 }
 
 impl Handle {
@@ -48,6 +50,7 @@ impl Handle {
             wake: Notify::new(),
             resolution: Mutex::new(None),
             persisted_bytes: AtomicUsize::new(0),
+            epoch: AtomicU64::new(1),
         })
     }
 

@@ -6,9 +6,14 @@
 //! - `route.rs`: a route's mode, client key and plan, from the config;
 //! - `call.rs`: one call, with the backend contract's headers, sent and classified;
 //! - `run.rs`: a saga's task, walking the state machine with write-ahead persistence;
+//! - `forward.rs`, `settle.rs`: a step's forward call, and its undo or confirm;
+//! - `ctx.rs`: what a task works with, and what every step does with it: persist, ask whether
+//!   the saga is still this gateway's before each call (fleets), block, wait;
 //! - `handle.rs`: a saga being admitted or run, as waiting requests and operators see it;
 //! - `engine.rs`: dedup per (route, client, X-Request-ID), admission owned by the engine, the
-//!   client's deadline, recovery, admin calls;
+//!   client's deadline;
+//! - `resume.rs`: recovery at start, and in a fleet, takeover of dead gateways' sagas;
+//! - `operate.rs`: the admin calls, for sagas run here or anywhere in the fleet;
 //! - `answer.rs`: the JSON clients and operators see.
 //!
 //! Write-ahead: the record says "this call is being sent" durably before the call goes out, and
@@ -18,16 +23,22 @@
 
 mod answer;
 mod call;
+mod ctx;
 mod engine;
+mod forward;
 mod handle;
+mod operate;
 mod plan;
 mod record;
+mod resume;
 mod route;
 mod run;
+mod settle;
 
 pub use answer::{admin as admin_view, client as client_answer};
-pub use engine::{Engine, EngineParts, LIST_LIMIT_MAX, SagaRequest};
+pub use ctx::Live;
+pub use engine::{Engine, EngineParts, SagaRequest};
+pub use operate::LIST_LIMIT_MAX;
 pub use plan::{PlannedCall, PlannedStep};
 pub use record::{Mode, SagaRecord, Status, fingerprint};
 pub use route::{ClientKey, SagaRoute};
-pub use run::Live;

@@ -324,6 +324,8 @@ impl SagaRecord {
                 .then(|| self.updated_ms.saturating_add(retention_ms)),
             record: bytes::Bytes::from(self.encode()),
             replaces_bytes: 0,
+            epoch: 1,
+            admin: None,
         }
     }
 

@@ -25,6 +25,7 @@ const EXPIRE_BATCH: u64 = 500;
 pub struct Embedded {
     sqlite: Sqlite,
     retention_ms: u64,
+    gateway: String,
     volatile: Volatile,
     holds: Holds,
 }
@@ -40,12 +41,26 @@ pub struct EmbeddedLimits {
     pub retention_ms: u64,
 }
 
+/// The embedded store's identity (sent on every saga call).
+#[derive(Debug, Clone)]
+pub struct Named(pub String);
+
 impl Embedded {
     /// Opens the store in `dir`.
     pub fn open(
         dir: &Path,
         limits: EmbeddedLimits,
         metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, Error> {
+        Self::open_named(dir, limits, metrics, Named("txgate".into()))
+    }
+
+    /// Opens the store in `dir` for the gateway called `name`.
+    pub fn open_named(
+        dir: &Path,
+        limits: EmbeddedLimits,
+        metrics: Option<Arc<Metrics>>,
+        name: Named,
     ) -> Result<Self, Error> {
         let settings = Settings {
             cache_entries_max: limits.cache_entries_max,
@@ -54,6 +69,7 @@ impl Embedded {
         Ok(Self {
             sqlite: Sqlite::open(dir, settings, metrics)?,
             retention_ms: limits.retention_ms,
+            gateway: name.0,
             volatile: Volatile::default(),
             holds: Holds::default(),
         })
@@ -166,6 +182,10 @@ impl Store for Embedded {
 
     fn close(&self) {
         self.sqlite.close();
+    }
+
+    fn gateway(&self) -> &str {
+        &self.gateway
     }
 }
 

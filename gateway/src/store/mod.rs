@@ -24,8 +24,9 @@
 //! transaction (group commit). The figures are in `bench/RESULTS.md`.
 
 pub mod cache;
-mod embedded;
+pub mod embedded;
 mod holds;
+pub mod postgres;
 mod quota;
 mod sqlite;
 mod volatile;
@@ -33,11 +34,13 @@ mod volatile;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 pub use embedded::{Embedded, EmbeddedLimits};
+pub use postgres::{FleetSettings, Postgres};
 pub use quota::Quota;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn Store>`).
@@ -118,6 +121,9 @@ pub enum StoreError {
     /// A hold was asked for outside a request.
     #[error("a hold needs a request under way")]
     NoRequest,
+    /// Another gateway of the fleet owns the saga now: this one must not act on it again.
+    #[error("the saga belongs to another gateway now")]
+    Fenced,
 }
 
 /// The identity of a saga: at most one exists per (route, client, X-Request-ID).
@@ -151,6 +157,11 @@ pub struct SagaRow {
     /// The length of the record this row replaces (0 for a new saga): the store books the
     /// difference without reading the old row.
     pub replaces_bytes: usize,
+    /// The fencing token: 1 when claimed, bumped by every takeover (fleets).
+    pub epoch: u64,
+    /// An operator's request waiting for the gateway that runs the saga: `retry`, or
+    /// `resolve:<note>` (fleets).
+    pub admin: Option<String>,
 }
 
 /// What a claim came to.
@@ -244,6 +255,50 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Finishes queued writes and stops (graceful shutdown).
     fn close(&self);
+
+    /// Before a saga call: Ok while this gateway surely owns the saga at `epoch`; `Fenced` once
+    /// another gateway has taken it over. One gateway alone always owns its sagas.
+    fn may_send<'a>(&'a self, id: &'a str, epoch: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (id, epoch);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Unfinished sagas of gateways whose lease ran out, now this gateway's, at most `limit`.
+    fn take_over(&self, limit: usize) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
+        let _ = limit;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// Resolves when saga `id`, run by another gateway, may have changed (or a short while
+    /// later): the cue to read it again.
+    fn changed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
+        let _ = id;
+        Box::pin(tokio::time::sleep(Duration::from_millis(250)))
+    }
+
+    /// Asks the gateway that runs saga `id` to `retry` or `resolve:<note>` it. Returns whether
+    /// an unfinished saga was there to ask about.
+    fn request<'a>(
+        &'a self,
+        id: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = (id, action);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    /// The ids of sagas an operator asked something of through another gateway (fleets), once.
+    fn requests(&self) -> Option<mpsc::UnboundedReceiver<Arc<str>>> {
+        None
+    }
+
+    /// This gateway's name (sent on every saga call, and its owner mark in a fleet).
+    fn gateway(&self) -> &str;
+
+    /// The lease, in a fleet: how long a silent gateway keeps its sagas.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Milliseconds since the Unix epoch: expiry is wall-clock so it survives restarts.

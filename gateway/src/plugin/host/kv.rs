@@ -29,7 +29,7 @@ fn kv_error(error: StoreError) -> KvError {
     match error {
         StoreError::LimitReached { .. } => KvError::LimitReached(error.to_string()),
         StoreError::NotANumber => KvError::NotANumber,
-        StoreError::Unavailable(_) | StoreError::NoRequest => {
+        StoreError::Unavailable(_) | StoreError::NoRequest | StoreError::Fenced => {
             KvError::Unavailable(error.to_string())
         }
     }

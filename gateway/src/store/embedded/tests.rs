@@ -39,6 +39,8 @@ fn saga(id: &str, request_id: &str, status: &'static str, expires_at_ms: Option<
         expires_at_ms,
         record: Bytes::from_static(b"record"),
         replaces_bytes: 6,
+        epoch: 1,
+        admin: None,
     }
 }
 

@@ -50,6 +50,8 @@ pub(super) fn saga_columns(row: &Row<'_>, key: SagaKey) -> rusqlite::Result<Saga
         expires_at_ms: expires_at_ms.map(|at| at.max(0) as u64),
         replaces_bytes: record.len(),
         record: Bytes::from(record),
+        epoch: 1,
+        admin: None,
     })
 }
 

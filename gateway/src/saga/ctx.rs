@@ -1,0 +1,162 @@
+//! What a saga's task works with: the running config (through [`Live`]), the store, and the
+//! handle other tasks see it by; and the few things every step does with them: persist, ask
+//! before a call whether the saga is still this gateway's, block, and wait.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::call;
+use super::handle::Handle;
+use super::record::{SagaRecord, Status};
+use crate::plugin::Chain;
+use crate::step::{Phase, StepCall};
+use crate::store::{Store, StoreError};
+use crate::upstream::{Upstream, backoff_delay};
+
+/// How long a store call that failed waits before the next try.
+const STORE_RETRY: Duration = Duration::from_millis(200);
+/// How long a saga blocked on a missing upstream waits before it looks again.
+const BLOCKED_RETRY: Duration = Duration::from_secs(5);
+
+/// The parts of the running config a saga reads at each call (a reload changes them).
+pub trait Live: Send + Sync + std::fmt::Debug {
+    /// An upstream, by name.
+    fn upstream(&self, name: &str) -> Option<Arc<Upstream>>;
+    /// A route's plugins.
+    fn chain(&self, route: &str) -> Option<Chain>;
+    /// The client's deadline on saga routes.
+    fn request_timeout(&self) -> Duration;
+}
+
+/// What a saga's task needs.
+#[derive(Debug)]
+pub(super) struct Ctx {
+    /// Where its record goes.
+    pub(super) store: Arc<dyn Store>,
+    /// The running config.
+    pub(super) live: Arc<dyn Live>,
+    /// How long a finished saga is kept.
+    pub(super) retention_ms: u64,
+}
+
+/// Another gateway of the fleet owns the saga now: this task stops, and sends nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Lost;
+
+/// The one persist-and-wait: writes the record durably (waiting while the store cannot), then
+/// shows it to the requests waiting on the saga. `Lost` when the write was fenced.
+pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<(), Lost> {
+    let mut row = record.row(ctx.retention_ms);
+    row.epoch = handle.epoch.load(Ordering::Acquire);
+    row.replaces_bytes = handle.persisted_bytes.load(Ordering::Relaxed);
+    let len = row.record.len();
+    loop {
+        match ctx.store.save_saga(row.clone()).await {
+            Ok(()) => break,
+            Err(StoreError::Fenced) => return Err(Lost),
+            Err(error) => {
+                tracing::error!(saga = %record.id, %error, "cannot persist the saga; retrying");
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    }
+    handle.persisted_bytes.store(len, Ordering::Relaxed);
+    handle.record.send_replace(Arc::new(record.clone()));
+    Ok(())
+}
+
+/// Before every call: is the saga still this gateway's? Waits while the store cannot tell.
+pub(super) async fn gate(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<(), Lost> {
+    loop {
+        let epoch = handle.epoch.load(Ordering::Acquire);
+        match ctx.store.may_send(&record.id, epoch).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Fenced) => return Err(Lost),
+            Err(error) => {
+                tracing::warn!(saga = %record.id, %error, "cannot confirm the saga is still ours; waiting");
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    }
+}
+
+/// The upstream of step `i`, or the saga blocks (stuck, persisted) and waits to look again.
+pub(super) async fn upstream_of(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+    phase: Phase,
+) -> Result<Option<Arc<Upstream>>, Lost> {
+    let name = record
+        .plan
+        .get(i)
+        .map(|s| s.upstream.clone())
+        .unwrap_or_default();
+    if let Some(upstream) = ctx.live.upstream(&name) {
+        return Ok(Some(upstream));
+    }
+    let error = format!(
+        "upstream `{name}` of step `{}` is not in the running config",
+        record.step_name(i)
+    );
+    block(ctx, record, handle, i, phase, error).await?;
+    Ok(None)
+}
+
+/// The saga cannot go on now: stuck, persisted, and a wait before it looks again.
+pub(super) async fn block(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+    phase: Phase,
+    error: String,
+) -> Result<(), Lost> {
+    if record.status != Status::Stuck {
+        tracing::error!(saga = %record.id, %error, "saga is stuck");
+    }
+    record.blocked(error.clone());
+    record.attempt(call::not_sent(i, phase, error));
+    persist(ctx, record, handle).await?;
+    wait(handle, BLOCKED_RETRY).await;
+    Ok(())
+}
+
+/// Runs `on-step-request` when the route has plugins.
+pub(super) async fn shape(chain: Option<&Chain>, call: StepCall) -> Result<StepCall, String> {
+    match chain {
+        Some(chain) => chain
+            .on_step_request(call)
+            .await
+            .map_err(|failure| failure.to_string()),
+        None => Ok(call),
+    }
+}
+
+/// Waits before the next try: exponential backoff with jitter while fresh, exactly
+/// `backoff_max_ms` once stuck, and at once on an admin retry. Returns false when an operator
+/// resolved the saga meanwhile.
+pub(super) async fn wait_to_retry(
+    record: &SagaRecord,
+    handle: &Handle,
+    base_ms: u64,
+    max_ms: u64,
+) -> bool {
+    let delay = if record.status == Status::Stuck {
+        Duration::from_millis(max_ms)
+    } else {
+        backoff_delay(record.failures_in_a_row, base_ms, max_ms)
+    };
+    wait(handle, delay).await;
+    !handle.resolving()
+}
+
+/// Sleeps, or less when an operator wakes the saga.
+pub(super) async fn wait(handle: &Handle, delay: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = handle.wake.notified() => {}
+    }
+}

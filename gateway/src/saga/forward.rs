@@ -1,0 +1,90 @@
+//! A step's forward call (a saga's action, a TCC try): shaped by the plugins, sent up to
+//! `max_attempts` times with backoff, each attempt only while the saga is still this gateway's,
+//! and its outcome recorded: done, rejected, or failed — and whether any attempt may have
+//! reached the backend, which decides whether the step is undone (SPEC §4).
+
+use super::call::{self, Sending};
+use super::ctx::{Ctx, Lost, block, gate, shape, upstream_of};
+use super::handle::Handle;
+use super::record::{Cause, Failed, SagaRecord};
+use super::route::forward_phase;
+use crate::step::Verdict;
+use crate::upstream::backoff_delay;
+
+/// Sends step `i`'s action (or try) and records the outcome. `resumed`: the step was under way
+/// before this process took the saga, so its call may have been sent already.
+pub(super) async fn forward(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+    resumed: bool,
+) -> Result<(), Lost> {
+    let phase = forward_phase(record.mode);
+    let Some(upstream) = upstream_of(ctx, record, handle, i, phase).await? else {
+        return Ok(());
+    };
+    let chain = ctx.live.chain(&record.route);
+    let Some(call) = call::build(record, i, phase, ctx.store.gateway()) else {
+        let error = format!(
+            "step `{}` has no valid {} call in its plan",
+            record.step_name(i),
+            phase.as_str()
+        );
+        return block(ctx, record, handle, i, phase, error).await;
+    };
+    let call = match shape(chain.as_ref(), call).await {
+        Ok(call) => call,
+        Err(error) => {
+            let failed = Failed {
+                cause: Cause::Plugin,
+                answer: None,
+                error,
+                reached: resumed,
+            };
+            record.forward_failed(i, failed);
+            return Ok(());
+        }
+    };
+    let outbound = call::outbound(&call);
+    let sending = Sending {
+        upstream: &upstream,
+        call: &call,
+        outbound: &outbound,
+        chain: chain.as_ref(),
+    };
+    let config = upstream.config();
+    let mut reached = resumed;
+    for attempt in 1..=config.max_attempts {
+        gate(ctx, record, handle).await?;
+        let outcome = call::attempt(record, i, &sending).await;
+        reached |= outcome.reached;
+        let failed = |cause, error: String| Failed {
+            cause,
+            answer: outcome.answer.clone(),
+            error,
+            reached,
+        };
+        let error = outcome.error.clone().unwrap_or_default();
+        match outcome.verdict {
+            Verdict::Success => {
+                record.forward_done(i, outcome.answer);
+                return Ok(());
+            }
+            Verdict::Reject => {
+                record.forward_failed(i, failed(Cause::Rejected, error));
+                return Ok(());
+            }
+            Verdict::Retry if attempt < config.max_attempts => {
+                let wait = backoff_delay(attempt, config.backoff_base_ms, config.backoff_max_ms);
+                tokio::time::sleep(wait).await;
+            }
+            Verdict::Retry => {
+                let error = format!("unavailable after {attempt} attempts: {error}");
+                record.forward_failed(i, failed(Cause::Unavailable, error));
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

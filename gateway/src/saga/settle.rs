@@ -1,0 +1,143 @@
+//! A step's undo (compensate, cancel) or confirm: built and shaped by the plugins
+//! (`on-compensate`, then `on-step-request`), then sent until it succeeds, with backoff; after 20
+//! failures in a row the saga is `stuck` and the call is retried every `backoff_max_ms` (or at
+//! once on an operator's retry). Each attempt goes out only while the saga is still this
+//! gateway's.
+
+use super::call::{self, Sending};
+use super::ctx::{Ctx, Lost, gate, persist, shape, upstream_of, wait_to_retry};
+use super::handle::Handle;
+use super::record::SagaRecord;
+use super::route::forward_phase;
+use crate::plugin::{Chain, FailureKind};
+use crate::step::{Phase, StepCall, UndoDecision, Verdict};
+
+/// Sends step `j`'s undo or confirm until it succeeds. Returns early when an operator resolves
+/// the saga.
+pub(super) async fn settle(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    j: usize,
+    phase: Phase,
+) -> Result<(), Lost> {
+    let Some(upstream) = upstream_of(ctx, record, handle, j, phase).await? else {
+        return Ok(());
+    };
+    let config = upstream.config();
+    let chain = ctx.live.chain(&record.route);
+    let call = loop {
+        match prepare(record, j, phase, chain.as_ref(), ctx.store.gateway()).await {
+            Prepared::Send(call) => break call,
+            Prepared::Skip => {
+                record.undo_done(j, true);
+                return Ok(());
+            }
+            Prepared::Blocked { error, stuck_now } => {
+                tracing::error!(saga = %record.id, step = record.step_name(j), %error, "the undo cannot be built");
+                if stuck_now {
+                    record.stuck_now();
+                } else {
+                    record.retry_failed();
+                }
+                record.attempt(call::not_sent(j, phase, error));
+                persist(ctx, record, handle).await?;
+                if !wait_to_retry(
+                    record,
+                    handle,
+                    config.backoff_base_ms,
+                    config.backoff_max_ms,
+                )
+                .await
+                {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    if phase != Phase::Confirm {
+        record.undo_sending(j);
+        persist(ctx, record, handle).await?;
+    }
+    let outbound = call::outbound(&call);
+    let sending = Sending {
+        upstream: &upstream,
+        call: &call,
+        outbound: &outbound,
+        chain: chain.as_ref(),
+    };
+    loop {
+        gate(ctx, record, handle).await?;
+        let outcome = call::attempt(record, j, &sending).await;
+        if outcome.verdict == Verdict::Success {
+            match phase {
+                Phase::Confirm => record.confirm_done(j),
+                _ => record.undo_done(j, false),
+            }
+            return Ok(());
+        }
+        if record.retry_failed() {
+            tracing::warn!(saga = %record.id, step = record.step_name(j), phase = phase.as_str(), "saga is stuck; retrying every backoff_max_ms");
+        }
+        persist(ctx, record, handle).await?;
+        if !wait_to_retry(
+            record,
+            handle,
+            config.backoff_base_ms,
+            config.backoff_max_ms,
+        )
+        .await
+        {
+            return Ok(());
+        }
+    }
+}
+
+enum Prepared {
+    Send(StepCall),
+    Skip,
+    Blocked { error: String, stuck_now: bool },
+}
+
+/// Builds an undo or confirm and lets the plugins shape it.
+async fn prepare(
+    record: &SagaRecord,
+    j: usize,
+    phase: Phase,
+    chain: Option<&Chain>,
+    gateway: &str,
+) -> Prepared {
+    let (Some(mut call), Some(action)) = (
+        call::build(record, j, phase, gateway),
+        call::build(record, j, forward_phase(record.mode), gateway),
+    ) else {
+        return Prepared::Blocked {
+            error: format!(
+                "step `{}` has no valid {} call in its plan",
+                record.step_name(j),
+                phase.as_str()
+            ),
+            stuck_now: true,
+        };
+    };
+    if let (Some(chain), true) = (chain, phase != Phase::Confirm) {
+        let answer = call::stored_answer(&record.steps[j].answer);
+        match chain.on_compensate(call, &action, answer.as_ref()).await {
+            Ok(UndoDecision::Send(shaped)) => call = shaped,
+            Ok(UndoDecision::Skip) => return Prepared::Skip,
+            Err(failure) => {
+                return Prepared::Blocked {
+                    stuck_now: failure.kind == FailureKind::Failed,
+                    error: format!("refused the undo: {failure}"),
+                };
+            }
+        }
+    }
+    match shape(chain, call).await {
+        Ok(call) => Prepared::Send(call),
+        Err(error) => Prepared::Blocked {
+            error,
+            stuck_now: false,
+        },
+    }
+}

@@ -1,0 +1,118 @@
+//! Connections to the fleet's database. Every connection is made, and its driver runs, on the
+//! store's own runtime thread, so no worker thread ever owns a database socket; workers reach it
+//! through the client's channel. A pool (deadpool) keeps them; statements are prepared once per
+//! connection and cached.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Connect, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{Error, ErrorKind};
+
+/// Connections the pool keeps at most.
+const POOL_CONNECTIONS_MAX: usize = 16;
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free connection.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The database's address, as an operator can act on it (never the password).
+pub(super) fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}:{port}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// Parses `url` and names this gateway to the database (`application_name`).
+pub(super) fn config(url: &str, gateway: &str) -> Result<Config, Error> {
+    let mut config: Config = url.parse().map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("store.url: not a PostgreSQL URL ({e})"),
+        )
+    })?;
+    config
+        .application_name(format!("txgate {gateway}"))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10));
+    Ok(config)
+}
+
+/// Opens one connection on `runtime` and drives it there.
+pub(super) async fn open(
+    config: Config,
+    runtime: Handle,
+) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    let driver = runtime.clone();
+    let opened = runtime
+        .spawn(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            let task = driver.spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "database connection ended");
+                }
+            });
+            Ok::<_, tokio_postgres::Error>((client, task))
+        })
+        .await;
+    match opened {
+        Ok(result) => result,
+        // The store's runtime is gone (the process is stopping): never connect; the caller's
+        // own timeout ends the wait.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Makes the pool's connections on the store's runtime.
+struct OnRuntime(Handle);
+
+impl Connect for OnRuntime {
+    fn connect(
+        &self,
+        config: &Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>,
+                > + Send
+                + '_,
+        >,
+    > {
+        Box::pin(open(config.clone(), self.0.clone()))
+    }
+}
+
+/// The pool.
+pub(super) fn pool(config: Config, runtime: Handle) -> Result<Pool, Error> {
+    let manager = Manager::from_connect(
+        config,
+        OnRuntime(runtime),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL_CONNECTIONS_MAX)
+        .wait_timeout(Some(CHECKOUT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| {
+            Error::new(ErrorKind::Internal, "cannot build the database pool").with_cause(e)
+        })
+}

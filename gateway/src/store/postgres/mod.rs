@@ -1,0 +1,607 @@
+//! The fleet's backend: PostgreSQL, shared by every gateway of a fleet (SPEC §8), through
+//! `tokio-postgres` and a `deadpool-postgres` pool, with prepared statements and pipelining.
+//!
+//! - `schema.rs`: the tables (the embedded store's shape, plus owners, leases and holds), created
+//!   or migrated at start and by `txgate migrate`;
+//! - `connect.rs`: connections, all driven on this store's own runtime thread;
+//! - `writer.rs`: saga claims and updates, batched into one transaction each (group commit),
+//!   fenced by (owner, epoch);
+//! - `kv.rs`: plugin keys (one statement per read-modify-write) and holds;
+//! - `usage.rs`: quota bookkeeping, one row per gateway;
+//! - `lease.rs`: the gateway's lease, takeover and fencing before each call;
+//! - `listen.rs`: LISTEN/NOTIFY for finished sagas and operator requests.
+
+mod connect;
+mod kv;
+mod lease;
+mod listen;
+pub mod schema;
+mod usage;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaKey, SagaRow, Store,
+    StoreError, now_unix_ms,
+};
+use crate::error::{Error, ErrorKind};
+use crate::metrics::Metrics;
+use lease::{DB_NOW_MS, Lease};
+use listen::Listener;
+use usage::Usage;
+use writer::{Done, Job, Op, Writer, saga_row, to_i64};
+
+pub use schema::Migrated;
+
+/// Saga writes waiting for the writer, at most.
+const QUEUE_MAX: usize = 16_384;
+/// Expired rows deleted per statement.
+const EXPIRE_BATCH: i64 = 500;
+/// How often, at most, a request waiting on another gateway's saga reads it again without a
+/// notification.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+
+const SAGA_COLUMNS: &str = "id, status, created_ms, updated_ms, expires_at_ms, record, epoch, admin, route, client, request_id";
+
+fn full_row(row: &tokio_postgres::Row) -> SagaRow {
+    let key = SagaKey {
+        route: row.get::<_, String>(8).into(),
+        client: row.get::<_, String>(9).into(),
+        request_id: row.get::<_, String>(10).into(),
+    };
+    saga_row(row, key)
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Where the fleet's database is, and how this gateway takes part.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// `postgres://…` (from `[store] url` or `TXGATE_STORE_URL`).
+    pub url: String,
+    /// This gateway's name in the fleet.
+    pub gateway: String,
+    /// A gateway silent this long loses its sagas to the others.
+    pub lease: Duration,
+    /// How long finished sagas are kept.
+    pub retention_ms: u64,
+}
+
+/// The PostgreSQL store.
+#[derive(Debug)]
+pub struct Postgres {
+    pool: Pool,
+    runtime: Handle,
+    gateway: Arc<str>,
+    database: String,
+    settings: FleetSettings,
+    queue: mpsc::Sender<Job>,
+    failing: Arc<Mutex<Option<String>>>,
+    lease: Arc<Lease>,
+    listener: Arc<Listener>,
+    usage: Arc<Usage>,
+    metrics: Option<Arc<Metrics>>,
+    _thread: JoinHandle<()>,
+}
+
+/// Starts the store's runtime thread.
+fn runtime() -> Result<(Handle, JoinHandle<()>), Error> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("txgate-postgres".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the store's runtime");
+            let _ = sender.send(runtime.handle().clone());
+            runtime.block_on(std::future::pending::<()>());
+        })
+        .map_err(|e| {
+            Error::new(ErrorKind::Internal, "cannot start the store's thread").with_cause(e)
+        })?;
+    let handle = receiver
+        .recv()
+        .map_err(|_| Error::new(ErrorKind::Internal, "the store's thread did not start"))?;
+    Ok((handle, thread))
+}
+
+/// Creates or migrates the schema, alone (`txgate migrate`).
+pub fn migrate(url: &str) -> Result<Migrated, Error> {
+    let config = connect::config(url, "migrate")?;
+    let database = connect::describe(&config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, "runtime").with_cause(e))?;
+    runtime.block_on(async {
+        let (mut client, _driver) = connect::open(config, Handle::current())
+            .await
+            .map_err(|e| unreachable_database(&database, &e))?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))
+    })
+}
+
+fn unreachable_database(database: &str, error: &tokio_postgres::Error) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format!("cannot reach the database {database} (store.url): {error}"),
+    )
+}
+
+impl Postgres {
+    /// Connects (an unreachable database is an error that names it), migrates the schema,
+    /// takes this gateway's lease, and starts the writer, the listener and the lease loop.
+    pub fn open(settings: FleetSettings, metrics: Option<Arc<Metrics>>) -> Result<Self, Error> {
+        let config = connect::config(&settings.url, &settings.gateway)?;
+        let database = connect::describe(&config);
+        let (runtime, thread) = runtime()?;
+        let opened = {
+            let (config, database) = (config.clone(), database.clone());
+            runtime.block_on_spawned(async move {
+                let (mut client, _driver) = connect::open(config, Handle::current())
+                    .await
+                    .map_err(|e| unreachable_database(&database, &e))?;
+                schema::migrate(&mut client)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))
+            })
+        };
+        let migrated = opened?;
+        tracing::info!(database, ?migrated, "database schema ready");
+        let pool = connect::pool(config.clone(), runtime.clone())?;
+        let lease = Arc::new(Lease::new(settings.gateway.clone(), settings.lease));
+        let first = {
+            let (lease, pool) = (lease.clone(), pool.clone());
+            runtime.block_on_spawned(async move { lease.renew(&pool).await })
+        };
+        first.map_err(|e| {
+            Error::new(
+                ErrorKind::Store,
+                format!("{database}: cannot take a lease: {e}"),
+            )
+        })?;
+        let failing = Arc::new(Mutex::new(None));
+        let (queue, jobs) = mpsc::channel(QUEUE_MAX);
+        let writer = Writer {
+            pool: pool.clone(),
+            gateway: settings.gateway.as_str().into(),
+            failing: failing.clone(),
+            metrics: metrics.clone(),
+        };
+        runtime.spawn(writer.run(jobs));
+        let listener = Arc::new(Listener::default());
+        runtime.spawn(listener.clone().run(config));
+        let store = Self {
+            pool,
+            runtime,
+            gateway: settings.gateway.as_str().into(),
+            database,
+            settings,
+            queue,
+            failing,
+            lease,
+            listener,
+            usage: Arc::new(Usage::default()),
+            metrics,
+            _thread: thread,
+        };
+        store.runtime.spawn(store.lease_loop());
+        Ok(store)
+    }
+
+    /// Renews the lease and this gateway's holds, and flushes quota bookkeeping, every quarter
+    /// lease.
+    fn lease_loop(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (lease, pool, usage, metrics) = (
+            self.lease.clone(),
+            self.pool.clone(),
+            self.usage.clone(),
+            self.metrics.clone(),
+        );
+        let (gateway, every, lease_ms) = (
+            self.gateway.clone(),
+            self.settings.lease / 4,
+            u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX),
+        );
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match lease.renew(&pool).await {
+                    Ok(took) => {
+                        if let Some(metrics) = &metrics {
+                            metrics.lease_renewal(took);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the lease was not renewed");
+                        continue;
+                    }
+                }
+                if let Err(error) = renew_holds(&pool, &gateway, lease_ms).await {
+                    tracing::debug!(%error, "holds were not renewed");
+                }
+                if let Err(error) = usage.flush(&pool, &gateway).await {
+                    tracing::debug!(%error, "quota bookkeeping was not flushed");
+                }
+            }
+        }
+    }
+
+    async fn submit(&self, op: Op) -> Result<Done, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| unavailable("the store has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the store has stopped"))?
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        match &*self.failing.lock().expect("failing") {
+            Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    async fn query_sagas(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<SagaRow>, StoreError> {
+        let client = kv::client(&self.pool).await?;
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        let rows = client
+            .query(&statement, params)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(full_row).collect())
+    }
+}
+
+async fn renew_holds(
+    pool: &Pool,
+    gateway: &str,
+    lease_ms: u64,
+) -> Result<(), tokio_postgres::Error> {
+    let Ok(client) = pool.get().await else {
+        return Ok(());
+    };
+    let until = to_i64(now_unix_ms().saturating_add(lease_ms));
+    client
+        .execute(
+            "UPDATE holds SET expires_at_ms = $2 WHERE gateway = $1",
+            &[&gateway, &until],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Runs a future on the store's runtime and waits for it from a thread outside any runtime.
+trait BlockOnSpawned {
+    fn block_on_spawned<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T;
+}
+
+impl BlockOnSpawned for Handle {
+    fn block_on_spawned<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        receiver
+            .recv()
+            .expect("the store's runtime runs for the life of the process")
+    }
+}
+
+/// The start of the ids of sagas created at `unix_ms` (see `sqlite/schema.rs`).
+fn saga_id_prefix(unix_ms: u64) -> String {
+    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
+}
+
+impl Store for Postgres {
+    fn claim_saga(&self, row: SagaRow) -> BoxFuture<'_, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            self.writable()?;
+            let id = row.id.clone();
+            match self.submit(Op::Claim(row)).await? {
+                Done::Claim(Claim::Won) => {
+                    self.lease.owned(&id);
+                    Ok(Claim::Won)
+                }
+                Done::Claim(claim) => Ok(claim),
+                Done::Saved => Err(unavailable("the store answered out of turn")),
+            }
+        })
+    }
+
+    fn save_saga(&self, row: SagaRow) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (id, finished) = (row.id.clone(), row.expires_at_ms.is_some());
+            let saved = self.submit(Op::Save(row)).await.map(|_| ());
+            if finished || saved == Err(StoreError::Fenced) {
+                self.lease.forget(&id);
+            }
+            saved
+        })
+    }
+
+    fn saga_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1");
+            Ok(self.query_sagas(&sql, &[&id]).await?.into_iter().next())
+        })
+    }
+
+    fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
+        Box::pin(async move {
+            let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+            match filter.status {
+                Some(status @ ("pending" | "compensating" | "stuck")) => {
+                    let sql = format!(
+                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL AND status = $1
+                         ORDER BY id DESC LIMIT $2"
+                    );
+                    self.query_sagas(&sql, &[&status, &limit]).await
+                }
+                Some(status) => {
+                    let sql = format!(
+                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE status = $1 ORDER BY id DESC LIMIT $2"
+                    );
+                    self.query_sagas(&sql, &[&status, &limit]).await
+                }
+                None => {
+                    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas ORDER BY id DESC LIMIT $1");
+                    self.query_sagas(&sql, &[&limit]).await
+                }
+            }
+        })
+    }
+
+    fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
+        Box::pin(async move {
+            // This gateway's own, from a run before this one: the epoch goes up, so the old run,
+            // should it still be alive somewhere, can write none of them any more.
+            let sql = format!(
+                "UPDATE sagas SET epoch = epoch + 1 WHERE owner = $1 AND expires_at_ms IS NULL
+                 RETURNING {SAGA_COLUMNS}"
+            );
+            let rows = self.query_sagas(&sql, &[&&*self.gateway]).await?;
+            for row in &rows {
+                self.lease.owned(&row.id);
+            }
+            Ok(rows)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        durability: Durability,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        Box::pin(kv::get(
+            &self.pool,
+            durability,
+            namespace,
+            key,
+            now_unix_ms(),
+        ))
+    }
+
+    fn mutate<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        mutation: Mutation,
+        durability: Durability,
+    ) -> BoxFuture<'a, Result<Applied, StoreError>> {
+        Box::pin(async move {
+            if durability == Durability::Durable {
+                self.writable()?;
+            }
+            kv::mutate(
+                &self.pool,
+                &self.usage,
+                durability,
+                namespace,
+                key,
+                mutation,
+                now_unix_ms(),
+            )
+            .await
+        })
+    }
+
+    fn hold<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        holder: u64,
+        value: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
+        Box::pin(async move {
+            let hold = (namespace, key, holder, &value[..]);
+            kv::hold(&self.pool, &self.gateway, hold, now_unix_ms(), lease_ms).await
+        })
+    }
+
+    fn release(&self, namespace: &str, key: &str, holder: u64) {
+        let (pool, gateway) = (self.pool.clone(), self.gateway.clone());
+        let (namespace, key) = (namespace.to_string(), key.to_string());
+        self.runtime.spawn(async move {
+            kv::release(&pool, &gateway, &namespace, &key, holder).await;
+        });
+    }
+
+    fn set_quota(&self, namespace: &str, quota: super::Quota) {
+        self.usage.set_quota(namespace, quota);
+    }
+
+    fn health(&self) -> Health {
+        match &*self.failing.lock().expect("failing") {
+            Some(reason) => Health::Failing(reason.clone()),
+            None if !self.lease.valid() => {
+                Health::Failing("the lease on the database lapsed".into())
+            }
+            None => Health::Writable,
+        }
+    }
+
+    fn expire(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let now = to_i64(now_unix_ms());
+            let retention = self.settings.retention_ms;
+            let before = saga_id_prefix(now_unix_ms().saturating_sub(retention));
+            let client = kv::client(&self.pool).await?;
+            let mut removed = 0;
+            let statements = [
+                "DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE id < $3
+                     AND expires_at_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                "DELETE FROM kv WHERE (namespace, key) IN (SELECT namespace, key FROM kv
+                     WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) AND $3 <> ''",
+                "DELETE FROM kv_volatile WHERE (namespace, key) IN (SELECT namespace, key FROM kv_volatile
+                     WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) AND $3 <> ''",
+                "DELETE FROM holds WHERE (namespace, key) IN (SELECT namespace, key FROM holds
+                     WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) AND $3 <> ''",
+            ];
+            for sql in statements {
+                loop {
+                    let n = client
+                        .execute(sql, &[&now, &EXPIRE_BATCH, &before])
+                        .await
+                        .map_err(unavailable)?;
+                    removed += n;
+                    if n < u64::try_from(EXPIRE_BATCH).unwrap_or(0) {
+                        break;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let usage: serde_json::Map<String, serde_json::Value> = self
+            .usage
+            .snapshot()
+            .into_iter()
+            .map(|(namespace, u)| {
+                (
+                    namespace,
+                    serde_json::json!({"keys": u.keys, "bytes": u.bytes}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "backend": "postgres",
+            "database": self.database,
+            "gateway": &*self.gateway,
+            "lease_ms": self.settings.lease.as_millis() as u64,
+            "lease_valid": self.lease.valid(),
+            "usage": usage,
+        })
+    }
+
+    fn close(&self) {}
+
+    fn may_send<'a>(&'a self, id: &'a str, epoch: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.lease.may_send(&self.pool, id, epoch))
+    }
+
+    fn take_over(&self, limit: usize) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
+        Box::pin(async move {
+            if !self.lease.may_take_over() {
+                return Ok(Vec::new());
+            }
+            let lease_ms =
+                to_i64(u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX));
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let sql = format!(
+                "UPDATE sagas SET owner = $1, epoch = epoch + 1 WHERE id IN (
+                     SELECT s.id FROM sagas s JOIN gateways g ON g.id = s.owner
+                     WHERE s.expires_at_ms IS NULL AND s.owner <> $1
+                       AND g.heartbeat_ms < {DB_NOW_MS} - $2
+                     ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED)
+                 RETURNING {SAGA_COLUMNS}"
+            );
+            let rows = self
+                .query_sagas(&sql, &[&&*self.gateway, &lease_ms, &limit])
+                .await?;
+            for row in &rows {
+                self.lease.owned(&row.id);
+            }
+            if let (Some(metrics), false) = (&self.metrics, rows.is_empty()) {
+                metrics.fleet_takeovers(rows.len() as u64);
+            }
+            Ok(rows)
+        })
+    }
+
+    fn changed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
+        let waiter = self.listener.waiter(id);
+        Box::pin(async move {
+            let _ = tokio::time::timeout(FOLLOW_INTERVAL, waiter.notified()).await;
+            drop(waiter);
+            self.listener.done(id);
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        id: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let client = kv::client(&self.pool).await?;
+            let asked = client
+                .execute(
+                    "UPDATE sagas SET admin = $2 WHERE id = $1 AND expires_at_ms IS NULL",
+                    &[&id, &action],
+                )
+                .await
+                .map_err(unavailable)?;
+            if asked == 1 {
+                client
+                    .execute("SELECT pg_notify('txgate_admin', $1)", &[&id])
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(asked == 1)
+        })
+    }
+
+    fn requests(&self) -> Option<mpsc::UnboundedReceiver<Arc<str>>> {
+        Some(self.listener.admin_requests())
+    }
+
+    fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.settings.lease)
+    }
+}

@@ -1,0 +1,129 @@
+//! A private PostgreSQL for one test: `initdb` and `pg_ctl` run as the `postgres` user, in a temp
+//! directory, on a free loopback port, stopped (immediately) when dropped. Nothing is shared
+//! with any other test or with a database the machine may run.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::free_port;
+
+/// A running cluster.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// The newest installed server's `bin` directory (Debian keeps it out of `PATH`).
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (apt-get install -y postgresql)")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().expect("a PostgreSQL server with initdb")
+}
+
+fn as_postgres(program: &PathBuf, args: &[&str]) -> Output {
+    let output = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run as the postgres user");
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed: {}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl Postgres {
+    /// Creates and starts a cluster with a `txgate` superuser and trust authentication.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "the tests run as root, to hand the directory to postgres");
+        let bin = bin_dir();
+        let data = dir.path().join("data");
+        as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "txgate",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let cluster = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        cluster.pg_ctl(&["start", "-w"]);
+        cluster
+    }
+
+    fn pg_ctl(&self, command: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut args = vec!["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options];
+        args.extend_from_slice(command);
+        as_postgres(&self.bin.join("pg_ctl"), &args);
+    }
+
+    /// The URL gateways connect with.
+    pub fn url(&self) -> String {
+        format!("postgres://txgate@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl restart -m immediate`: the server stops without a checkpoint, as in a crash, and
+    /// starts again (recovering from its WAL; `UNLOGGED` tables come back empty).
+    pub fn restart_immediately(&self) {
+        self.pg_ctl(&["restart", "-m", "immediate", "-w"]);
+    }
+
+    /// Runs one SQL statement with `psql`; returns its unaligned output.
+    pub fn sql(&self, statement: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "txgate", "-d", "postgres"])
+            .args(["-XAtc", statement])
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", data.to_str().unwrap(), "stop", "-m", "immediate"])
+            .output();
+    }
+}
