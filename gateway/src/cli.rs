@@ -1,4 +1,5 @@
-//! The command line (SPEC §1): `txgate serve` and `txgate check`, both taking `--config`.
+//! The command line (SPEC §1): `txgate serve`, `txgate check` and `txgate migrate`, each taking
+//! `--config`.
 
 use std::path::PathBuf;
 
@@ -36,6 +37,12 @@ pub enum Command {
     },
     /// Validate the config and compile every plugin it names; print each error and exit 1.
     Check {
+        /// The config file.
+        #[arg(short, long, default_value = "txgate.toml")]
+        config: PathBuf,
+    },
+    /// Create or migrate the store's schema (`serve` does it too), then exit.
+    Migrate {
         /// The config file.
         #[arg(short, long, default_value = "txgate.toml")]
         config: PathBuf,

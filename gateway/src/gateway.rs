@@ -173,7 +173,7 @@ impl Gateway {
     }
 }
 
-fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Store>, Error> {
+pub(crate) fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Store>, Error> {
     let store = &config.store;
     let gateway = config.gateway_id();
     if store.backend == Backend::Postgres {

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     txgate::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Check { config } => txgate::check(&config).map(|summary| println!("{summary}")),
+        Command::Migrate { config } => {
+            txgate::migrate(&config).map(|summary| println!("{summary}"))
+        }
         Command::Serve { config } => txgate::config::load(&config).and_then(txgate::serve),
     };
     match result {

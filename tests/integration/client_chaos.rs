@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::clients::no_saga_unfinished;
+use crate::faults::seeds;
 use crate::support::raw::request;
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
 use crate::wasm;
@@ -29,19 +30,6 @@ const OPENING: i64 = 1_000_000;
 const ACCOUNTS: usize = 4;
 /// Once the chaos stops, every client must have its final answer within this.
 const SETTLE_BOUND: Duration = Duration::from_secs(60);
-
-fn seeds() -> Vec<u64> {
-    let Ok(spec) = std::env::var("TXGATE_CLIENT_SEEDS") else {
-        return (1..=3).collect();
-    };
-    match spec.split_once('-') {
-        Some((a, b)) => (a.trim().parse().unwrap_or(1)..=b.trim().parse().unwrap_or(1)).collect(),
-        None => spec
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect(),
-    }
-}
 
 /// When a client goes away.
 #[derive(Debug, Clone, Copy)]
@@ -330,7 +318,7 @@ async fn run(seed: u64) {
 async fn clients_that_hang_up_reuse_ids_and_storm_never_break_the_promise() {
     // Proves, for each seed, that careless clients change nothing: every accepted saga
     // finishes, every retry gets its final answer, no key stays held, and the books are exact.
-    for seed in seeds() {
+    for seed in seeds("TXGATE_CLIENT_SEEDS", 1..=3) {
         run(seed).await;
     }
 }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use crate::sagas::transfer_routes;
 use crate::support::{Bank, Gateway, GatewayBuilder, client};
 
-const ACCOUNTS: usize = 10;
-const OPENING_BALANCE: i64 = 1_000_000;
+pub const ACCOUNTS: usize = 10;
+pub const OPENING_BALANCE: i64 = 1_000_000;
 const TRANSFERS: usize = 200;
 /// Sagas that must be in flight when the gateway is killed.
 const IN_FLIGHT_MIN: f64 = 100.0;
@@ -35,7 +35,7 @@ pub fn seeds() -> Vec<u64> {
     (1..=rounds).collect()
 }
 
-fn accounts(prefix: &str) -> Vec<String> {
+pub fn accounts(prefix: &str) -> Vec<String> {
     (0..ACCOUNTS)
         .map(|i| format!("{prefix}{i}={OPENING_BALANCE}"))
         .collect()
@@ -51,7 +51,7 @@ pub struct Planned {
 
 /// Transfers between the two banks' accounts; about one in ten is credited to an unknown
 /// account, so it is rejected at the last step and compensated.
-fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<Planned> {
+pub fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<Planned> {
     (0..TRANSFERS)
         .map(|n| {
             let from = format!("a{}", rng.usize(..ACCOUNTS));
@@ -82,37 +82,47 @@ pub async fn send(url: String, planned: Planned) -> Option<(u16, Value)> {
     Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
-/// Retries each transfer with its X-Request-ID until it has a final answer.
+/// Retries each transfer with its X-Request-ID until it has a final answer (anything but 202,
+/// 409 and 503), each round on the next of `gateways`, within `bound`.
 pub async fn settle(
-    gateway: &Gateway,
+    gateways: &[&Gateway],
     planned: &[Planned],
-    seed: u64,
+    bound: Duration,
+    replay: &str,
 ) -> HashMap<String, (u16, Value)> {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let deadline = Instant::now() + bound;
     let mut finals = HashMap::new();
-    while finals.len() < planned.len() {
+    let mut last = HashMap::new();
+    for round in 0.. {
+        if finals.len() == planned.len() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "seed {seed}: {} transfers never got a final answer",
+            "{} transfers never got a final answer within {bound:?}; their last answers: {last:?} ({replay})",
             planned.len() - finals.len()
         );
         let retries: Vec<_> = planned
             .iter()
-            .filter(|p| !finals.contains_key(&p.id))
-            .map(|p| {
+            .enumerate()
+            .filter(|(_, p)| !finals.contains_key(&p.id))
+            .map(|(n, p)| {
+                let gateway = gateways[(n + round) % gateways.len()];
                 (
                     p.id.clone(),
                     tokio::spawn(send(gateway.url(&p.path), p.clone())),
                 )
             })
             .collect();
+        last.clear();
         for (id, retry) in retries {
-            if let Ok(Some((status, body))) = retry.await
-                && status != 202
-                && status != 409
-                && status != 503
-            {
-                finals.insert(id, (status, body));
+            match retry.await {
+                Ok(Some((status, body))) if !matches!(status, 202 | 409 | 503) => {
+                    finals.insert(id, (status, body));
+                }
+                answer => {
+                    last.insert(id, format!("{answer:?}"));
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -200,7 +210,7 @@ async fn round(seed: u64) -> u64 {
     }
     gateway.restart().await;
     let resumed = resumed_sagas(&gateway.log());
-    let finals = settle(&gateway, &planned, seed).await;
+    let finals = settle(&[&gateway], &planned, SETTLE_TIMEOUT, &replay).await;
     for (id, (status, body)) in &finals {
         assert!(
             matches!(status, 200 | 404 | 422 | 502),

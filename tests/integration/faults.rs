@@ -20,21 +20,21 @@ use nix::sys::signal::Signal;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::crash::{Planned, send};
+use crate::crash::{Planned, send, settle};
 use crate::support::{Bank, Gateway, GatewayBuilder};
 use crate::wasm;
 
-const BANKS: usize = 3;
+pub const BANKS: usize = 3;
 const ACCOUNTS: usize = 6;
 const OPENING: i64 = 1_000_000;
-const TRANSFERS: usize = 90;
+pub const TRANSFERS: usize = 90;
 /// Once the faults stop, every saga must finish within this.
-const FINISH_BOUND: Duration = Duration::from_secs(45);
+pub const FINISH_BOUND: Duration = Duration::from_secs(45);
 
-/// The seeds to run: `TXGATE_FAULT_SEEDS` as `a-b` or `a,b,c`; 1 to 10 by default.
-fn seeds() -> Vec<u64> {
-    let Ok(spec) = std::env::var("TXGATE_FAULT_SEEDS") else {
-        return (1..=10).collect();
+/// The seeds to run: the environment's `var` as `a-b` or `a,b,c`; `default` without it.
+pub fn seeds(var: &str, default: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    let Ok(spec) = std::env::var(var) else {
+        return default.collect();
     };
     match spec.split_once('-') {
         Some((a, b)) => (a.trim().parse().unwrap_or(1)..=b.trim().parse().unwrap_or(1)).collect(),
@@ -86,7 +86,7 @@ const SHAPES: [Shape; 6] = [
     },
 ];
 
-fn routes(banks: &[Bank]) -> String {
+pub fn routes(banks: &[Bank]) -> String {
     let mut config = String::new();
     for (i, bank) in banks.iter().enumerate() {
         config.push_str(&format!(
@@ -124,7 +124,7 @@ fn routes(banks: &[Bank]) -> String {
 
 /// A transfer on a random route: the debits and credits of its legs sum to zero. About one in
 /// twelve names an account that does not exist, so a leg is rejected and the rest undone.
-fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<Planned> {
+pub fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<Planned> {
     (0..TRANSFERS)
         .map(|n| {
             let shape = &SHAPES[rng.usize(..SHAPES.len())];
@@ -158,8 +158,22 @@ fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<Planned> {
         .collect()
 }
 
+/// The three banks, their accounts opened, each with its journal in `journals`.
+pub async fn start_banks(journals: &std::path::Path) -> Vec<Bank> {
+    let mut banks = Vec::new();
+    for i in 0..BANKS {
+        let accounts: Vec<String> = (0..ACCOUNTS)
+            .map(|a| format!("b{i}a{a}={OPENING}"))
+            .collect();
+        let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+        let journal = journals.join(format!("bank{i}.journal"));
+        banks.push(Bank::start_with(&accounts, Some(journal)).await);
+    }
+    banks
+}
+
 /// Random backend faults for a bank (cleared before the settle phase).
-async fn break_bank(bank: &Bank, rng: &mut fastrand::Rng) {
+pub async fn break_bank(bank: &Bank, rng: &mut fastrand::Rng) {
     let rules = [
         json!({"kind": "fail_before", "probability": 0.04 + rng.f64() * 0.04}),
         json!({"kind": "fail_after", "probability": 0.03 + rng.f64() * 0.03}),
@@ -206,45 +220,8 @@ async fn disrupt(disruption: Disruption, gateway: &mut Gateway, banks: &mut [Ban
     }
 }
 
-/// Retries every transfer until each has a final answer.
-async fn settle(
-    gateway: &Gateway,
-    planned: &[Planned],
-    seed: u64,
-    replay: &str,
-) -> HashMap<String, (u16, Value)> {
-    let deadline = Instant::now() + FINISH_BOUND;
-    let mut finals = HashMap::new();
-    while finals.len() < planned.len() {
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: {} clients never got a final answer ({replay})",
-            planned.len() - finals.len()
-        );
-        let retries: Vec<_> = planned
-            .iter()
-            .filter(|p| !finals.contains_key(&p.id))
-            .map(|p| {
-                (
-                    p.id.clone(),
-                    tokio::spawn(send(gateway.url(&p.path), p.clone())),
-                )
-            })
-            .collect();
-        for (id, retry) in retries {
-            if let Ok(Some((status, body))) = retry.await
-                && !matches!(status, 202 | 409 | 503)
-            {
-                finals.insert(id, (status, body));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    finals
-}
-
-/// Every saga the gateway knows is finished.
-async fn all_finished(gateway: &Gateway) -> bool {
+/// Every saga the gateway knows (in a fleet: the fleet) is finished.
+pub async fn all_finished(gateway: &Gateway) -> bool {
     for status in ["pending", "compensating", "stuck"] {
         let listed: Value = gateway
             .admin(
@@ -264,7 +241,12 @@ async fn all_finished(gateway: &Gateway) -> bool {
     true
 }
 
-async fn check(banks: &[Bank], finals: &HashMap<String, (u16, Value)>, seed: u64, replay: &str) {
+pub async fn check(
+    banks: &[Bank],
+    finals: &HashMap<String, (u16, Value)>,
+    seed: u64,
+    replay: &str,
+) {
     let mut total = 0;
     let mut steps: HashMap<String, Vec<bool>> = HashMap::new();
     let mut sagas_per_request: HashMap<String, HashSet<String>> = HashMap::new();
@@ -342,15 +324,7 @@ async fn run(seed: u64) {
     eprintln!("fault run, seed {seed} ({replay})");
     let mut rng = fastrand::Rng::with_seed(seed);
     let journals = tempfile::tempdir().unwrap();
-    let mut banks = Vec::new();
-    for i in 0..BANKS {
-        let accounts: Vec<String> = (0..ACCOUNTS)
-            .map(|a| format!("b{i}a{a}={OPENING}"))
-            .collect();
-        let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
-        let journal = journals.path().join(format!("bank{i}.journal"));
-        banks.push(Bank::start_with(&accounts, Some(journal)).await);
-    }
+    let mut banks = start_banks(journals.path()).await;
     let config = routes(&banks);
     let mut gateway = GatewayBuilder::new(config.clone())
         .server("request_timeout_ms = 1500")
@@ -383,7 +357,7 @@ async fn run(seed: u64) {
     for bank in &banks {
         bank.clear_faults().await;
     }
-    let finals = settle(&gateway, &planned, seed, &replay).await;
+    let finals = settle(&[&gateway], &planned, FINISH_BOUND, &replay).await;
     let deadline = Instant::now() + FINISH_BOUND;
     while !all_finished(&gateway).await {
         assert!(
@@ -400,7 +374,7 @@ async fn seeded_fault_runs_keep_every_invariant() {
     // Proves the guarantees under every fault kind at once, for each seed: balanced books, no
     // half-applied saga, at most one execution per X-Request-ID, a final answer for every client,
     // and every saga finished within a bound once the faults stop.
-    for seed in seeds() {
+    for seed in seeds("TXGATE_FAULT_SEEDS", 1..=10) {
         run(seed).await;
     }
 }

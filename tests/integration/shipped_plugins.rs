@@ -13,7 +13,7 @@ use crate::support::{Bank, Gateway, GatewayBuilder, client};
 use crate::wasm;
 
 /// Upstreams, the three plugins, a saga route and a plain route, all with plugins.
-fn config(a: &Bank, b: &Bank, compensation: &str, rate: &str) -> String {
+pub fn config(a: &Bank, b: &Bank, compensation: &str, rate: &str) -> String {
     format!(
         r#"
 [upstreams.bank_a]
@@ -77,7 +77,7 @@ plugins = ["rate_limit", "idempotency"]
     )
 }
 
-const GENEROUS: &str = "key = \"route\"\nper_second = 100000\nburst = 100000";
+pub const GENEROUS: &str = "key = \"route\"\nper_second = 100000\nburst = 100000";
 
 async fn start(compensation: &str, rate: &str) -> (Bank, Bank, Gateway) {
     let a = Bank::start(&["alice=1000"]).await;
@@ -89,7 +89,7 @@ async fn start(compensation: &str, rate: &str) -> (Bank, Bank, Gateway) {
     (a, b, gateway)
 }
 
-async fn post_echo(gateway: &Gateway, id: Option<&str>, body: &str) -> reqwest::Response {
+pub async fn post_echo(gateway: &Gateway, id: Option<&str>, body: &str) -> reqwest::Response {
     let mut request = client()
         .post(gateway.url("/api/echo"))
         .body(body.to_string());

@@ -48,13 +48,15 @@ const ECHO_PADDING_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Longest `/echo?delay_ms=`.
 const ECHO_DELAY_MS_MAX: u64 = 60_000;
 /// Business requests kept for `GET /_requests`, newest last.
-const REQUEST_LOG_MAX: usize = 256;
-/// Headers kept in the request log.
-const LOGGED_HEADERS: [&str; 5] = [
+const REQUEST_LOG_MAX: usize = 4096;
+/// Headers kept in the request log (`x-txgate-gateway` names the gateway of a fleet that sent
+/// the call).
+const LOGGED_HEADERS: [&str; 6] = [
     "idempotency-key",
     "x-saga-id",
     "x-saga-step",
     "x-request-id",
+    "x-txgate-gateway",
     "content-type",
 ];
 
@@ -67,7 +69,8 @@ pub struct Bank {
     faults: Mutex<Faults>,
     requests: AtomicU64,
     paths: Mutex<BTreeMap<String, u64>>,
-    log: Mutex<std::collections::VecDeque<Value>>,
+    /// The request log, and how many business requests arrived in all (each entry's `seq`).
+    log: Mutex<(std::collections::VecDeque<Value>, u64)>,
 }
 
 /// The connection is closed without an answer (the `drop` faults).
@@ -112,7 +115,7 @@ impl Bank {
             faults: Mutex::new(Faults::default()),
             requests: AtomicU64::new(0),
             paths: Mutex::new(BTreeMap::new()),
-            log: Mutex::new(std::collections::VecDeque::new()),
+            log: Mutex::new((std::collections::VecDeque::new(), 0)),
         })
     }
 
@@ -231,8 +234,10 @@ impl Bank {
             .iter()
             .filter_map(|name| Some((*name, parts.headers.get(*name)?.to_str().ok()?)))
             .collect();
-        let entry = json!({"method": parts.method.as_str(), "path": parts.uri.path(), "headers": headers, "body": body});
         let mut log = self.log.lock().unwrap();
+        let (log, seq) = &mut *log;
+        *seq += 1;
+        let entry = json!({"seq": *seq, "method": parts.method.as_str(), "path": parts.uri.path(), "headers": headers, "body": body});
         if log.len() == REQUEST_LOG_MAX {
             log.pop_front();
         }
@@ -240,8 +245,9 @@ impl Bank {
     }
 
     fn request_log(&self) -> Response<Full<Bytes>> {
-        let log: Vec<Value> = self.log.lock().unwrap().iter().cloned().collect();
-        reply(200, &json!({ "requests": log }))
+        let log = self.log.lock().unwrap();
+        let entries: Vec<Value> = log.0.iter().cloned().collect();
+        reply(200, &json!({ "requests": entries, "received": log.1 }))
     }
 
     fn accounts(&self) -> Response<Full<Bytes>> {

@@ -9,7 +9,7 @@ use super::record::{Answer, Attempt, SagaRecord};
 use crate::error::Error;
 use crate::plugin::Chain;
 use crate::step::{Phase, StepAnswer, StepCall, Verdict};
-use crate::upstream::{OutboundRequest, Upstream, UpstreamResponse, is_retryable_status};
+use crate::upstream::{Fence, OutboundRequest, Upstream, UpstreamResponse, is_retryable_status};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const SAGA_ID: HeaderName = HeaderName::from_static("x-saga-id");
@@ -125,7 +125,12 @@ pub(super) struct Sending<'a> {
 }
 
 /// Sends one attempt, records it on the saga, and classifies it.
-pub(super) async fn attempt(record: &mut SagaRecord, i: usize, sending: &Sending<'_>) -> Outcome {
+pub(super) async fn attempt(
+    record: &mut SagaRecord,
+    i: usize,
+    sending: &Sending<'_>,
+    fence: Option<&Fence>,
+) -> Outcome {
     let Sending {
         upstream,
         call,
@@ -134,7 +139,7 @@ pub(super) async fn attempt(record: &mut SagaRecord, i: usize, sending: &Sending
     } = sending;
     let started = Instant::now();
     let at_ms = crate::store::now_unix_ms();
-    let result = upstream.attempt(outbound).await;
+    let result = upstream.attempt(outbound, fence).await;
     let reached = result.as_ref().map_or_else(|e| !e.never_sent(), |_| true);
     let mut verdict = default_verdict(&result);
     if let Some(chain) = chain

@@ -12,7 +12,7 @@ use super::record::{SagaRecord, Status};
 use crate::plugin::Chain;
 use crate::step::{Phase, StepCall};
 use crate::store::{Store, StoreError};
-use crate::upstream::{Upstream, backoff_delay};
+use crate::upstream::{Fence, Upstream, backoff_delay};
 
 /// How long a store call that failed waits before the next try.
 const STORE_RETRY: Duration = Duration::from_millis(200);
@@ -66,12 +66,21 @@ pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> 
     Ok(())
 }
 
-/// Before every call: is the saga still this gateway's? Waits while the store cannot tell.
-pub(super) async fn gate(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<(), Lost> {
+/// Before every call: is the saga still this gateway's? Waits while the store cannot tell. In a
+/// fleet, the answer comes as the [`Fence`] the call's connection checks before each write.
+pub(super) async fn gate(
+    ctx: &Ctx,
+    record: &SagaRecord,
+    handle: &Handle,
+) -> Result<Option<Fence>, Lost> {
     loop {
         let epoch = handle.epoch.load(Ordering::Acquire);
         match ctx.store.may_send(&record.id, epoch).await {
-            Ok(()) => return Ok(()),
+            Ok(None) => return Ok(None),
+            Ok(Some(ticket)) => {
+                let store = ctx.store.clone();
+                return Ok(Some(Fence::new(move || store.ticket_valid(ticket))));
+            }
             Err(StoreError::Fenced) => return Err(Lost),
             Err(error) => {
                 tracing::warn!(saga = %record.id, %error, "cannot confirm the saga is still ours; waiting");

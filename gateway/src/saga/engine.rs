@@ -235,8 +235,9 @@ impl Engine {
         }
     }
 
-    /// A saga another gateway runs: its answer once it finishes (a notification, or a read every
-    /// moment), or 202 at the deadline.
+    /// A saga another gateway runs: its answer once it finishes (woken by the fleet's
+    /// notification), or 202 at the deadline. The wait is registered before each read, so a
+    /// notification sent between the two is never missed.
     async fn follow_elsewhere(
         &self,
         mut record: Arc<SagaRecord>,
@@ -246,16 +247,19 @@ impl Engine {
         if record.fingerprint != *fingerprint {
             return Err(mismatch());
         }
-        while !record.status.is_final() && Instant::now() < deadline {
-            let _ =
-                tokio::time::timeout_at(deadline.into(), self.ctx.store.changed(&record.id)).await;
-            if let Ok(Some(row)) = self.ctx.store.saga_by_id(&record.id).await
+        let id = record.id.clone();
+        loop {
+            let changed = self.ctx.store.changed(&id);
+            if let Ok(Some(row)) = self.ctx.store.saga_by_id(&id).await
                 && let Some(latest) = SagaRecord::decode(&row.record)
             {
                 record = Arc::new(latest);
             }
+            if record.status.is_final() || Instant::now() >= deadline {
+                return Ok(answer::client(&record));
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), changed).await;
         }
-        Ok(answer::client(&record))
     }
 
     /// A saga's task is over.

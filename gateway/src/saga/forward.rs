@@ -56,8 +56,8 @@ pub(super) async fn forward(
     let config = upstream.config();
     let mut reached = resumed;
     for attempt in 1..=config.max_attempts {
-        gate(ctx, record, handle).await?;
-        let outcome = call::attempt(record, i, &sending).await;
+        let fence = gate(ctx, record, handle).await?;
+        let outcome = call::attempt(record, i, &sending, fence.as_ref()).await;
         reached |= outcome.reached;
         let failed = |cause, error: String| Failed {
             cause,

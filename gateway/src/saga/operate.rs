@@ -140,12 +140,13 @@ impl Engine {
     async fn wait_finished_elsewhere(&self, id: &str) -> Result<SagaRecord, Error> {
         let deadline = Instant::now() + RESOLVE_WAIT;
         while Instant::now() < deadline {
+            let changed = self.ctx.store.changed(id);
             if let Some(record) = self.find(id).await?
                 && record.status.is_final()
             {
                 return Ok(record);
             }
-            self.ctx.store.changed(id).await;
+            let _ = tokio::time::timeout_at(deadline.into(), changed).await;
         }
         Err(Error::new(
             ErrorKind::Internal,

@@ -60,14 +60,7 @@ impl Engine {
         self.spawner.spawn(Box::pin(async move {
             loop {
                 tokio::time::sleep(lease / 4).await;
-                match engine.ctx.store.take_over(TAKEOVER_BATCH).await {
-                    Ok(rows) if !rows.is_empty() => {
-                        let taken = engine.resume(rows);
-                        tracing::warn!(taken, "took over sagas of a gateway whose lease ran out");
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "could not look for sagas to take over"),
-                }
+                engine.take_over().await;
             }
         }));
         if let Some(mut requests) = self.ctx.store.requests() {
@@ -77,6 +70,28 @@ impl Engine {
                     engine.requested(&id).await;
                 }
             }));
+        }
+    }
+
+    /// Takes over dead gateways' sagas, batch after batch while batches come back full.
+    async fn take_over(self: &Arc<Self>) {
+        loop {
+            match self.ctx.store.take_over(TAKEOVER_BATCH).await {
+                Ok(rows) => {
+                    let full = rows.len() == TAKEOVER_BATCH;
+                    if !rows.is_empty() {
+                        let taken = self.resume(rows);
+                        tracing::warn!(taken, "took over sagas of a gateway whose lease ran out");
+                    }
+                    if !full {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for sagas to take over");
+                    return;
+                }
+            }
         }
     }
 

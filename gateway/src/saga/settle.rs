@@ -67,8 +67,8 @@ pub(super) async fn settle(
         chain: chain.as_ref(),
     };
     loop {
-        gate(ctx, record, handle).await?;
-        let outcome = call::attempt(record, j, &sending).await;
+        let fence = gate(ctx, record, handle).await?;
+        let outcome = call::attempt(record, j, &sending, fence.as_ref()).await;
         if outcome.verdict == Verdict::Success {
             match phase {
                 Phase::Confirm => record.confirm_done(j),

@@ -256,11 +256,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Finishes queued writes and stops (graceful shutdown).
     fn close(&self);
 
-    /// Before a saga call: Ok while this gateway surely owns the saga at `epoch`; `Fenced` once
-    /// another gateway has taken it over. One gateway alone always owns its sagas.
-    fn may_send<'a>(&'a self, id: &'a str, epoch: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+    /// Before a saga call: `Ok(None)` for one gateway alone, which always owns its sagas. In a
+    /// fleet, `Ok(Some(ticket))` while this gateway surely owns the saga at `epoch`, and
+    /// `Fenced` once another gateway has taken it over; the call's bytes go out only while
+    /// [`Store::ticket_valid`] holds for the ticket.
+    fn may_send<'a>(
+        &'a self,
+        id: &'a str,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
         let _ = (id, epoch);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Whether a ticket from [`Store::may_send`] still holds: checked right before each write
+    /// of the call, so a gateway paused after the check sends nothing once it wakes.
+    fn ticket_valid(&self, ticket: u64) -> bool {
+        let _ = ticket;
+        true
     }
 
     /// Unfinished sagas of gateways whose lease ran out, now this gateway's, at most `limit`.

@@ -7,6 +7,7 @@
 
 mod backoff;
 mod breaker;
+mod fence;
 mod headers;
 mod pool;
 
@@ -22,6 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 pub use backoff::delay as backoff_delay;
 pub use breaker::Breaker;
+pub use fence::Fence;
 pub use headers::{add_forwarded, strip_hop_by_hop};
 use pool::{Pool, SendError};
 
@@ -141,8 +143,13 @@ impl Upstream {
         &self.config
     }
 
-    /// One attempt: breaker, per-attempt timeout (head and body), and the attempt metric.
-    pub async fn attempt(&self, request: &OutboundRequest) -> Result<UpstreamResponse, Error> {
+    /// One attempt: breaker, per-attempt timeout (head and body), and the attempt metric. A saga
+    /// call of a fleet carries its `fence`.
+    pub async fn attempt(
+        &self,
+        request: &OutboundRequest,
+        fence: Option<&Fence>,
+    ) -> Result<UpstreamResponse, Error> {
         let Some(permit) = self.breaker.try_acquire() else {
             self.metrics.upstream_attempt(&self.name, "breaker_open");
             return Err(Error::new(
@@ -155,21 +162,22 @@ impl Upstream {
         };
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let writing = AtomicBool::new(false);
-        let result = match tokio::time::timeout(timeout, self.exchange(request, &writing)).await {
-            Ok(result) => result,
-            // Cut before the request was handed to a connection: nothing reached the backend.
-            Err(_) if !writing.load(Ordering::Relaxed) => Err(Error::new(
-                ErrorKind::UpstreamConnect,
-                format!(
-                    "no connection to upstream `{}` within {timeout:?}",
-                    self.name
-                ),
-            )),
-            Err(_) => Err(Error::new(
-                ErrorKind::UpstreamTimeout,
-                format!("upstream `{}` did not answer within {timeout:?}", self.name),
-            )),
-        };
+        let result =
+            match tokio::time::timeout(timeout, self.exchange(request, &writing, fence)).await {
+                Ok(result) => result,
+                // Cut before the request was handed to a connection: nothing reached the backend.
+                Err(_) if !writing.load(Ordering::Relaxed) => Err(Error::new(
+                    ErrorKind::UpstreamConnect,
+                    format!(
+                        "no connection to upstream `{}` within {timeout:?}",
+                        self.name
+                    ),
+                )),
+                Err(_) => Err(Error::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("upstream `{}` did not answer within {timeout:?}", self.name),
+                )),
+            };
         let (label, healthy) = match &result {
             Ok(response) if response.status.is_server_error() => ("server_error", false),
             Ok(response) if is_retryable_status(response.status) => ("retryable_status", true),
@@ -194,7 +202,7 @@ impl Upstream {
         let idempotent = request.method.is_idempotent();
         let mut attempt = 1;
         loop {
-            let result = self.attempt(request).await;
+            let result = self.attempt(request, None).await;
             let retry = attempt < self.config.max_attempts
                 && match &result {
                     Ok(response) => idempotent && is_retryable_status(response.status),
@@ -222,6 +230,7 @@ impl Upstream {
         &self,
         request: &OutboundRequest,
         writing: &AtomicBool,
+        fence: Option<&Fence>,
     ) -> Result<UpstreamResponse, Error> {
         // A connection-level client sends the URI as given: origin-form, plus an explicit Host.
         let uri = if self.base_path.is_empty() {
@@ -237,18 +246,24 @@ impl Upstream {
         outbound
             .headers_mut()
             .insert(http::header::HOST, self.host.clone());
-        let (response, lease) = self.pool.send(outbound, writing).await.map_err(|e| {
-            let detail = format!("upstream `{}`", self.name);
-            match e {
-                SendError::Connect(e) => {
-                    Error::new(ErrorKind::UpstreamConnect, detail).with_cause(e)
+        let (response, lease) = self
+            .pool
+            .send(outbound, writing, fence)
+            .await
+            .map_err(|e| {
+                let detail = format!("upstream `{}`", self.name);
+                match e {
+                    SendError::Connect(e) => {
+                        Error::new(ErrorKind::UpstreamConnect, detail).with_cause(e)
+                    }
+                    SendError::Unsent(e) => {
+                        Error::new(ErrorKind::UpstreamConnect, detail).with_cause(e)
+                    }
+                    SendError::Sent(e) => {
+                        Error::new(ErrorKind::UpstreamProtocol, detail).with_cause(e)
+                    }
                 }
-                SendError::Unsent(e) => {
-                    Error::new(ErrorKind::UpstreamConnect, detail).with_cause(e)
-                }
-                SendError::Sent(e) => Error::new(ErrorKind::UpstreamProtocol, detail).with_cause(e),
-            }
-        })?;
+            })?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, self.response_bytes_max)
             .collect()

@@ -21,6 +21,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::fence::{Fence, FencedIo, Slot};
+
 /// How long an idle connection is kept before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream per worker.
@@ -39,14 +41,20 @@ pub(super) enum SendError {
     Sent(hyper::Error),
 }
 
-struct Idle {
+/// A connection: its sender, and the slot for the fence of the request it sends.
+struct Connection {
     sender: SendRequest<Full<Bytes>>,
+    fence: Slot,
+}
+
+struct Idle {
+    connection: Connection,
     since: Instant,
 }
 
 /// A connection in use; give it back with [`Pool::put`] once the response body is read.
 pub(super) struct Lease {
-    sender: SendRequest<Full<Bytes>>,
+    connection: Connection,
 }
 
 /// The pool of one upstream.
@@ -79,11 +87,12 @@ impl Pool {
 
     /// Sends a request on a pooled or new connection. The last try always uses a new one.
     /// `writing` turns true when the request is handed to a connection: from then on, bytes
-    /// may have reached the upstream.
+    /// may have reached the upstream. A `fence` is checked before each write of the request.
     pub(super) async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
         writing: &AtomicBool,
+        fence: Option<&Fence>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let mut unsent = None;
         for attempt in 0..=UNSENT_RETRIES_MAX {
@@ -92,17 +101,18 @@ impl Pool {
             } else {
                 None
             };
-            let mut sender = match pooled {
-                Some(sender) => sender,
+            let mut connection = match pooled {
+                Some(connection) => connection,
                 None => self.connect().await?,
             };
-            if let Err(error) = sender.ready().await {
+            if let Err(error) = connection.sender.ready().await {
                 unsent = Some(error);
                 continue;
             }
+            *connection.fence.lock().expect("fence slot") = fence.cloned();
             writing.store(true, Ordering::Relaxed);
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Lease { sender })),
+            match connection.sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Lease { connection })),
                 Err(mut error) => match error.take_message() {
                     Some(message) => {
                         writing.store(false, Ordering::Relaxed);
@@ -120,35 +130,37 @@ impl Pool {
 
     /// Returns a connection whose response has been read in full.
     pub(super) fn put(&self, lease: Lease) {
-        if lease.sender.is_closed() {
+        if lease.connection.sender.is_closed() {
             return;
         }
         let mut idle = self.slot().lock().expect("pool lock");
         if idle.len() < IDLE_PER_WORKER_MAX {
             idle.push(Idle {
-                sender: lease.sender,
+                connection: lease.connection,
                 since: Instant::now(),
             });
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn checkout(&self) -> Option<Connection> {
         let mut idle = self.slot().lock().expect("pool lock");
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+            if !entry.connection.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.connection);
             }
         }
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+    async fn connect(&self) -> Result<Connection, SendError> {
         let stream = TcpStream::connect(&self.address)
             .await
             .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
+        let fence = Slot::default();
+        let io = FencedIo::new(stream, fence.clone());
         let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(SendError::Unsent)?;
         tokio::spawn(async move {
@@ -156,6 +168,6 @@ impl Pool {
                 tracing::debug!(%error, "upstream connection ended");
             }
         });
-        Ok(sender)
+        Ok(Connection { sender, fence })
     }
 }

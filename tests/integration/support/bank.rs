@@ -163,6 +163,17 @@ impl Bank {
 
     /// The last business requests the bank received (method, path, saga headers, body).
     pub async fn requests(&self, path: &str) -> Vec<Value> {
+        self.request_log()
+            .await
+            .0
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .collect()
+    }
+
+    /// The whole request log (each entry numbered by arrival in `seq`), and how many business
+    /// requests arrived in all.
+    pub async fn request_log(&self) -> (Vec<Value>, u64) {
         let log: Value = client()
             .get(self.url("/_requests"))
             .send()
@@ -171,10 +182,8 @@ impl Bank {
             .json()
             .await
             .unwrap();
-        log["requests"]
-            .as_array()
-            .map(|all| all.iter().filter(|r| r["path"] == path).cloned().collect())
-            .unwrap_or_default()
+        let entries = log["requests"].as_array().cloned().unwrap_or_default();
+        (entries, log["received"].as_u64().unwrap_or(0))
     }
 
     /// Sets a balance.

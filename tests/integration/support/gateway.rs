@@ -16,6 +16,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builds a gateway config around a test's upstreams and routes.
 pub struct GatewayBuilder {
     server: Vec<String>,
+    store: Vec<String>,
     body: String,
 }
 
@@ -25,8 +26,23 @@ impl GatewayBuilder {
     pub fn new(body: impl Into<String>) -> Self {
         Self {
             server: Vec::new(),
+            store: Vec::new(),
             body: body.into(),
         }
+    }
+
+    /// Adds a `[store]` line, such as `backend = "postgres"`.
+    pub fn store(mut self, line: &str) -> Self {
+        self.store.push(line.to_string());
+        self
+    }
+
+    /// A gateway of a fleet on `database`, named `name`, with a lease of `lease_ms`.
+    pub fn fleet(self, database: &str, name: &str, lease_ms: u64) -> Self {
+        self.store("backend = \"postgres\"")
+            .store(&format!("url = \"{database}\""))
+            .store(&format!("gateway_id = \"{name}\""))
+            .store(&format!("lease_ms = {lease_ms}"))
     }
 
     /// Adds a `[server]` line, such as `max_body_bytes = 100`.
@@ -56,6 +72,7 @@ impl GatewayBuilder {
             dir,
             config_path,
             server: self.server.clone(),
+            store: self.store.clone(),
             token: None,
             starts: 0,
             listen: None,
@@ -79,6 +96,7 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     config_path: PathBuf,
     server: Vec<String>,
+    store: Vec<String>,
     token: Option<String>,
     starts: u32,
     listen: Option<String>,
@@ -98,9 +116,10 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
         let config = format!(
-            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:{}\"\n{}\n\n[store]\ndir = \"store\"\n\n{body}\n",
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:{}\"\n{}\n\n[store]\ndir = \"store\"\n{}\n\n{body}\n",
             self.admin_port,
             self.server.join("\n"),
+            self.store.join("\n"),
         );
         std::fs::write(&self.config_path, config).expect("write config");
     }
@@ -125,6 +144,11 @@ impl Gateway {
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join(format!("gateway-{}.log", self.starts))
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
     }
 
     /// Everything the current process logged.
@@ -196,6 +220,11 @@ impl Gateway {
                     .and_then(|rest| rest.trim().parse().ok())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Whether the process was started and not yet seen to exit or killed.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The process id.

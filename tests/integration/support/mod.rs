@@ -2,7 +2,9 @@
 //! killed when dropped. Nothing here is mocked.
 
 mod bank;
+mod fleet;
 mod gateway;
+pub mod postgres;
 pub mod raw;
 
 use std::net::TcpListener;
@@ -10,6 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use bank::Bank;
+pub use fleet::Fleet;
 pub use gateway::{Gateway, GatewayBuilder};
 
 /// A built workspace binary (`txgate`, `txgate-bank`), next to this test executable.

@@ -52,7 +52,10 @@ impl Postgres {
             .arg(dir.path())
             .status()
             .expect("chown");
-        assert!(chown.success(), "the tests run as root, to hand the directory to postgres");
+        assert!(
+            chown.success(),
+            "the tests run as root, to hand the directory to postgres"
+        );
         let bin = bin_dir();
         let data = dir.path().join("data");
         as_postgres(
@@ -85,7 +88,14 @@ impl Postgres {
             self.port,
             self.dir.path().display()
         );
-        let mut args = vec!["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options];
+        let mut args = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+        ];
         args.extend_from_slice(command);
         as_postgres(&self.bin.join("pg_ctl"), &args);
     }
@@ -101,10 +111,29 @@ impl Postgres {
         self.pg_ctl(&["restart", "-m", "immediate", "-w"]);
     }
 
+    /// `pg_ctl stop -m immediate`: the database is gone until [`Postgres::start_again`].
+    pub fn stop_immediately(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+    }
+
+    /// Starts a stopped cluster again, on the same port.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start", "-w"]);
+    }
+
     /// Runs one SQL statement with `psql`; returns its unaligned output.
     pub fn sql(&self, statement: &str) -> String {
         let output = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "txgate", "-d", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "txgate",
+                "-d",
+                "postgres",
+            ])
             .args(["-XAtc", statement])
             .output()
             .expect("run psql");

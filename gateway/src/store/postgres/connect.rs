@@ -37,16 +37,29 @@ pub(super) fn describe(config: &Config) -> String {
     )
 }
 
-/// Parses `url` and names this gateway to the database (`application_name`).
-pub(super) fn config(url: &str, gateway: &str) -> Result<Config, Error> {
+/// Parses `url` and names this gateway to the database (`application_name`). A transaction left
+/// open longer than `idle_in_transaction` is ended by the server: a gateway paused in the middle
+/// of one (SIGSTOP, a stalled VM) must not keep its row locks, or the fleet could neither take
+/// its sagas over nor claim the keys it was claiming.
+pub(super) fn config(
+    url: &str,
+    gateway: &str,
+    idle_in_transaction: Duration,
+) -> Result<Config, Error> {
     let mut config: Config = url.parse().map_err(|e| {
         Error::new(
             ErrorKind::Config,
             format!("store.url: not a PostgreSQL URL ({e})"),
         )
     })?;
+    let idle_ms = idle_in_transaction.as_millis().max(1);
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c idle_in_transaction_session_timeout={idle_ms}"),
+        None => format!("-c idle_in_transaction_session_timeout={idle_ms}"),
+    };
     config
         .application_name(format!("txgate {gateway}"))
+        .options(options)
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(10));

@@ -1,4 +1,4 @@
-//! Plugin keys and holds in the fleet's database. Every read-modify-write is one statement, so a
+//! Plugin keys in the fleet's database. Every read-modify-write is one statement, so a
 //! compare-and-swap or an increment is atomic across the fleet and a rate limit holds for all
 //! gateways at once: durable keys in `kv`, volatile ones in the `UNLOGGED` `kv_volatile`.
 //!
@@ -249,78 +249,5 @@ fn number_or_unavailable(error: tokio_postgres::Error) -> StoreError {
         StoreError::NotANumber
     } else {
         unavailable(error)
-    }
-}
-
-/// Takes a hold for `holder` of this gateway: `None` when it holds the key now, or the value of
-/// the request that holds it. A hold expires after `lease_ms` unless its gateway renews it.
-pub(super) async fn hold(
-    pool: &Pool,
-    gateway: &str,
-    hold: (&str, &str, u64, &[u8]),
-    now_ms: u64,
-    lease_ms: u64,
-) -> Result<Option<Bytes>, StoreError> {
-    let (namespace, key, holder, value) = hold;
-    let client = client(pool).await?;
-    let take = client
-        .prepare_cached(
-            "INSERT INTO holds (namespace, key, gateway, holder, value, expires_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (namespace, key) DO UPDATE SET gateway = excluded.gateway,
-                 holder = excluded.holder, value = excluded.value, expires_at_ms = excluded.expires_at_ms
-             WHERE holds.expires_at_ms <= $7
-                OR (holds.gateway = excluded.gateway AND holds.holder = excluded.holder)
-             RETURNING 1",
-        )
-        .await
-        .map_err(unavailable)?;
-    let now = to_i64(now_ms);
-    let until = to_i64(now_ms.saturating_add(lease_ms));
-    let taken = client
-        .query_opt(
-            &take,
-            &[
-                &namespace,
-                &key,
-                &gateway,
-                &to_i64(holder),
-                &value,
-                &until,
-                &now,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-    if taken.is_some() {
-        return Ok(None);
-    }
-    let read = client
-        .prepare_cached("SELECT value FROM holds WHERE namespace = $1 AND key = $2")
-        .await
-        .map_err(unavailable)?;
-    let row = client
-        .query_opt(&read, &[&namespace, &key])
-        .await
-        .map_err(unavailable)?;
-    // Released between the two statements: report it held; the client's retry will find it free.
-    Ok(Some(row.map_or_else(Bytes::new, |r| {
-        Bytes::from(r.get::<_, Vec<u8>>(0))
-    })))
-}
-
-/// Ends a hold.
-pub(super) async fn release(pool: &Pool, gateway: &str, namespace: &str, key: &str, holder: u64) {
-    let Ok(client) = client(pool).await else {
-        return;
-    };
-    let released = client
-        .execute(
-            "DELETE FROM holds WHERE namespace = $1 AND key = $2 AND gateway = $3 AND holder = $4",
-            &[&namespace, &key, &gateway, &to_i64(holder)],
-        )
-        .await;
-    if let Err(error) = released {
-        tracing::debug!(%error, "a hold was not released; it expires with its lease");
     }
 }

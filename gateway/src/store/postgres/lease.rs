@@ -100,10 +100,17 @@ impl Lease {
         self.valid() && self.settled_since.lock().expect("lease").elapsed() >= self.lease
     }
 
-    /// Records that this gateway owns `id` as of now (claimed, taken over, or checked).
-    pub(super) fn owned(&self, id: &str) {
-        self.checked
-            .insert(id.to_string(), self.generation.load(Ordering::Acquire));
+    /// The current generation: taken before a statement that makes this gateway a saga's
+    /// owner, and given to [`Lease::owned`] after it.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records that this gateway became the owner of `id` by a statement that started in
+    /// `generation`. Had the lease lapsed since, the saga is checked again before its next call:
+    /// another gateway may have taken it while this one was away.
+    pub(super) fn owned(&self, id: &str, generation: u64) {
+        self.checked.insert(id.to_string(), generation);
     }
 
     /// Forgets a saga (finished or lost).
@@ -111,18 +118,24 @@ impl Lease {
         self.checked.remove(id);
     }
 
-    /// Before a call of saga `id` at `epoch`: Ok while this gateway surely still owns it.
+    /// Whether a ticket from [`Lease::may_send`] still holds: the lease is valid, and has not
+    /// lapsed since the ticket was given (a lapse bumps the generation).
+    pub(super) fn holds(&self, ticket: u64) -> bool {
+        self.valid() && self.generation.load(Ordering::Acquire) == ticket
+    }
+
+    /// Before a call of saga `id` at `epoch`: a ticket while this gateway surely still owns it.
     pub(super) async fn may_send(
         &self,
         pool: &Pool,
         id: &str,
         epoch: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         loop {
             let generation = self.generation.load(Ordering::Acquire);
             let checked = self.checked.get(id).map(|g| *g) == Some(generation);
             if self.valid() && checked {
-                return Ok(());
+                return Ok(generation);
             }
             if !self.valid() {
                 // Renewed by the lease loop; calls wait until then.

@@ -6,12 +6,14 @@
 //! - `connect.rs`: connections, all driven on this store's own runtime thread;
 //! - `writer.rs`: saga claims and updates, batched into one transaction each (group commit),
 //!   fenced by (owner, epoch);
-//! - `kv.rs`: plugin keys (one statement per read-modify-write) and holds;
+//! - `kv.rs`: plugin keys, one statement per read-modify-write;
+//! - `holds.rs`: the keys requests under way hold, renewed while they run;
 //! - `usage.rs`: quota bookkeeping, one row per gateway;
 //! - `lease.rs`: the gateway's lease, takeover and fencing before each call;
 //! - `listen.rs`: LISTEN/NOTIFY for finished sagas and operator requests.
 
 mod connect;
+mod holds;
 mod kv;
 mod lease;
 mod listen;
@@ -34,6 +36,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
+use holds::{Ask, Holds};
 use lease::{DB_NOW_MS, Lease};
 use listen::Listener;
 use usage::Usage;
@@ -45,9 +48,12 @@ pub use schema::Migrated;
 const QUEUE_MAX: usize = 16_384;
 /// Expired rows deleted per statement.
 const EXPIRE_BATCH: i64 = 500;
-/// How often, at most, a request waiting on another gateway's saga reads it again without a
-/// notification.
-pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a request waiting on another gateway's saga trusts the notifications before it
+/// reads the saga again anyway (a safety net: notifications wake it as soon as the saga ends).
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long `txgate migrate` may leave its transaction idle.
+const MIGRATE_IDLE_MAX: Duration = Duration::from_secs(60);
 
 const SAGA_COLUMNS: &str = "id, status, created_ms, updated_ms, expires_at_ms, record, epoch, admin, route, client, request_id";
 
@@ -90,6 +96,7 @@ pub struct Postgres {
     lease: Arc<Lease>,
     listener: Arc<Listener>,
     usage: Arc<Usage>,
+    holds: Arc<Holds>,
     metrics: Option<Arc<Metrics>>,
     _thread: JoinHandle<()>,
 }
@@ -118,7 +125,7 @@ fn runtime() -> Result<(Handle, JoinHandle<()>), Error> {
 
 /// Creates or migrates the schema, alone (`txgate migrate`).
 pub fn migrate(url: &str) -> Result<Migrated, Error> {
-    let config = connect::config(url, "migrate")?;
+    let config = connect::config(url, "migrate", MIGRATE_IDLE_MAX)?;
     let database = connect::describe(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -145,7 +152,7 @@ impl Postgres {
     /// Connects (an unreachable database is an error that names it), migrates the schema,
     /// takes this gateway's lease, and starts the writer, the listener and the lease loop.
     pub fn open(settings: FleetSettings, metrics: Option<Arc<Metrics>>) -> Result<Self, Error> {
-        let config = connect::config(&settings.url, &settings.gateway)?;
+        let config = connect::config(&settings.url, &settings.gateway, settings.lease / 2)?;
         let database = connect::describe(&config);
         let (runtime, thread) = runtime()?;
         let opened = {
@@ -195,6 +202,7 @@ impl Postgres {
             lease,
             listener,
             usage: Arc::new(Usage::default()),
+            holds: Arc::new(Holds::default()),
             metrics,
             _thread: thread,
         };
@@ -211,6 +219,7 @@ impl Postgres {
             self.usage.clone(),
             self.metrics.clone(),
         );
+        let holds = self.holds.clone();
         let (gateway, every, lease_ms) = (
             self.gateway.clone(),
             self.settings.lease / 4,
@@ -230,7 +239,8 @@ impl Postgres {
                         continue;
                     }
                 }
-                if let Err(error) = renew_holds(&pool, &gateway, lease_ms).await {
+                let until = now_unix_ms().saturating_add(lease_ms);
+                if let Err(error) = holds.renew(&pool, &gateway, until).await {
                     tracing::debug!(%error, "holds were not renewed");
                 }
                 if let Err(error) = usage.flush(&pool, &gateway).await {
@@ -273,24 +283,6 @@ impl Postgres {
     }
 }
 
-async fn renew_holds(
-    pool: &Pool,
-    gateway: &str,
-    lease_ms: u64,
-) -> Result<(), tokio_postgres::Error> {
-    let Ok(client) = pool.get().await else {
-        return Ok(());
-    };
-    let until = to_i64(now_unix_ms().saturating_add(lease_ms));
-    client
-        .execute(
-            "UPDATE holds SET expires_at_ms = $2 WHERE gateway = $1",
-            &[&gateway, &until],
-        )
-        .await
-        .map(|_| ())
-}
-
 /// Runs a future on the store's runtime and waits for it from a thread outside any runtime.
 trait BlockOnSpawned {
     fn block_on_spawned<T: Send + 'static>(
@@ -325,9 +317,10 @@ impl Store for Postgres {
         Box::pin(async move {
             self.writable()?;
             let id = row.id.clone();
+            let generation = self.lease.generation();
             match self.submit(Op::Claim(row)).await? {
                 Done::Claim(Claim::Won) => {
-                    self.lease.owned(&id);
+                    self.lease.owned(&id, generation);
                     Ok(Claim::Won)
                 }
                 Done::Claim(claim) => Ok(claim),
@@ -387,9 +380,10 @@ impl Store for Postgres {
                 "UPDATE sagas SET epoch = epoch + 1 WHERE owner = $1 AND expires_at_ms IS NULL
                  RETURNING {SAGA_COLUMNS}"
             );
+            let generation = self.lease.generation();
             let rows = self.query_sagas(&sql, &[&&*self.gateway]).await?;
             for row in &rows {
-                self.lease.owned(&row.id);
+                self.lease.owned(&row.id, generation);
             }
             Ok(rows)
         })
@@ -443,16 +437,25 @@ impl Store for Postgres {
     ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
         Box::pin(async move {
-            let hold = (namespace, key, holder, &value[..]);
-            kv::hold(&self.pool, &self.gateway, hold, now_unix_ms(), lease_ms).await
+            let ask = Ask {
+                namespace,
+                key,
+                holder,
+                value,
+            };
+            self.holds
+                .take(&self.pool, &self.gateway, ask, now_unix_ms(), lease_ms)
+                .await
         })
     }
 
     fn release(&self, namespace: &str, key: &str, holder: u64) {
-        let (pool, gateway) = (self.pool.clone(), self.gateway.clone());
+        let (pool, gateway, holds) = (self.pool.clone(), self.gateway.clone(), self.holds.clone());
         let (namespace, key) = (namespace.to_string(), key.to_string());
         self.runtime.spawn(async move {
-            kv::release(&pool, &gateway, &namespace, &key, holder).await;
+            holds
+                .release(&pool, &gateway, &namespace, &key, holder)
+                .await;
         });
     }
 
@@ -527,8 +530,16 @@ impl Store for Postgres {
 
     fn close(&self) {}
 
-    fn may_send<'a>(&'a self, id: &'a str, epoch: u64) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.lease.may_send(&self.pool, id, epoch))
+    fn may_send<'a>(
+        &'a self,
+        id: &'a str,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        Box::pin(async move { self.lease.may_send(&self.pool, id, epoch).await.map(Some) })
+    }
+
+    fn ticket_valid(&self, ticket: u64) -> bool {
+        self.lease.holds(ticket)
     }
 
     fn take_over(&self, limit: usize) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
@@ -547,11 +558,12 @@ impl Store for Postgres {
                      ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED)
                  RETURNING {SAGA_COLUMNS}"
             );
+            let generation = self.lease.generation();
             let rows = self
                 .query_sagas(&sql, &[&&*self.gateway, &lease_ms, &limit])
                 .await?;
             for row in &rows {
-                self.lease.owned(&row.id);
+                self.lease.owned(&row.id, generation);
             }
             if let (Some(metrics), false) = (&self.metrics, rows.is_empty()) {
                 metrics.fleet_takeovers(rows.len() as u64);
@@ -561,10 +573,13 @@ impl Store for Postgres {
     }
 
     fn changed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
-        let waiter = self.listener.waiter(id);
+        // Registered now, before the caller reads the saga: a notification that comes between
+        // the read and the wait still wakes it.
+        let mut notified = Box::pin(self.listener.waiter(id).notified_owned());
+        notified.as_mut().enable();
         Box::pin(async move {
-            let _ = tokio::time::timeout(FOLLOW_INTERVAL, waiter.notified()).await;
-            drop(waiter);
+            let _ = tokio::time::timeout(FOLLOW_INTERVAL, notified.as_mut()).await;
+            drop(notified);
             self.listener.done(id);
         })
     }

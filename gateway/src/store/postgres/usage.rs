@@ -106,8 +106,10 @@ impl Usage {
         gateway: &str,
         pending: &[(String, Delta)],
     ) -> Result<(), String> {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        let add = client
+        let mut client = pool.get().await.map_err(|e| e.to_string())?;
+        // One transaction: the changes are added all or not at all (kept for the next flush).
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        let add = tx
             .prepare_cached(
                 "INSERT INTO usage (namespace, gateway, keys, bytes) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (namespace, gateway)
@@ -116,11 +118,11 @@ impl Usage {
             .await
             .map_err(|e| e.to_string())?;
         for (namespace, delta) in pending {
-            client
-                .execute(&add, &[namespace, &gateway, &delta.keys, &delta.bytes])
+            tx.execute(&add, &[namespace, &gateway, &delta.keys, &delta.bytes])
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        tx.commit().await.map_err(|e| e.to_string())?;
         let rows = client
             .query(
                 "SELECT namespace, sum(keys)::BIGINT, sum(bytes)::BIGINT FROM usage GROUP BY namespace",
