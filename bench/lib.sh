@@ -79,6 +79,49 @@ run_wrk() {
     }'
 }
 
+# wrk_rate_p99: reads `wrk --latency` output on stdin; prints "req/s p99_ms" (and warns of
+# non-2xx answers on stderr).
+wrk_rate_p99() {
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+      return v
+    }
+    /^ +99%/ { p99 = ms($2) }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses/ { bad = $NF }
+    END {
+      if (bad > 0) printf "warning: %d non-2xx responses\n", bad > "/dev/stderr"
+      printf "%.0f %.3f\n", rps, p99
+    }'
+}
+
+# transfers_lua FILE: writes a wrk script that posts transfers to /transfers, each with a fresh
+# X-Request-ID (`wrk -s FILE URL -- PREFIX`; one Lua state per thread numbers its requests).
+transfers_lua() {
+  cat >"$1" <<'LUA'
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = args[1] .. "-" .. tid
+  counter = 0
+  wrk.method = "POST"
+  wrk.body = '{"from":"alice","to":"carol","amount":1}'
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  counter = counter + 1
+  wrk.headers["X-Request-ID"] = prefix .. "-" .. counter
+  return wrk.format(nil, "/transfers")
+end
+LUA
+}
+
 median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }

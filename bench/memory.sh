@@ -48,25 +48,7 @@ wait_port "$B_PORT"
 rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$TXGATE_PID/status"; }
 finished() { metric_sum "$ADMIN_PORT" txgate_sagas_total; }
 
-cat >"$work/unique.lua" <<'LUA'
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  prefix = args[1] .. "-" .. tid
-  counter = 0
-  wrk.method = "POST"
-  wrk.body = '{"from":"alice","to":"carol","amount":1}'
-  wrk.headers["Content-Type"] = "application/json"
-end
-function request()
-  counter = counter + 1
-  wrk.headers["X-Request-ID"] = prefix .. "-" .. counter
-  return wrk.format(nil, "/transfers")
-end
-LUA
+transfers_lua "$work/unique.lua"
 
 sleep 1
 idle=$(rss_mib)

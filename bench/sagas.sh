@@ -126,20 +126,7 @@ LUA
 run_unique() { # URL HEADER PATH PREFIX [connections]
   local connections=${5:-$CONNECTIONS}
   wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -s "$work/unique.lua" "$1" -- "$4" "$2" "$3" |
-    awk '
-      function ms(v) {
-        if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-        if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-        if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-        return v
-      }
-      /^ +99%/ { p99 = ms($2) }
-      /^Requests\/sec:/ { rps = $2 }
-      /Non-2xx or 3xx responses/ { bad = $NF }
-      END {
-        if (bad > 0) printf "warning: %d non-2xx responses\n", bad > "/dev/stderr"
-        printf "%.0f %.3f\n", rps, p99
-      }'
+    wrk_rate_p99
 }
 
 targets=(saga direct)

@@ -90,7 +90,7 @@ done
 echo "gateway 2's admin API sees the whole fleet: $(pending) sagas pending, all run by gateway 1"
 
 say "Gateway 1 is killed (SIGKILL) with them in flight:"
-kill -9 "$gw1"
+{ kill -9 "$gw1" && wait "$gw1"; } 2>/dev/null || true
 killed=$(date +%s%N)
 curl -sf -X DELETE http://127.0.0.1:7001/_faults >/dev/null
 echo "gateway 1 is gone; after lease_ms (3000) without its heartbeat, gateway 2 takes its sagas over ..."

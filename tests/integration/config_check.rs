@@ -97,3 +97,20 @@ fn serve_refuses_a_bad_config_with_exit_1() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml: serverx: unknown key"));
 }
+
+#[test]
+fn a_fleet_config_names_its_missing_url_and_bad_lease() {
+    // Proves backend = "postgres" without a URL (and no TXGATE_STORE_URL) names `store.url`, and
+    // a lease outside its bounds names `store.lease_ms`, in one run.
+    let (ok, _, stderr) = check("[store]\nbackend = \"postgres\"\nlease_ms = 10\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("gateway.toml: store.url: required"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("TXGATE_STORE_URL"), "{stderr}");
+    assert!(
+        stderr.contains("gateway.toml: store.lease_ms: must be between"),
+        "{stderr}"
+    );
+}

@@ -220,8 +220,20 @@ async fn disrupt(disruption: Disruption, gateway: &mut Gateway, banks: &mut [Ban
     }
 }
 
+/// Waits until every saga is finished, within `FINISH_BOUND`.
+pub async fn wait_all_finished(gateway: &Gateway, seed: u64, replay: &str) {
+    let deadline = Instant::now() + FINISH_BOUND;
+    while !all_finished(gateway).await {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: sagas still unfinished after {FINISH_BOUND:?} ({replay})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every saga the gateway knows (in a fleet: the fleet) is finished.
-pub async fn all_finished(gateway: &Gateway) -> bool {
+async fn all_finished(gateway: &Gateway) -> bool {
     for status in ["pending", "compensating", "stuck"] {
         let listed: Value = gateway
             .admin(
@@ -358,14 +370,7 @@ async fn run(seed: u64) {
         bank.clear_faults().await;
     }
     let finals = settle(&[&gateway], &planned, FINISH_BOUND, &replay).await;
-    let deadline = Instant::now() + FINISH_BOUND;
-    while !all_finished(&gateway).await {
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: sagas still unfinished after {FINISH_BOUND:?} ({replay})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_finished(&gateway, seed, &replay).await;
     check(&banks, &finals, seed, &replay).await;
 }
 

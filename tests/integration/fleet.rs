@@ -48,6 +48,17 @@ async fn twenty_duplicates_spread_over_three_gateways_run_one_saga() {
     assert_eq!(b.hits("/credit").await, 1, "one credit at the bank");
     assert_eq!(a.balance("alice").await, 993);
     assert_eq!(fleet.db.sql("SELECT count(*) FROM sagas"), "1");
+    let (status, problem) = transfer(
+        fleet.gw(3),
+        "/transfers",
+        "fleet-dup-1",
+        "alice",
+        "carol",
+        8,
+    )
+    .await;
+    assert_eq!(status, 422, "a changed body on another gateway: {problem}");
+    assert_eq!(a.hits("/debit").await, 1, "nothing ran for it");
     drop(fleet);
 
     let fleet = fleet_of_three(&a, &b, GENEROUS, &[]).await;
@@ -140,14 +151,7 @@ async fn one_rate_limit_holds_across_the_fleet() {
 }
 
 async fn saga_view(gateway: &crate::support::Gateway, id: &str) -> Value {
-    gateway
-        .admin(Method::GET, &format!("/admin/sagas/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gateway.admin_json(&format!("/admin/sagas/{id}")).await
 }
 
 #[tokio::test]
@@ -179,15 +183,7 @@ async fn admin_on_another_gateway_shows_retries_and_resolves_a_saga() {
         })
         .await;
     }
-    let listed: Value = fleet
-        .gw(2)
-        .admin(Method::GET, "/admin/sagas?status=stuck")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = fleet.gw(2).admin_json("/admin/sagas?status=stuck").await;
     let listed: Vec<&str> = listed["sagas"]
         .as_array()
         .unwrap()

@@ -12,15 +12,15 @@
 //! TXGATE_FLEET_FAULT_SEEDS=1-100 cargo nextest run -p txgate-tests fleet_faults --no-capture
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use reqwest::Method;
 
 use crate::crash::{Planned, send, settle};
 use crate::faults::{
-    BANKS, FINISH_BOUND, TRANSFERS, all_finished, break_bank, check, plan, routes, seeds,
-    start_banks,
+    BANKS, FINISH_BOUND, TRANSFERS, break_bank, check, plan, routes, seeds, start_banks,
+    wait_all_finished,
 };
 use crate::support::{Bank, Fleet, Gateway};
 
@@ -152,14 +152,7 @@ async fn run(seed: u64) {
     }
     let gateways: Vec<&Gateway> = fleet.gateways.iter().collect();
     let finals = settle(&gateways, &planned, FINISH_BOUND, &replay).await;
-    let deadline = Instant::now() + FINISH_BOUND;
-    while !all_finished(fleet.gw(1 + rng.usize(..GATEWAYS))).await {
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: sagas still unfinished after {FINISH_BOUND:?} ({replay})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_finished(fleet.gw(1 + rng.usize(..GATEWAYS)), seed, &replay).await;
     assert_eq!(
         fleet.unfinished(),
         0,

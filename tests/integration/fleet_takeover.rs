@@ -220,13 +220,7 @@ async fn a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing() {
         wait_until(
             Duration::from_secs(30),
             "readiness to come back",
-            || async {
-                crate::support::client()
-                    .get(gateway.admin_url("/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            },
+            || async { gateway.readyz().await == 200 },
         )
         .await;
     }
@@ -277,11 +271,7 @@ async fn a_lost_database_makes_readiness_and_new_work_503_until_it_returns() {
     fleet.db.stop_immediately();
     for gateway in &fleet.gateways {
         wait_until(Duration::from_secs(10), "/readyz to turn 503", || async {
-            crate::support::client()
-                .get(gateway.admin_url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 503)
+            gateway.readyz().await == 503
         })
         .await;
     }
@@ -298,11 +288,7 @@ async fn a_lost_database_makes_readiness_and_new_work_503_until_it_returns() {
     fleet.db.start_again();
     for gateway in &fleet.gateways {
         wait_until(Duration::from_secs(30), "/readyz to come back", || async {
-            crate::support::client()
-                .get(gateway.admin_url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
+            gateway.readyz().await == 200
         })
         .await;
     }

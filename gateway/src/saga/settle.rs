@@ -9,6 +9,7 @@ use super::ctx::{Ctx, Lost, gate, persist, shape, upstream_of, wait_to_retry};
 use super::handle::Handle;
 use super::record::SagaRecord;
 use super::route::forward_phase;
+use crate::config::UpstreamConfig;
 use crate::plugin::{Chain, FailureKind};
 use crate::step::{Phase, StepCall, UndoDecision, Verdict};
 
@@ -41,15 +42,7 @@ pub(super) async fn settle(
                     record.retry_failed();
                 }
                 record.attempt(call::not_sent(j, phase, error));
-                persist(ctx, record, handle).await?;
-                if !wait_to_retry(
-                    record,
-                    handle,
-                    config.backoff_base_ms,
-                    config.backoff_max_ms,
-                )
-                .await
-                {
+                if !persist_then_wait(ctx, record, handle, config).await? {
                     return Ok(());
                 }
             }
@@ -79,18 +72,28 @@ pub(super) async fn settle(
         if record.retry_failed() {
             tracing::warn!(saga = %record.id, step = record.step_name(j), phase = phase.as_str(), "saga is stuck; retrying every backoff_max_ms");
         }
-        persist(ctx, record, handle).await?;
-        if !wait_to_retry(
-            record,
-            handle,
-            config.backoff_base_ms,
-            config.backoff_max_ms,
-        )
-        .await
-        {
+        if !persist_then_wait(ctx, record, handle, config).await? {
             return Ok(());
         }
     }
+}
+
+/// Persists a failed try, then waits for the next: the backoff, or an operator's wake. `false`
+/// when an operator resolved the saga meanwhile.
+async fn persist_then_wait(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    config: &UpstreamConfig,
+) -> Result<bool, Lost> {
+    persist(ctx, record, handle).await?;
+    Ok(wait_to_retry(
+        record,
+        handle,
+        config.backoff_base_ms,
+        config.backoff_max_ms,
+    )
+    .await)
 }
 
 enum Prepared {

@@ -200,6 +200,26 @@ impl Gateway {
         }
     }
 
+    /// An authorised admin GET, its body as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.admin(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The status `/readyz` answers now (0 when nothing answers).
+    pub async fn readyz(&self) -> u16 {
+        client()
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.admin(reqwest::Method::GET, "/metrics")

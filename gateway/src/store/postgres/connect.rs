@@ -10,6 +10,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::schema::{self, Migrated};
 use crate::error::{Error, ErrorKind};
 
 /// Connections the pool keeps at most.
@@ -89,6 +90,21 @@ pub(super) async fn open(
         // own timeout ends the wait.
         Err(_) => std::future::pending().await,
     }
+}
+
+/// Connects once and creates or migrates the schema: at start, and for `txgate migrate`. An
+/// unreachable database is an error that names it (never its password) and the key to fix.
+pub(super) async fn open_and_migrate(config: Config) -> Result<Migrated, Error> {
+    let database = describe(&config);
+    let (mut client, _driver) = open(config, Handle::current()).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Store,
+            format!("cannot reach the database {database} (store.url): {e}"),
+        )
+    })?;
+    schema::migrate(&mut client)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))
 }
 
 /// Makes the pool's connections on the store's runtime.

@@ -10,13 +10,17 @@
 //! - `holds.rs`: the keys requests under way hold, renewed while they run;
 //! - `usage.rs`: quota bookkeeping, one row per gateway;
 //! - `lease.rs`: the gateway's lease, takeover and fencing before each call;
-//! - `listen.rs`: LISTEN/NOTIFY for finished sagas and operator requests.
+//! - `listen.rs`: LISTEN/NOTIFY for finished sagas and operator requests;
+//! - `sagas.rs`: saga reads, takeover, operator requests and expiry;
+//! - `runtime.rs`: the store's own runtime thread.
 
 mod connect;
 mod holds;
 mod kv;
 mod lease;
 mod listen;
+mod runtime;
+mod sagas;
 pub mod schema;
 mod usage;
 mod writer;
@@ -31,40 +35,28 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaKey, SagaRow, Store,
+    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaRow, Store,
     StoreError, now_unix_ms,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use holds::{Ask, Holds};
-use lease::{DB_NOW_MS, Lease};
+use lease::Lease;
 use listen::Listener;
+use runtime::{BlockOnSpawned, runtime};
 use usage::Usage;
-use writer::{Done, Job, Op, Writer, saga_row, to_i64};
+use writer::{Done, Job, Op, Writer};
 
 pub use schema::Migrated;
 
 /// Saga writes waiting for the writer, at most.
 const QUEUE_MAX: usize = 16_384;
-/// Expired rows deleted per statement.
-const EXPIRE_BATCH: i64 = 500;
 /// How long a request waiting on another gateway's saga trusts the notifications before it
 /// reads the saga again anyway (a safety net: notifications wake it as soon as the saga ends).
 pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long `txgate migrate` may leave its transaction idle.
 const MIGRATE_IDLE_MAX: Duration = Duration::from_secs(60);
-
-const SAGA_COLUMNS: &str = "id, status, created_ms, updated_ms, expires_at_ms, record, epoch, admin, route, client, request_id";
-
-fn full_row(row: &tokio_postgres::Row) -> SagaRow {
-    let key = SagaKey {
-        route: row.get::<_, String>(8).into(),
-        client: row.get::<_, String>(9).into(),
-        request_id: row.get::<_, String>(10).into(),
-    };
-    saga_row(row, key)
-}
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
@@ -101,51 +93,11 @@ pub struct Postgres {
     _thread: JoinHandle<()>,
 }
 
-/// Starts the store's runtime thread.
-fn runtime() -> Result<(Handle, JoinHandle<()>), Error> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("txgate-postgres".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the store's runtime");
-            let _ = sender.send(runtime.handle().clone());
-            runtime.block_on(std::future::pending::<()>());
-        })
-        .map_err(|e| {
-            Error::new(ErrorKind::Internal, "cannot start the store's thread").with_cause(e)
-        })?;
-    let handle = receiver
-        .recv()
-        .map_err(|_| Error::new(ErrorKind::Internal, "the store's thread did not start"))?;
-    Ok((handle, thread))
-}
-
 /// Creates or migrates the schema, alone (`txgate migrate`).
 pub fn migrate(url: &str) -> Result<Migrated, Error> {
     let config = connect::config(url, "migrate", MIGRATE_IDLE_MAX)?;
-    let database = connect::describe(&config);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Internal, "runtime").with_cause(e))?;
-    runtime.block_on(async {
-        let (mut client, _driver) = connect::open(config, Handle::current())
-            .await
-            .map_err(|e| unreachable_database(&database, &e))?;
-        schema::migrate(&mut client)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))
-    })
-}
-
-fn unreachable_database(database: &str, error: &tokio_postgres::Error) -> Error {
-    Error::new(
-        ErrorKind::Store,
-        format!("cannot reach the database {database} (store.url): {error}"),
-    )
+    let (runtime, _thread) = runtime()?;
+    runtime.block_on_spawned(connect::open_and_migrate(config))
 }
 
 impl Postgres {
@@ -155,18 +107,7 @@ impl Postgres {
         let config = connect::config(&settings.url, &settings.gateway, settings.lease / 2)?;
         let database = connect::describe(&config);
         let (runtime, thread) = runtime()?;
-        let opened = {
-            let (config, database) = (config.clone(), database.clone());
-            runtime.block_on_spawned(async move {
-                let (mut client, _driver) = connect::open(config, Handle::current())
-                    .await
-                    .map_err(|e| unreachable_database(&database, &e))?;
-                schema::migrate(&mut client)
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))
-            })
-        };
-        let migrated = opened?;
+        let migrated = runtime.block_on_spawned(connect::open_and_migrate(config.clone()))?;
         tracing::info!(database, ?migrated, "database schema ready");
         let pool = connect::pool(config.clone(), runtime.clone())?;
         let lease = Arc::new(Lease::new(settings.gateway.clone(), settings.lease));
@@ -267,49 +208,6 @@ impl Postgres {
             None => Ok(()),
         }
     }
-
-    async fn query_sagas(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<SagaRow>, StoreError> {
-        let client = kv::client(&self.pool).await?;
-        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
-        let rows = client
-            .query(&statement, params)
-            .await
-            .map_err(unavailable)?;
-        Ok(rows.iter().map(full_row).collect())
-    }
-}
-
-/// Runs a future on the store's runtime and waits for it from a thread outside any runtime.
-trait BlockOnSpawned {
-    fn block_on_spawned<T: Send + 'static>(
-        &self,
-        future: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T;
-}
-
-impl BlockOnSpawned for Handle {
-    fn block_on_spawned<T: Send + 'static>(
-        &self,
-        future: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        self.spawn(async move {
-            let _ = sender.send(future.await);
-        });
-        receiver
-            .recv()
-            .expect("the store's runtime runs for the life of the process")
-    }
-}
-
-/// The start of the ids of sagas created at `unix_ms` (see `sqlite/schema.rs`).
-fn saga_id_prefix(unix_ms: u64) -> String {
-    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
-    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
 }
 
 impl Store for Postgres {
@@ -341,47 +239,17 @@ impl Store for Postgres {
     }
 
     fn saga_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
-        Box::pin(async move {
-            let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1");
-            Ok(self.query_sagas(&sql, &[&id]).await?.into_iter().next())
-        })
+        Box::pin(sagas::by_id(&self.pool, id))
     }
 
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
-        Box::pin(async move {
-            let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-            match filter.status {
-                Some(status @ ("pending" | "compensating" | "stuck")) => {
-                    let sql = format!(
-                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL AND status = $1
-                         ORDER BY id DESC LIMIT $2"
-                    );
-                    self.query_sagas(&sql, &[&status, &limit]).await
-                }
-                Some(status) => {
-                    let sql = format!(
-                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE status = $1 ORDER BY id DESC LIMIT $2"
-                    );
-                    self.query_sagas(&sql, &[&status, &limit]).await
-                }
-                None => {
-                    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas ORDER BY id DESC LIMIT $1");
-                    self.query_sagas(&sql, &[&limit]).await
-                }
-            }
-        })
+        Box::pin(sagas::list(&self.pool, filter))
     }
 
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(async move {
-            // This gateway's own, from a run before this one: the epoch goes up, so the old run,
-            // should it still be alive somewhere, can write none of them any more.
-            let sql = format!(
-                "UPDATE sagas SET epoch = epoch + 1 WHERE owner = $1 AND expires_at_ms IS NULL
-                 RETURNING {SAGA_COLUMNS}"
-            );
             let generation = self.lease.generation();
-            let rows = self.query_sagas(&sql, &[&&*self.gateway]).await?;
+            let rows = sagas::own_unfinished(&self.pool, &self.gateway).await?;
             for row in &rows {
                 self.lease.owned(&row.id, generation);
             }
@@ -474,36 +342,11 @@ impl Store for Postgres {
     }
 
     fn expire(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let now = to_i64(now_unix_ms());
-            let retention = self.settings.retention_ms;
-            let before = saga_id_prefix(now_unix_ms().saturating_sub(retention));
-            let client = kv::client(&self.pool).await?;
-            let mut removed = 0;
-            let statements = [
-                "DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE id < $3
-                     AND expires_at_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                "DELETE FROM kv WHERE (namespace, key) IN (SELECT namespace, key FROM kv
-                     WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) AND $3 <> ''",
-                "DELETE FROM kv_volatile WHERE (namespace, key) IN (SELECT namespace, key FROM kv_volatile
-                     WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) AND $3 <> ''",
-                "DELETE FROM holds WHERE (namespace, key) IN (SELECT namespace, key FROM holds
-                     WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) AND $3 <> ''",
-            ];
-            for sql in statements {
-                loop {
-                    let n = client
-                        .execute(sql, &[&now, &EXPIRE_BATCH, &before])
-                        .await
-                        .map_err(unavailable)?;
-                    removed += n;
-                    if n < u64::try_from(EXPIRE_BATCH).unwrap_or(0) {
-                        break;
-                    }
-                }
-            }
-            Ok(removed)
-        })
+        Box::pin(sagas::expire(
+            &self.pool,
+            now_unix_ms(),
+            self.settings.retention_ms,
+        ))
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -547,21 +390,9 @@ impl Store for Postgres {
             if !self.lease.may_take_over() {
                 return Ok(Vec::new());
             }
-            let lease_ms =
-                to_i64(u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX));
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let sql = format!(
-                "UPDATE sagas SET owner = $1, epoch = epoch + 1 WHERE id IN (
-                     SELECT s.id FROM sagas s JOIN gateways g ON g.id = s.owner
-                     WHERE s.expires_at_ms IS NULL AND s.owner <> $1
-                       AND g.heartbeat_ms < {DB_NOW_MS} - $2
-                     ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED)
-                 RETURNING {SAGA_COLUMNS}"
-            );
+            let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
             let generation = self.lease.generation();
-            let rows = self
-                .query_sagas(&sql, &[&&*self.gateway, &lease_ms, &limit])
-                .await?;
+            let rows = sagas::take_over(&self.pool, &self.gateway, lease_ms, limit).await?;
             for row in &rows {
                 self.lease.owned(&row.id, generation);
             }
@@ -589,23 +420,7 @@ impl Store for Postgres {
         id: &'a str,
         action: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let client = kv::client(&self.pool).await?;
-            let asked = client
-                .execute(
-                    "UPDATE sagas SET admin = $2 WHERE id = $1 AND expires_at_ms IS NULL",
-                    &[&id, &action],
-                )
-                .await
-                .map_err(unavailable)?;
-            if asked == 1 {
-                client
-                    .execute("SELECT pg_notify('txgate_admin', $1)", &[&id])
-                    .await
-                    .map_err(unavailable)?;
-            }
-            Ok(asked == 1)
-        })
+        Box::pin(sagas::request(&self.pool, id, action))
     }
 
     fn requests(&self) -> Option<mpsc::UnboundedReceiver<Arc<str>>> {

@@ -1,0 +1,169 @@
+//! Saga rows in the fleet's database, outside the writer: reads for requests and operators, a
+//! gateway's own unfinished sagas at start, the takeover of a dead gateway's, an operator's
+//! request for the owner, and expiry. The writer (`writer.rs`) does every claim and update.
+
+use deadpool_postgres::Pool;
+use tokio_postgres::types::ToSql;
+
+use super::super::{SagaFilter, SagaKey, SagaRow, StoreError};
+use super::kv::client;
+use super::lease::DB_NOW_MS;
+use super::writer::{saga_row, to_i64};
+
+/// Expired rows deleted per statement.
+const EXPIRE_BATCH: i64 = 500;
+
+const SAGA_COLUMNS: &str = "id, status, created_ms, updated_ms, expires_at_ms, record, epoch, admin, route, client, request_id";
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn full_row(row: &tokio_postgres::Row) -> SagaRow {
+    let key = SagaKey {
+        route: row.get::<_, String>(8).into(),
+        client: row.get::<_, String>(9).into(),
+        request_id: row.get::<_, String>(10).into(),
+    };
+    saga_row(row, key)
+}
+
+async fn query(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<SagaRow>, StoreError> {
+    let client = client(pool).await?;
+    let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+    let rows = client
+        .query(&statement, params)
+        .await
+        .map_err(unavailable)?;
+    Ok(rows.iter().map(full_row).collect())
+}
+
+/// One saga.
+pub(super) async fn by_id(pool: &Pool, id: &str) -> Result<Option<SagaRow>, StoreError> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1");
+    Ok(query(pool, &sql, &[&id]).await?.into_iter().next())
+}
+
+/// The newest sagas of the fleet, optionally of one status.
+pub(super) async fn list(pool: &Pool, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    match filter.status {
+        // The unfinished ones are found by the partial index.
+        Some(status @ ("pending" | "compensating" | "stuck")) => {
+            let sql = format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL AND status = $1
+                 ORDER BY id DESC LIMIT $2"
+            );
+            query(pool, &sql, &[&status, &limit]).await
+        }
+        Some(status) => {
+            let sql = format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas WHERE status = $1 ORDER BY id DESC LIMIT $2"
+            );
+            query(pool, &sql, &[&status, &limit]).await
+        }
+        None => {
+            let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas ORDER BY id DESC LIMIT $1");
+            query(pool, &sql, &[&limit]).await
+        }
+    }
+}
+
+/// This gateway's own unfinished sagas, from a run before this one. Their epoch goes up, so the
+/// old run, should it still be alive somewhere, can write none of them any more.
+pub(super) async fn own_unfinished(pool: &Pool, gateway: &str) -> Result<Vec<SagaRow>, StoreError> {
+    let sql = format!(
+        "UPDATE sagas SET epoch = epoch + 1 WHERE owner = $1 AND expires_at_ms IS NULL
+         RETURNING {SAGA_COLUMNS}"
+    );
+    query(pool, &sql, &[&gateway]).await
+}
+
+/// Takes over at most `limit` unfinished sagas of gateways silent for longer than `lease_ms` (by
+/// the database's clock), bumping each one's epoch. Rows another transaction holds are skipped,
+/// so gateways taking over at once never wait on each other.
+pub(super) async fn take_over(
+    pool: &Pool,
+    gateway: &str,
+    lease_ms: u64,
+    limit: usize,
+) -> Result<Vec<SagaRow>, StoreError> {
+    let (lease_ms, limit) = (to_i64(lease_ms), i64::try_from(limit).unwrap_or(i64::MAX));
+    let sql = format!(
+        "UPDATE sagas SET owner = $1, epoch = epoch + 1 WHERE id IN (
+             SELECT s.id FROM sagas s JOIN gateways g ON g.id = s.owner
+             WHERE s.expires_at_ms IS NULL AND s.owner <> $1
+               AND g.heartbeat_ms < {DB_NOW_MS} - $2
+             ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED)
+         RETURNING {SAGA_COLUMNS}"
+    );
+    query(pool, &sql, &[&gateway, &lease_ms, &limit]).await
+}
+
+/// Stores an operator's `action` with an unfinished saga and announces it to the fleet. Returns
+/// whether the saga was there, unfinished.
+pub(super) async fn request(pool: &Pool, id: &str, action: &str) -> Result<bool, StoreError> {
+    let client = client(pool).await?;
+    let asked = client
+        .execute(
+            "UPDATE sagas SET admin = $2 WHERE id = $1 AND expires_at_ms IS NULL",
+            &[&id, &action],
+        )
+        .await
+        .map_err(unavailable)?;
+    if asked == 1 {
+        client
+            .execute("SELECT pg_notify('txgate_admin', $1)", &[&id])
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(asked == 1)
+}
+
+/// The start of the ids of sagas created at `unix_ms` (see `sqlite/schema.rs`).
+fn saga_id_prefix(unix_ms: u64) -> String {
+    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
+}
+
+/// Deletes, in batches, finished sagas older than `retention_ms` (by their id's time, so no
+/// expiry index is needed), and expired keys and holds. Returns how many rows went.
+pub(super) async fn expire(pool: &Pool, now_ms: u64, retention_ms: u64) -> Result<u64, StoreError> {
+    let client = client(pool).await?;
+    let now = to_i64(now_ms);
+    let before = saga_id_prefix(now_ms.saturating_sub(retention_ms));
+    let sagas = "DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE id < $3
+                     AND expires_at_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    let mut removed = 0;
+    loop {
+        let n = client
+            .execute(sagas, &[&now, &EXPIRE_BATCH, &before])
+            .await
+            .map_err(unavailable)?;
+        removed += n;
+        if n < EXPIRE_BATCH.unsigned_abs() {
+            break;
+        }
+    }
+    for table in ["kv", "kv_volatile", "holds"] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE (namespace, key) IN (SELECT namespace, key FROM {table}
+                 WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        );
+        loop {
+            let n = client
+                .execute(&sql, &[&now, &EXPIRE_BATCH])
+                .await
+                .map_err(unavailable)?;
+            removed += n;
+            if n < EXPIRE_BATCH.unsigned_abs() {
+                break;
+            }
+        }
+    }
+    Ok(removed)
+}
