@@ -70,7 +70,29 @@ pub struct Bank {
     requests: AtomicU64,
     paths: Mutex<BTreeMap<String, u64>>,
     /// The request log, and how many business requests arrived in all (each entry's `seq`).
-    log: Mutex<(std::collections::VecDeque<Value>, u64)>,
+    log: Mutex<(std::collections::VecDeque<Logged>, u64)>,
+}
+
+/// A business request as kept for `GET /_requests`: kept raw and turned into JSON only when
+/// read, so that the log costs a load test next to nothing.
+#[derive(Debug)]
+struct Logged {
+    seq: u64,
+    method: Method,
+    path: String,
+    headers: Vec<(&'static str, http::HeaderValue)>,
+    body: Bytes,
+}
+
+impl Logged {
+    fn to_json(&self) -> Value {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .iter()
+            .filter_map(|(name, value)| Some((*name, value.to_str().ok()?)))
+            .collect();
+        json!({"seq": self.seq, "method": self.method.as_str(), "path": self.path, "headers": headers, "body": parse_json(&self.body).unwrap_or(Value::Null)})
+    }
 }
 
 /// The connection is closed without an answer (the `drop` faults).
@@ -124,7 +146,13 @@ impl Bank {
         let path = request.uri().path().to_string();
         let management = is_management(&path);
         if !management {
-            *self.paths.lock().unwrap().entry(path.clone()).or_default() += 1;
+            let mut paths = self.paths.lock().unwrap();
+            match paths.get_mut(&path) {
+                Some(count) => *count += 1,
+                None => {
+                    paths.insert(path.clone(), 1);
+                }
+            }
         }
         let fault = if management {
             None
@@ -198,11 +226,15 @@ impl Bank {
         phase: &str,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
-        let body = match read_json(body).await {
+        let bytes = match read_body(body).await {
+            Ok(bytes) => bytes,
+            Err(detail) => return reply(400, &json!({"error": "bad_body", "detail": detail})),
+        };
+        let body = match parse_json(&bytes) {
             Ok(body) => body,
             Err(detail) => return reply(400, &json!({"error": "bad_body", "detail": detail})),
         };
-        self.remember(&parts, &body);
+        self.remember(&parts, bytes);
         let op = match operation(&parts.headers, &body, direction, phase) {
             Ok(op) => op,
             Err(detail) => return reply(400, &json!({"error": "bad_request", "detail": detail})),
@@ -229,15 +261,22 @@ impl Bank {
     }
 
     /// Keeps a business request for `GET /_requests` (tests check what exactly arrived).
-    fn remember(&self, parts: &http::request::Parts, body: &Value) {
-        let headers: BTreeMap<&str, &str> = LOGGED_HEADERS
+    fn remember(&self, parts: &http::request::Parts, body: Bytes) {
+        let headers = LOGGED_HEADERS
             .iter()
-            .filter_map(|name| Some((*name, parts.headers.get(*name)?.to_str().ok()?)))
+            .filter_map(|name| Some((*name, parts.headers.get(*name)?.clone())))
             .collect();
+        let mut entry = Logged {
+            seq: 0,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            headers,
+            body,
+        };
         let mut log = self.log.lock().unwrap();
         let (log, seq) = &mut *log;
         *seq += 1;
-        let entry = json!({"seq": *seq, "method": parts.method.as_str(), "path": parts.uri.path(), "headers": headers, "body": body});
+        entry.seq = *seq;
         if log.len() == REQUEST_LOG_MAX {
             log.pop_front();
         }
@@ -246,7 +285,7 @@ impl Bank {
 
     fn request_log(&self) -> Response<Full<Bytes>> {
         let log = self.log.lock().unwrap();
-        let entries: Vec<Value> = log.0.iter().cloned().collect();
+        let entries: Vec<Value> = log.0.iter().map(Logged::to_json).collect();
         reply(200, &json!({ "requests": entries, "received": log.1 }))
     }
 
@@ -419,15 +458,22 @@ fn leg(body: &Value, step: Option<&str>, direction: Direction) -> Result<(String
 }
 
 async fn read_json(body: Incoming) -> Result<Value, String> {
-    let bytes = Limited::new(body, BODY_BYTES_MAX)
+    parse_json(&read_body(body).await?)
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    Ok(Limited::new(body, BODY_BYTES_MAX)
         .collect()
         .await
         .map_err(|e| format!("cannot read the body: {e}"))?
-        .to_bytes();
+        .to_bytes())
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, String> {
     if bytes.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("the body is not JSON: {e}"))
+    serde_json::from_slice(bytes).map_err(|e| format!("the body is not JSON: {e}"))
 }
 
 async fn echo(request: Request<Incoming>) -> Response<Full<Bytes>> {
