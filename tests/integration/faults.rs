@@ -210,12 +210,8 @@ async fn disrupt(disruption: Disruption, gateway: &mut Gateway, banks: &mut [Ban
         Disruption::RestartBank(i) => banks[i].restart().await,
         Disruption::Reload => {
             gateway.write_config(config);
-            let reload = gateway
-                .admin(Method::POST, "/admin/reload")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(reload.status(), 200, "reload under traffic");
+            let (status, body) = gateway.reload().await;
+            assert_eq!(status, 200, "reload under traffic: {body}");
         }
     }
 }

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use reqwest::Method;
 
 use crate::crash::{Planned, send, settle};
 use crate::faults::{
@@ -76,12 +75,8 @@ async fn disrupt(disruption: Disruption, fleet: &mut Fleet, banks: &mut [Bank], 
                     continue;
                 }
                 gateway.write_config(config);
-                let reload = gateway
-                    .admin(Method::POST, "/admin/reload")
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(reload.status(), 200, "reload under traffic");
+                let (status, body) = gateway.reload().await;
+                assert_eq!(status, 200, "reload under traffic: {body}");
             }
         }
     }

@@ -171,12 +171,8 @@ async fn a_missing_upstream_makes_the_saga_stuck_by_name_until_a_reload_brings_i
     );
     assert!(!gateway.log().contains("panicked"));
     gateway.write_config(&slow_retries(&a, &b));
-    let reload = gateway
-        .admin(Method::POST, "/admin/reload")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reload.status(), 200);
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 200, "{body}");
     let id = saga["saga_id"].as_str().unwrap().to_string();
     gateway
         .admin(Method::POST, &format!("/admin/sagas/{id}/retry"))
@@ -214,13 +210,8 @@ async fn a_reload_applies_new_routes_at_once_and_refuses_a_listener_change_by_ke
         .unwrap();
     assert_eq!(before.status(), 404);
     gateway.write_config(&with_added_route(&a, &b));
-    let reload = gateway
-        .admin(Method::POST, "/admin/reload")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reload.status(), 200);
-    let reloaded: Value = reload.json().await.unwrap();
+    let (status, reloaded) = gateway.reload().await;
+    assert_eq!(status, 200, "{reloaded}");
     assert!(
         reloaded["routes"]
             .as_array()
@@ -242,13 +233,8 @@ async fn a_reload_applies_new_routes_at_once_and_refuses_a_listener_change_by_ke
     );
     gateway.set_config_listen("127.0.0.1:1");
     gateway.write_config(&with_added_route(&a, &b));
-    let refused = gateway
-        .admin(Method::POST, "/admin/reload")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 422);
-    let problem: Value = refused.json().await.unwrap();
+    let (status, problem) = gateway.reload().await;
+    assert_eq!(status, 422, "{problem}");
     assert!(
         problem["detail"]
             .as_str()

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::support::{Bank, GatewayBuilder, client};
@@ -316,12 +315,8 @@ async fn reload_under_load_drops_nothing_and_takes_effect_at_once() {
     for version in 1..=20 {
         let value = format!("v{version}");
         gateway.write_config(&tag_config(&bank, wasm::ADD_HEADER, &value));
-        let reload = gateway
-            .admin(Method::POST, "/admin/reload")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reload.status(), 200, "{}", reload.text().await.unwrap());
+        let (status, body) = gateway.reload().await;
+        assert_eq!(status, 200, "{body}");
         let response = client()
             .get(gateway.url("/guarded/echo"))
             .send()
@@ -358,13 +353,8 @@ async fn failed_reload_keeps_the_running_plugins() {
         &garbage.path().display().to_string(),
         "bad",
     ));
-    let reload = gateway
-        .admin(Method::POST, "/admin/reload")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reload.status(), 422);
-    let body: Value = reload.json().await.unwrap();
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 422, "{body}");
     assert!(
         body["detail"]
             .as_str()

@@ -211,6 +211,19 @@ impl Gateway {
             .unwrap()
     }
 
+    /// `POST /admin/reload`: its status and its body (JSON, or the text as a JSON string).
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let reply = self
+            .admin(reqwest::Method::POST, "/admin/reload")
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        let text = reply.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
+    }
+
     /// The status `/readyz` answers now (0 when nothing answers).
     pub async fn readyz(&self) -> u16 {
         client()
