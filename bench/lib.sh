@@ -98,8 +98,10 @@ wrk_rate_p99() {
     }'
 }
 
-# transfers_lua FILE: writes a wrk script that posts transfers to /transfers, each with a fresh
-# X-Request-ID (`wrk -s FILE URL -- PREFIX`; one Lua state per thread numbers its requests).
+# transfers_lua FILE: writes a wrk script that posts transfers, each with a fresh key
+# (`wrk -s FILE URL -- PREFIX [HEADER [PATH]]`; one Lua state per thread numbers its requests).
+# HEADER defaults to X-Request-ID and PATH to /transfers; with another header (Idempotency-Key,
+# calling a bank directly) the call also carries the saga headers a bank's barrier needs.
 transfers_lua() {
   cat >"$1" <<'LUA'
 local threads = 0
@@ -109,6 +111,8 @@ function setup(thread)
 end
 function init(args)
   prefix = args[1] .. "-" .. tid
+  header = args[2] or "X-Request-ID"
+  path = args[3] or "/transfers"
   counter = 0
   wrk.method = "POST"
   wrk.body = '{"from":"alice","to":"carol","amount":1}'
@@ -116,8 +120,13 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  wrk.headers["X-Request-ID"] = prefix .. "-" .. counter
-  return wrk.format(nil, "/transfers")
+  local id = prefix .. "-" .. counter
+  wrk.headers[header] = id
+  if header ~= "X-Request-ID" then
+    wrk.headers["X-Saga-ID"] = id
+    wrk.headers["X-Saga-Step"] = "s"
+  end
+  return wrk.format(nil, path)
 end
 LUA
 }

@@ -95,33 +95,7 @@ if [ -n "$BASELINE" ]; then
   wait_port "$BASE_PORT"
 fi
 
-# One Lua state per wrk thread: each numbers its requests, under a per-run prefix.
-cat >"$work/unique.lua" <<'LUA'
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  prefix = args[1] .. "-" .. tid
-  header = args[2]
-  path = args[3]
-  counter = 0
-  wrk.method = "POST"
-  wrk.body = '{"from":"alice","to":"carol","amount":1}'
-  wrk.headers["Content-Type"] = "application/json"
-end
-function request()
-  counter = counter + 1
-  local id = prefix .. "-" .. counter
-  wrk.headers[header] = id
-  if header ~= "X-Request-ID" then
-    wrk.headers["X-Saga-ID"] = id
-    wrk.headers["X-Saga-Step"] = "s"
-  end
-  return wrk.format(nil, path)
-end
-LUA
+transfers_lua "$work/unique.lua"
 
 run_unique() { # URL HEADER PATH PREFIX [connections]
   local connections=${5:-$CONNECTIONS}

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::clients::no_saga_unfinished;
 use crate::sagas::transfer;
 use crate::support::{Bank, GatewayBuilder, client, free_port, wait_until};
 use crate::wasm;
@@ -124,7 +123,7 @@ async fn a_resumed_step_stays_compensable_when_its_plugin_fails_after_a_restart(
     gateway.write_config(&two_steps(&a.base(), &b.base(), &failer("credit"), 5));
     gateway.restart().await;
     wait_until(Duration::from_secs(20), "the saga to finish", || {
-        no_saga_unfinished(&gateway)
+        gateway.no_saga_unfinished()
     })
     .await;
     let (status, answer) = transfer(&gateway, "/transfers", "resumed", "alice", "carol", 40).await;

@@ -183,14 +183,7 @@ async fn a_body_over_the_limit_starts_no_saga() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let sagas: Value = gateway
-        .admin(reqwest::Method::GET, "/admin/sagas")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sagas: Value = gateway.admin_json("/admin/sagas").await;
     assert_eq!(sagas["sagas"], json!([]));
     assert_eq!(a.total_hits().await, 0);
 }

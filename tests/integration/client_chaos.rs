@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::clients::no_saga_unfinished;
 use crate::faults::seeds;
 use crate::support::raw::request;
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
@@ -307,7 +306,7 @@ async fn run(seed: u64) {
         bank.clear_faults().await;
     }
     wait_until(SETTLE_BOUND, "every accepted saga to finish", || {
-        no_saga_unfinished(&gateway)
+        gateway.no_saga_unfinished()
     })
     .await;
     let finals = settle(&gateway, &planned, &replay).await;

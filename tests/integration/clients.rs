@@ -17,27 +17,6 @@ const DISCONNECTING_CLIENTS: usize = 3000;
 /// Clients connecting at once.
 const WAVE: usize = 100;
 
-/// Every saga the gateway knows is finished.
-pub async fn no_saga_unfinished(gateway: &Gateway) -> bool {
-    for status in ["pending", "compensating", "stuck"] {
-        let listed: Value = gateway
-            .admin(
-                Method::GET,
-                &format!("/admin/sagas?status={status}&limit=1"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if listed["sagas"].as_array().is_none_or(|s| !s.is_empty()) {
-            return false;
-        }
-    }
-    true
-}
-
 #[tokio::test]
 async fn three_thousand_clients_that_hang_up_leave_no_saga_behind() {
     // Proves a saga accepted from a client that hung up right after sending still runs to its
@@ -64,7 +43,7 @@ async fn three_thousand_clients_that_hang_up_leave_no_saga_behind() {
         .await;
     }
     wait_until(Duration::from_secs(60), "every saga to finish", || {
-        no_saga_unfinished(&gateway)
+        gateway.no_saga_unfinished()
     })
     .await;
     let mut accepted = 0;

@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::clients::no_saga_unfinished;
 use crate::sagas::transfer_routes;
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
 
@@ -65,14 +64,6 @@ fn rss_bytes(gateway: &Gateway) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap()
         * 1024
-}
-
-async fn ready(gateway: &Gateway) -> u16 {
-    client()
-        .get(gateway.admin_url("/readyz"))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
 }
 
 type Answers = Arc<Mutex<Vec<(String, i64, u16, Value)>>>;
@@ -131,7 +122,7 @@ async fn a_full_disk_refuses_new_work_keeps_what_it_acknowledged_and_recovers() 
     let rss_before = rss_bytes(&gateway);
     let filler = tmpfs.fill("filler");
     wait_until(Duration::from_secs(30), "/readyz to turn 503", || async {
-        ready(&gateway).await == 503
+        gateway.readyz().await == 503
     })
     .await;
     wait_until(
@@ -163,7 +154,7 @@ async fn a_full_disk_refuses_new_work_keeps_what_it_acknowledged_and_recovers() 
     wait_until(
         Duration::from_secs(30),
         "/readyz to turn 200 again",
-        || async { ready(&gateway).await == 200 },
+        || async { gateway.readyz().await == 200 },
     )
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -171,7 +162,7 @@ async fn a_full_disk_refuses_new_work_keeps_what_it_acknowledged_and_recovers() 
         worker.await.unwrap();
     }
     wait_until(Duration::from_secs(60), "every saga to finish", || {
-        no_saga_unfinished(&gateway)
+        gateway.no_saga_unfinished()
     })
     .await;
     let answers = answers.lock().await.clone();

@@ -17,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::crash::{Planned, send, settle};
@@ -219,34 +218,13 @@ async fn disrupt(disruption: Disruption, gateway: &mut Gateway, banks: &mut [Ban
 /// Waits until every saga is finished, within `FINISH_BOUND`.
 pub async fn wait_all_finished(gateway: &Gateway, seed: u64, replay: &str) {
     let deadline = Instant::now() + FINISH_BOUND;
-    while !all_finished(gateway).await {
+    while !gateway.no_saga_unfinished().await {
         assert!(
             Instant::now() < deadline,
             "seed {seed}: sagas still unfinished after {FINISH_BOUND:?} ({replay})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Every saga the gateway knows (in a fleet: the fleet) is finished.
-async fn all_finished(gateway: &Gateway) -> bool {
-    for status in ["pending", "compensating", "stuck"] {
-        let listed: Value = gateway
-            .admin(
-                Method::GET,
-                &format!("/admin/sagas?status={status}&limit=5"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !listed["sagas"].as_array().is_some_and(|s| s.is_empty()) {
-            return false;
-        }
-    }
-    true
 }
 
 pub async fn check(

@@ -7,7 +7,6 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::clients::no_saga_unfinished;
 use crate::sagas::{transfer, transfer_routes};
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
 use crate::wasm;
@@ -15,14 +14,7 @@ use crate::wasm;
 const IN_FLIGHT: usize = 20;
 
 async fn saga_of(gateway: &Gateway, id: &str) -> Value {
-    gateway
-        .admin(Method::GET, &format!("/admin/sagas/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gateway.admin_json(&format!("/admin/sagas/{id}")).await
 }
 
 /// Starts `IN_FLIGHT` transfers whose credit hangs at bank B, and waits until every debit has
@@ -99,17 +91,12 @@ async fn sagas_finish_with_their_plan_after_kill_and_a_renamed_route() {
     b.clear_faults().await;
     gateway.restart().await;
     wait_until(Duration::from_secs(30), "the sagas to finish", || {
-        no_saga_unfinished(&gateway)
+        gateway.no_saga_unfinished()
     })
     .await;
     let finished: Value = gateway
-        .admin(Method::GET, "/admin/sagas?status=completed&limit=100")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json("/admin/sagas?status=completed&limit=100")
+        .await;
     let sagas = finished["sagas"].as_array().unwrap();
     assert_eq!(sagas.len(), IN_FLIGHT);
     assert!(
@@ -141,26 +128,16 @@ async fn a_missing_upstream_makes_the_saga_stuck_by_name_until_a_reload_brings_i
     gateway.restart().await;
     wait_until(Duration::from_secs(20), "the sagas to be stuck", || async {
         let stuck: Value = gateway
-            .admin(Method::GET, "/admin/sagas?status=stuck&limit=100")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .admin_json("/admin/sagas?status=stuck&limit=100")
+            .await;
         stuck["sagas"]
             .as_array()
             .is_some_and(|s| s.len() == IN_FLIGHT)
     })
     .await;
     let stuck: Value = gateway
-        .admin(Method::GET, "/admin/sagas?status=stuck&limit=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json("/admin/sagas?status=stuck&limit=1")
+        .await;
     let saga = &stuck["sagas"][0];
     assert!(
         saga["failure"]["error"]
@@ -180,7 +157,7 @@ async fn a_missing_upstream_makes_the_saga_stuck_by_name_until_a_reload_brings_i
         .await
         .unwrap();
     wait_until(Duration::from_secs(30), "the sagas to finish", || {
-        no_saga_unfinished(&gateway)
+        gateway.no_saga_unfinished()
     })
     .await;
     assert_eq!(saga_of(&gateway, &id).await["status"], "completed");

@@ -177,14 +177,7 @@ async fn a_plugin_flooding_the_store_stops_at_its_byte_quota_while_others_go_on(
     )
     .await;
     assert_eq!(status, 200, "sagas go on");
-    let store: Value = gateway
-        .admin(reqwest::Method::GET, "/admin/store")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let store: Value = gateway.admin_json("/admin/store").await;
     assert!(
         store["usage"]["kv:flooder"]["bytes"].as_u64().unwrap() <= 4_194_304,
         "{store}"

@@ -292,14 +292,7 @@ async fn stuck_saga(gateway: &Gateway, a: &Bank, id: &str) -> String {
         Duration::from_secs(20),
         "the saga to become stuck",
         || async {
-            let view: Value = gateway
-                .admin(Method::GET, &format!("/admin/sagas/{saga_id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let view: Value = gateway.admin_json(&format!("/admin/sagas/{saga_id}")).await;
             view["status"] == "stuck"
         },
     )
@@ -317,23 +310,9 @@ async fn a_stuck_saga_is_listed_then_retried_by_an_operator() {
         .start()
         .await;
     let saga_id = stuck_saga(&gateway, &a, "stuck-1").await;
-    let listed: Value = gateway
-        .admin(Method::GET, "/admin/sagas?status=stuck")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = gateway.admin_json("/admin/sagas?status=stuck").await;
     assert_eq!(listed["sagas"][0]["saga_id"], saga_id.as_str(), "{listed}");
-    let view: Value = gateway
-        .admin(Method::GET, &format!("/admin/sagas/{saga_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = gateway.admin_json(&format!("/admin/sagas/{saga_id}")).await;
     let attempts = view["attempts"].as_array().unwrap();
     assert!(view["attempts_total"].as_u64().unwrap() >= 20, "{view}");
     let refused = attempts

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::crash::{Planned, send, wait_for_in_flight};
@@ -361,14 +360,7 @@ tx = "$response.transaction_id""#;
         transfer(&gateway, "/transfers", "bad-template", "alice", "nobody", 5).await;
     assert_eq!(status, 202, "{body}");
     let saga_id = body["saga_id"].as_str().unwrap().to_string();
-    let view: Value = gateway
-        .admin(Method::GET, &format!("/admin/sagas/{saga_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = gateway.admin_json(&format!("/admin/sagas/{saga_id}")).await;
     assert_eq!(view["status"], "stuck", "{view}");
     let error = view["attempts"].as_array().unwrap().last().unwrap()["error"]
         .as_str()

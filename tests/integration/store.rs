@@ -1,6 +1,5 @@
 //! The store as it runs: settings read back from the running gateway and from the file itself.
 
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::sagas::{banks, transfer, transfer_routes};
@@ -17,14 +16,7 @@ async fn the_running_store_is_in_wal_mode_with_full_synchronous() {
         .await;
     let (status, _) = transfer(&gateway, "/transfers", "pragmas", "alice", "carol", 1).await;
     assert_eq!(status, 200);
-    let store: Value = gateway
-        .admin(Method::GET, "/admin/store")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let store: Value = gateway.admin_json("/admin/store").await;
     assert_eq!(store["synchronous"], "full", "{store}");
     assert_eq!(store["journal_mode"], "wal", "{store}");
     assert_eq!(store["usage"]["sagas"]["keys"], 1, "{store}");

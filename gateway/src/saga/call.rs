@@ -102,26 +102,38 @@ pub(super) struct Outcome {
     pub(super) reached: bool,
 }
 
-/// The request every attempt of a call sends (built once per call, not per attempt).
-pub(super) fn outbound(call: &StepCall) -> OutboundRequest {
-    OutboundRequest {
-        method: call.method.clone(),
-        path_and_query: call.path.clone(),
-        headers: call.headers.clone(),
-        body: call.body.clone(),
-    }
-}
-
 /// A call about to be sent: what plugins see, and what goes on the wire.
 pub(super) struct Sending<'a> {
     /// The upstream.
-    pub(super) upstream: &'a Upstream,
+    upstream: &'a Upstream,
     /// The call.
-    pub(super) call: &'a StepCall,
-    /// Its request.
-    pub(super) outbound: &'a OutboundRequest,
+    call: &'a StepCall,
+    /// Its request, built once per call, not per attempt.
+    outbound: OutboundRequest,
     /// The route's plugins.
-    pub(super) chain: Option<&'a Chain>,
+    chain: Option<&'a Chain>,
+}
+
+impl<'a> Sending<'a> {
+    /// `call` to `upstream`, shown to `chain`'s plugins.
+    pub(super) fn new(
+        upstream: &'a Upstream,
+        call: &'a StepCall,
+        chain: Option<&'a Chain>,
+    ) -> Self {
+        let outbound = OutboundRequest {
+            method: call.method.clone(),
+            path_and_query: call.path.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone(),
+        };
+        Self {
+            upstream,
+            call,
+            outbound,
+            chain,
+        }
+    }
 }
 
 /// Sends one attempt, records it on the saga, and classifies it.

@@ -48,7 +48,7 @@ pub(super) struct Lost;
 /// shows it to the requests waiting on the saga. `Lost` when the write was fenced.
 pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<(), Lost> {
     let mut row = record.row(ctx.retention_ms);
-    row.epoch = handle.epoch.load(Ordering::Acquire);
+    row.epoch = handle.epoch;
     row.replaces_bytes = handle.persisted_bytes.load(Ordering::Relaxed);
     let len = row.record.len();
     loop {
@@ -66,15 +66,23 @@ pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> 
     Ok(())
 }
 
+/// One attempt of a call, sent only while the saga is still this gateway's (see [`gate`]).
+pub(super) async fn send(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+    sending: &call::Sending<'_>,
+) -> Result<call::Outcome, Lost> {
+    let fence = gate(ctx, record, handle).await?;
+    Ok(call::attempt(record, i, sending, fence.as_ref()).await)
+}
+
 /// Before every call: is the saga still this gateway's? Waits while the store cannot tell. In a
 /// fleet, the answer comes as the [`Fence`] the call's connection checks before each write.
-pub(super) async fn gate(
-    ctx: &Ctx,
-    record: &SagaRecord,
-    handle: &Handle,
-) -> Result<Option<Fence>, Lost> {
+async fn gate(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<Option<Fence>, Lost> {
     loop {
-        let epoch = handle.epoch.load(Ordering::Acquire);
+        let epoch = handle.epoch;
         match ctx.store.may_send(&record.id, epoch).await {
             Ok(None) => return Ok(None),
             Ok(Some(ticket)) => {

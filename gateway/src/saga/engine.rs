@@ -133,7 +133,7 @@ impl Engine {
             // Another request with this key got here first: follow its saga.
             Entry::Occupied(entry) => entry.get().clone(),
             Entry::Vacant(entry) => {
-                let handle = Handle::new(record.clone(), Admission::Claiming);
+                let handle = Handle::new(record.clone(), Admission::Claiming, 1);
                 entry.insert(handle.clone());
                 self.admit(handle.clone(), record);
                 handle
@@ -190,9 +190,7 @@ impl Engine {
             Some(done) => self.finished(done),
             None => {
                 tracing::warn!(saga = %id, "another gateway owns this saga now; this one stops working on it");
-                self.by_key.remove(&key);
-                self.by_id.remove(&id);
-                self.metrics.sagas_in_flight().dec();
+                self.forget(&key, &id);
             }
         }
     }
@@ -262,15 +260,20 @@ impl Engine {
         }
     }
 
+    /// A saga no longer runs here: out of the running maps and the in-flight gauge.
+    fn forget(&self, key: &SagaKey, id: &str) {
+        self.by_key.remove(key);
+        self.by_id.remove(id);
+        self.metrics.sagas_in_flight().dec();
+    }
+
     /// A saga's task is over.
     fn finished(&self, record: SagaRecord) {
         let key = record.key();
         let record = Arc::new(record);
         // Cached before it leaves the running map, so a repeat always finds it somewhere.
         self.finished.insert(key.clone(), record.clone());
-        self.by_key.remove(&key);
-        self.by_id.remove(&record.id);
-        self.metrics.sagas_in_flight().dec();
+        self.forget(&key, &record.id);
         self.metrics
             .saga_finished(&Arc::new(record.route.to_string()), record.status.as_str());
     }

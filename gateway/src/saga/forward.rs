@@ -4,7 +4,7 @@
 //! reached the backend, which decides whether the step is undone (SPEC §4).
 
 use super::call::{self, Sending};
-use super::ctx::{Ctx, Lost, block, gate, shape, upstream_of};
+use super::ctx::{Ctx, Lost, block, send, shape, upstream_of};
 use super::handle::Handle;
 use super::record::{Cause, Failed, SagaRecord};
 use super::route::forward_phase;
@@ -46,18 +46,11 @@ pub(super) async fn forward(
             return Ok(());
         }
     };
-    let outbound = call::outbound(&call);
-    let sending = Sending {
-        upstream: &upstream,
-        call: &call,
-        outbound: &outbound,
-        chain: chain.as_ref(),
-    };
+    let sending = Sending::new(&upstream, &call, chain.as_ref());
     let config = upstream.config();
     let mut reached = resumed;
     for attempt in 1..=config.max_attempts {
-        let fence = gate(ctx, record, handle).await?;
-        let outcome = call::attempt(record, i, &sending, fence.as_ref()).await;
+        let outcome = send(ctx, record, handle, i, &sending).await?;
         reached |= outcome.reached;
         let failed = |cause, error: String| Failed {
             cause,

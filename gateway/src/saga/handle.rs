@@ -1,7 +1,7 @@
 //! A saga this gateway is admitting or running, as other tasks see it: requests wait on it for
 //! their answer, operators wake or resolve it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
@@ -36,13 +36,14 @@ pub(super) struct Handle {
     pub(super) resolution: Mutex<Option<String>>,
     /// The length of the record as last persisted (the store books size changes by it).
     pub(super) persisted_bytes: AtomicUsize,
-    /// The fencing token this gateway holds the saga at (fleets: bumped by a takeover).
-    pub(super) epoch: AtomicU64,
+    /// The fencing token this gateway holds the saga at: 1 when claimed here, the stored one
+    /// when resumed or taken over (each takeover makes a new handle).
+    pub(super) epoch: u64,
 }
 
 impl Handle {
-    /// A handle for `record`, in the given admission state.
-    pub(super) fn new(record: SagaRecord, admission: Admission) -> Arc<Self> {
+    /// A handle for `record`, in the given admission state, held at `epoch`.
+    pub(super) fn new(record: SagaRecord, admission: Admission, epoch: u64) -> Arc<Self> {
         Arc::new(Self {
             fingerprint: record.fingerprint,
             admission: watch::channel(admission).0,
@@ -50,7 +51,7 @@ impl Handle {
             wake: Notify::new(),
             resolution: Mutex::new(None),
             persisted_bytes: AtomicUsize::new(0),
-            epoch: AtomicU64::new(1),
+            epoch,
         })
     }
 

@@ -32,11 +32,10 @@ impl Engine {
                 tracing::error!(saga = %row.id, "a stored saga cannot be decoded; it is left as it is");
                 continue;
             };
-            let handle = Handle::new(record.clone(), Admission::Accepted);
+            let handle = Handle::new(record.clone(), Admission::Accepted, row.epoch);
             handle
                 .persisted_bytes
                 .store(row.record.len(), Ordering::Relaxed);
-            handle.epoch.store(row.epoch, Ordering::Release);
             if let Some(action) = &row.admin {
                 apply(&handle, action);
             }

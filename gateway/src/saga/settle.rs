@@ -5,7 +5,7 @@
 //! gateway's.
 
 use super::call::{self, Sending};
-use super::ctx::{Ctx, Lost, gate, persist, shape, upstream_of, wait_to_retry};
+use super::ctx::{Ctx, Lost, persist, send, shape, upstream_of, wait_to_retry};
 use super::handle::Handle;
 use super::record::SagaRecord;
 use super::route::forward_phase;
@@ -52,16 +52,9 @@ pub(super) async fn settle(
         record.undo_sending(j);
         persist(ctx, record, handle).await?;
     }
-    let outbound = call::outbound(&call);
-    let sending = Sending {
-        upstream: &upstream,
-        call: &call,
-        outbound: &outbound,
-        chain: chain.as_ref(),
-    };
+    let sending = Sending::new(&upstream, &call, chain.as_ref());
     loop {
-        let fence = gate(ctx, record, handle).await?;
-        let outcome = call::attempt(record, j, &sending, fence.as_ref()).await;
+        let outcome = send(ctx, record, handle, j, &sending).await?;
         if outcome.verdict == Verdict::Success {
             match phase {
                 Phase::Confirm => record.confirm_done(j),

@@ -11,14 +11,11 @@ use super::quota::Quota;
 use super::sqlite::{Settings, Sqlite};
 use super::volatile::Volatile;
 use super::{
-    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaRow, Store,
-    StoreError, now_unix_ms,
+    Applied, BoxFuture, Claim, Durability, EXPIRE_BATCH, Health, Mutation, SagaFilter, SagaRow,
+    Store, StoreError, now_unix_ms,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
-
-/// Expired rows deleted per transaction, so that expiry never holds the write lock for long.
-const EXPIRE_BATCH: u64 = 500;
 
 /// The embedded store.
 #[derive(Debug)]

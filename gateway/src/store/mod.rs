@@ -335,6 +335,28 @@ pub fn status_name(text: &str) -> Option<&'static str> {
     SAGA_STATUSES.into_iter().find(|s| *s == text)
 }
 
+/// A database error, as the store's "cannot do this now".
+pub(crate) fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// A count or time as a database integer (both backends store them signed).
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Most finished sagas or expired keys one expiry statement deletes, so that no long write
+/// lock is held.
+pub(crate) const EXPIRE_BATCH: u64 = 500;
+
+/// The start of the ids of sagas created at `unix_ms`: a UUID v7 begins with its 48-bit
+/// millisecond timestamp in hex, so every saga created earlier has a smaller id. Expiry deletes
+/// by id, so it needs no index of its own.
+pub(crate) fn saga_id_prefix(unix_ms: u64) -> String {
+    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
+}
+
 /// `now + ttl`, for an optional time-to-live.
 pub(crate) fn expiry(now_ms: u64, ttl_ms: Option<u64>) -> Option<u64> {
     ttl_ms.map(|ttl| now_ms.saturating_add(ttl))

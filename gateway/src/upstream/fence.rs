@@ -9,9 +9,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwapOption;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -37,7 +38,8 @@ impl std::fmt::Debug for Fence {
 }
 
 /// The fence of the request a connection is sending now, set by the pool before each request.
-pub(super) type Slot = Arc<Mutex<Option<Fence>>>;
+/// Read without a lock on every write: most connections never carry a fence.
+pub(super) type Slot = Arc<ArcSwapOption<Fence>>;
 
 /// A connection's socket, with its slot.
 pub(super) struct FencedIo {
@@ -51,8 +53,11 @@ impl FencedIo {
     }
 
     fn closed(&self) -> Option<io::Error> {
-        let slot = self.slot.lock().expect("fence slot");
-        let closed = slot.as_ref().is_some_and(|fence| !fence.is_open());
+        let closed = self
+            .slot
+            .load()
+            .as_ref()
+            .is_some_and(|fence| !fence.is_open());
         closed.then(|| io::Error::other("the saga may belong to another gateway now; not sent"))
     }
 }

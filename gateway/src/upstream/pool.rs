@@ -9,8 +9,8 @@
 //! A request that hyper hands back unsent (the pooled connection closed before it was written)
 //! is safe to send again on another connection; that is the only retry this module makes.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,7 +109,7 @@ impl Pool {
                 unsent = Some(error);
                 continue;
             }
-            *connection.fence.lock().expect("fence slot") = fence.cloned();
+            connection.fence.store(fence.cloned().map(Arc::new));
             writing.store(true, Ordering::Relaxed);
             match connection.sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, Lease { connection })),

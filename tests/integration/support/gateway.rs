@@ -224,6 +224,19 @@ impl Gateway {
         (status, body)
     }
 
+    /// Whether every saga this gateway can list is finished (none pending, compensating or stuck).
+    pub async fn no_saga_unfinished(&self) -> bool {
+        for status in ["pending", "compensating", "stuck"] {
+            let listed = self
+                .admin_json(&format!("/admin/sagas?status={status}&limit=1"))
+                .await;
+            if listed["sagas"].as_array().is_none_or(|s| !s.is_empty()) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The status `/readyz` answers now (0 when nothing answers).
     pub async fn readyz(&self) -> u16 {
         client()

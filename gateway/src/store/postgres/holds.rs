@@ -12,13 +12,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use deadpool_postgres::Pool;
 
-use super::super::StoreError;
+use super::super::{StoreError, to_i64, unavailable};
 use super::kv::client;
-use super::writer::to_i64;
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
 
 /// This gateway's live holds, by (namespace, key): the holder and its value.
 #[derive(Debug, Default)]
@@ -108,12 +103,16 @@ impl Holds {
         let Ok(client) = client(pool).await else {
             return;
         };
-        let released = client
-            .execute(
-                "DELETE FROM holds WHERE namespace = $1 AND key = $2 AND gateway = $3 AND holder = $4",
-                &[&namespace, &key, &gateway, &to_i64(holder)],
-            )
-            .await;
+        let sql =
+            "DELETE FROM holds WHERE namespace = $1 AND key = $2 AND gateway = $3 AND holder = $4";
+        let released = async {
+            let statement = client.prepare_cached(sql).await?;
+            let holder = to_i64(holder);
+            client
+                .execute(&statement, &[&namespace, &key, &gateway, &holder])
+                .await
+        }
+        .await;
         if let Err(error) = released {
             tracing::debug!(%error, "a hold was not released; it expires within a lease");
         }

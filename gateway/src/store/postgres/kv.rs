@@ -11,19 +11,14 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
 
 use super::super::quota::Delta;
-use super::super::{Applied, Durability, Mutation, StoreError, expiry};
+use super::super::{Applied, Durability, Mutation, StoreError, expiry, to_i64, unavailable};
 use super::usage::Usage;
-use super::writer::to_i64;
 
 fn table(durability: Durability) -> &'static str {
     match durability {
         Durability::Durable => "kv",
         Durability::Volatile => "kv_volatile",
     }
-}
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }
 
 /// A connection from the pool.

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use deadpool_postgres::Pool;
 
-use super::super::StoreError;
-use super::writer::to_i64;
+use super::super::{StoreError, to_i64, unavailable};
+use super::kv::client;
 
 /// The database's clock, in ms since the Unix epoch.
 pub(super) const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
@@ -142,14 +142,15 @@ impl Lease {
                 tokio::time::sleep(self.lease / 20).await;
                 continue;
             }
-            let client = pool
-                .get()
+            let client = client(pool).await?;
+            let statement = client
+                .prepare_cached("SELECT owner, epoch FROM sagas WHERE id = $1")
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(unavailable)?;
             let row = client
-                .query_opt("SELECT owner, epoch FROM sagas WHERE id = $1", &[&id])
+                .query_opt(&statement, &[&id])
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(unavailable)?;
             let ours = row.is_some_and(|r| {
                 r.get::<_, &str>(0) == self.gateway && r.get::<_, i64>(1) == to_i64(epoch)
             });

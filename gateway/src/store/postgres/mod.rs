@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaRow, Store,
-    StoreError, now_unix_ms,
+    StoreError, now_unix_ms, unavailable,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
@@ -57,10 +57,6 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long `txgate migrate` may leave its transaction idle.
 const MIGRATE_IDLE_MAX: Duration = Duration::from_secs(60);
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
 
 /// Where the fleet's database is, and how this gateway takes part.
 #[derive(Debug, Clone)]

@@ -5,19 +5,14 @@
 use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
-use super::super::{SagaFilter, SagaKey, SagaRow, StoreError};
+use super::super::{
+    EXPIRE_BATCH, SagaFilter, SagaKey, SagaRow, StoreError, saga_id_prefix, to_i64, unavailable,
+};
 use super::kv::client;
 use super::lease::DB_NOW_MS;
-use super::writer::{saga_row, to_i64};
-
-/// Expired rows deleted per statement.
-const EXPIRE_BATCH: i64 = 500;
+use super::writer::saga_row;
 
 const SAGA_COLUMNS: &str = "id, status, created_ms, updated_ms, expires_at_ms, record, epoch, admin, route, client, request_id";
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
 
 fn full_row(row: &tokio_postgres::Row) -> SagaRow {
     let key = SagaKey {
@@ -124,28 +119,22 @@ pub(super) async fn request(pool: &Pool, id: &str, action: &str) -> Result<bool,
     Ok(asked == 1)
 }
 
-/// The start of the ids of sagas created at `unix_ms` (see `sqlite/schema.rs`).
-fn saga_id_prefix(unix_ms: u64) -> String {
-    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
-    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
-}
-
 /// Deletes, in batches, finished sagas older than `retention_ms` (by their id's time, so no
 /// expiry index is needed), and expired keys and holds. Returns how many rows went.
 pub(super) async fn expire(pool: &Pool, now_ms: u64, retention_ms: u64) -> Result<u64, StoreError> {
     let client = client(pool).await?;
-    let now = to_i64(now_ms);
+    let (now, batch) = (to_i64(now_ms), to_i64(EXPIRE_BATCH));
     let before = saga_id_prefix(now_ms.saturating_sub(retention_ms));
     let sagas = "DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE id < $3
                      AND expires_at_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)";
     let mut removed = 0;
     loop {
         let n = client
-            .execute(sagas, &[&now, &EXPIRE_BATCH, &before])
+            .execute(sagas, &[&now, &batch, &before])
             .await
             .map_err(unavailable)?;
         removed += n;
-        if n < EXPIRE_BATCH.unsigned_abs() {
+        if n < EXPIRE_BATCH {
             break;
         }
     }
@@ -156,11 +145,11 @@ pub(super) async fn expire(pool: &Pool, now_ms: u64, retention_ms: u64) -> Resul
         );
         loop {
             let n = client
-                .execute(&sql, &[&now, &EXPIRE_BATCH])
+                .execute(&sql, &[&now, &batch])
                 .await
                 .map_err(unavailable)?;
             removed += n;
-            if n < EXPIRE_BATCH.unsigned_abs() {
+            if n < EXPIRE_BATCH {
                 break;
             }
         }

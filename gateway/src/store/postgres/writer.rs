@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
-use super::super::{Claim, SagaKey, SagaRow, StoreError, status_name};
+use super::super::{Claim, SagaKey, SagaRow, StoreError, status_name, to_i64};
 use crate::metrics::Metrics;
 
 /// Most writes in one transaction.
@@ -65,10 +65,6 @@ pub(super) struct Writer {
     pub(super) gateway: Arc<str>,
     pub(super) failing: Arc<Mutex<Option<String>>>,
     pub(super) metrics: Option<Arc<Metrics>>,
-}
-
-pub(super) fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn millis(value: i64) -> u64 {

@@ -190,7 +190,7 @@ impl Sqlite {
     /// within the last `retention_ms` cannot have expired, and are not looked at.
     pub(super) async fn expire(&self, batch: u64, retention_ms: u64) -> Result<u64, StoreError> {
         let created_before =
-            saga_id_prefix(crate::store::now_unix_ms().saturating_sub(retention_ms));
+            crate::store::saga_id_prefix(crate::store::now_unix_ms().saturating_sub(retention_ms));
         let mut removed = 0;
         loop {
             let op = Op::Expire {
@@ -293,13 +293,6 @@ impl Sqlite {
     }
 }
 
-/// The start of the ids of sagas created at `unix_ms`: a UUID v7 begins with its 48-bit
-/// millisecond timestamp in hex, so every saga created earlier has a smaller id.
-fn saga_id_prefix(unix_ms: u64) -> String {
-    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
-    format!("{:08x}-{:04x}", ms >> 16, ms & 0xFFFF)
-}
-
 fn unreachable_done<T>(done: Done) -> Result<T, StoreError> {
     Err(StoreError::Unavailable(format!(
         "the store answered out of turn: {done:?}"
@@ -386,7 +379,7 @@ mod tests {
             ));
             uuid.to_string()
         };
-        let cutoff = super::saga_id_prefix(1_700_000_000_123);
+        let cutoff = crate::store::saga_id_prefix(1_700_000_000_123);
         assert!(id(1_700_000_000_122) < cutoff);
         assert!(id(1_700_000_000_123) > cutoff);
         assert!(id(1_800_000_000_000) > cutoff);

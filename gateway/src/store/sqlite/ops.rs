@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::super::quota::{Delta, Quota, Usage};
-use super::super::{Applied, Claim, Mutation, SagaKey, SagaRow, StoreError, apply};
+use super::super::{Applied, Claim, Mutation, SagaKey, SagaRow, StoreError, apply, to_i64};
 
 /// The usage namespace of the sagas (plugin namespaces are `kv:<plugin>`).
 pub(super) const SAGAS: &str = "sagas";
@@ -102,10 +102,6 @@ impl Book {
             *usage = usage.after(delta);
         }
     }
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn saga_size(key: &SagaKey, record: usize) -> usize {

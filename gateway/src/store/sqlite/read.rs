@@ -11,7 +11,7 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OpenFlags, OptionalExtension, Row, params};
 
-use super::super::{SagaFilter, SagaKey, SagaRow, StoreError, status_name};
+use super::super::{SagaFilter, SagaKey, SagaRow, StoreError, status_name, unavailable};
 use crate::error::{Error, ErrorKind};
 
 /// Read connections kept open.
@@ -25,10 +25,6 @@ const READ_CACHE_KIB: i64 = 4096;
 #[derive(Debug)]
 pub(super) struct Readers {
     pool: Pool<SqliteConnectionManager>,
-}
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }
 
 const SAGA_COLUMNS: &str =
