@@ -140,6 +140,10 @@ done
 { kill -9 "${GW_PIDS[0]}" && wait "${GW_PIDS[0]}"; } 2>/dev/null || true
 killed=$(date +%s%N)
 in_flight=$(unfinished)
+if [ "$in_flight" -lt 100 ]; then
+  echo "error: only $in_flight sagas were in flight at the kill; the takeover needs 100" >&2
+  exit 1
+fi
 kill "$load" 2>/dev/null || true
 curl -sf -X DELETE "http://127.0.0.1:$A_PORT/_faults" >/dev/null
 for _ in $(seq 3000); do

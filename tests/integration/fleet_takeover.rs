@@ -69,7 +69,8 @@ async fn the_others_finish_a_killed_gateways_sagas_within_the_lease_and_a_bound(
     let mut rng = fastrand::Rng::with_seed(11);
     let planned = plan(&mut rng, 11);
     let clients = launch(fleet.gw(1), &planned);
-    wait_for_in_flight(fleet.gw(1), 100.0, 11).await;
+    // The gauge is read a moment before the kill, so it waits for a margin above 100.
+    wait_for_in_flight(fleet.gw(1), 110.0, 11).await;
     fleet.gw_mut(1).kill9();
     let killed = Instant::now();
     let in_flight: u64 = fleet
@@ -77,7 +78,7 @@ async fn the_others_finish_a_killed_gateways_sagas_within_the_lease_and_a_bound(
         .sql("SELECT count(*) FROM sagas WHERE expires_at_ms IS NULL AND owner = 'gw1'")
         .parse()
         .unwrap();
-    assert!(in_flight >= 90, "{in_flight} sagas in flight at the kill");
+    assert!(in_flight >= 100, "{in_flight} sagas in flight at the kill");
     let bound = Duration::from_millis(LEASE_MS) + TAKEOVER_BOUND;
     wait_until(bound, "the survivors to finish gw1's sagas", || async {
         fleet.unfinished() == 0
@@ -195,9 +196,10 @@ async fn a_gateway_paused_past_its_lease_sends_nothing_for_the_sagas_taken_from_
 #[tokio::test]
 async fn a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing() {
     // Proves the fleet rides out its database: `pg_ctl restart -m immediate` (a crash, no
-    // checkpoint) with transfers in flight on all three gateways. Readiness drops while the
-    // database is gone and comes back on its own; every client gets a final answer; one saga
-    // per X-Request-ID; the books are exact.
+    // checkpoint) with transfers in flight on all three gateways. Readiness comes back on its
+    // own; every client gets a final answer; the books are exact, no saga is half-applied and no
+    // X-Request-ID ran twice (`check_books`, from the banks' records). Readiness while the
+    // database is gone is the next test's.
     let (a, b, fleet) = setup(20, &["request_timeout_ms = 2000"]).await;
     let mut rng = fastrand::Rng::with_seed(13);
     let planned = plan(&mut rng, 13);
@@ -231,14 +233,6 @@ async fn a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing() {
         fleet.unfinished() == 0
     })
     .await;
-    let sagas: usize = fleet.db.sql("SELECT count(*) FROM sagas").parse().unwrap();
-    let distinct: usize = fleet
-        .db
-        .sql("SELECT count(DISTINCT request_id) FROM sagas")
-        .parse()
-        .unwrap();
-    assert_eq!(sagas, distinct, "one saga per X-Request-ID");
-    assert!(sagas <= planned.len());
     let opening = 2 * ACCOUNTS as i64 * OPENING_BALANCE;
     check_books(&[&a, &b], opening, 13, "database restart").await;
     let recovered = fleet
