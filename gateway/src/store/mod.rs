@@ -253,7 +253,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// store reports them, and the space each namespace uses.
     fn describe(&self) -> serde_json::Value;
 
-    /// Finishes queued writes and stops (graceful shutdown).
+    /// Stops (graceful shutdown), finishing queued writes where the backend can. A write is
+    /// acknowledged only once committed, so one still queued at exit is redone by the next start
+    /// (or, in a fleet, by a takeover): nothing acknowledged is lost either way.
     fn close(&self);
 
     /// Before a saga call: `Ok(None)` for one gateway alone, which always owns its sagas. In a

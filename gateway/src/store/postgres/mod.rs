@@ -367,6 +367,8 @@ impl Store for Postgres {
         })
     }
 
+    // The writer acknowledges each write after its commit; what is still queued when the
+    // process exits is redone by this gateway's next start or by a takeover.
     fn close(&self) {}
 
     fn may_send<'a>(
