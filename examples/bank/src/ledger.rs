@@ -156,6 +156,9 @@ pub struct Change {
     pub account: Option<(String, Account)>,
 }
 
+/// Keys the maps are sized for at the start; past this they grow as needed.
+const PRESIZED_KEYS_MAX: usize = 1 << 18;
+
 /// The books.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -171,7 +174,15 @@ impl Ledger {
     /// Empty books that remember at most `answers_max` idempotency keys and as many barrier
     /// records (oldest forgotten first).
     pub fn new(answers_max: usize) -> Self {
+        // Sized up front: growing a map of 100,000 keys rehashes it all under the ledger's
+        // lock, a pause every caller of the bank waits out (it showed in the tail latency of
+        // load tests while the bank warmed up).
+        let presized = answers_max.clamp(1, PRESIZED_KEYS_MAX);
         Self {
+            answers: HashMap::with_capacity(presized),
+            answer_order: VecDeque::with_capacity(presized),
+            barriers: HashMap::with_capacity(presized),
+            barrier_order: VecDeque::with_capacity(presized),
             answers_max: answers_max.max(1),
             ..Self::default()
         }
