@@ -174,14 +174,16 @@ impl Ledger {
     /// Empty books that remember at most `answers_max` idempotency keys and as many barrier
     /// records (oldest forgotten first).
     pub fn new(answers_max: usize) -> Self {
-        // Sized up front: growing a map of 100,000 keys rehashes it all under the ledger's
-        // lock, a pause every caller of the bank waits out (it showed in the tail latency of
-        // load tests while the bank warmed up).
+        // Sized up front, and with room to spare: growing a map of 100,000 keys rehashes it all
+        // under the ledger's lock, a pause every caller of the bank waits out. Once full, each
+        // new key evicts the oldest, and the removed keys leave tombstones: a map with little
+        // room over its keys soon has to grow all the same, while one sized for twice its keys
+        // only tidies itself in place, and rarely.
         let presized = answers_max.clamp(1, PRESIZED_KEYS_MAX);
         Self {
-            answers: HashMap::with_capacity(presized),
+            answers: HashMap::with_capacity(2 * presized),
             answer_order: VecDeque::with_capacity(presized),
-            barriers: HashMap::with_capacity(presized),
+            barriers: HashMap::with_capacity(2 * presized),
             barrier_order: VecDeque::with_capacity(presized),
             answers_max: answers_max.max(1),
             ..Self::default()
