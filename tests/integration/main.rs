@@ -24,6 +24,7 @@ mod crash;
 mod disk_full;
 mod faults;
 mod fleet;
+mod fleet_clients;
 mod fleet_faults;
 mod fleet_takeover;
 mod lifecycle;
