@@ -98,22 +98,24 @@ fi
 
 transfers_lua "$work/unique.lua"
 
-run_unique() { # URL HEADER PATH PREFIX [connections]
-  local connections=${5:-$CONNECTIONS}
-  wrk -t"$THREADS" -c"$connections" -d"${SECONDS_RUN}s" --latency -s "$work/unique.lua" "$1" -- "$4" "$2" "$3" |
+run_unique() { # SECONDS URL HEADER PATH PREFIX [connections]
+  local seconds=$1 connections=${6:-$CONNECTIONS}
+  shift
+  wrk -t"$THREADS" -c"$connections" -d"${seconds}s" --latency -s "$work/unique.lua" "$1" -- "$4" "$2" "$3" |
     wrk_rate_p99
 }
 
-measure() { # TARGET PREFIX: prints "rate p99"
-  case $1 in
-    saga) run_unique "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /transfers "$2" ;;
-    plugged) run_unique "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /plugged "$2" ;;
-    baseline) run_unique "http://127.0.0.1:$BASE_PORT" X-Request-ID /transfers "$2" ;;
+measure() { # SECONDS TARGET PREFIX: prints "rate p99"
+  local seconds=$1 prefix=$3
+  case $2 in
+    saga) run_unique "$seconds" "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /transfers "$prefix" ;;
+    plugged) run_unique "$seconds" "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /plugged "$prefix" ;;
+    baseline) run_unique "$seconds" "http://127.0.0.1:$BASE_PORT" X-Request-ID /transfers "$prefix" ;;
     direct)
       local half=$((CONNECTIONS / 2)) a_rate a_p99 b_rate b_p99
-      run_unique "http://127.0.0.1:$A_PORT" Idempotency-Key /debit "$2-a" "$half" >"$work/a.out" &
+      run_unique "$seconds" "http://127.0.0.1:$A_PORT" Idempotency-Key /debit "$prefix-a" "$half" >"$work/a.out" &
       local a_wrk=$!
-      run_unique "http://127.0.0.1:$B_PORT" Idempotency-Key /credit "$2-b" "$half" >"$work/b.out"
+      run_unique "$seconds" "http://127.0.0.1:$B_PORT" Idempotency-Key /credit "$prefix-b" "$half" >"$work/b.out"
       wait "$a_wrk"
       read -r a_rate a_p99 <"$work/a.out"
       read -r b_rate b_p99 <"$work/b.out"
@@ -125,22 +127,20 @@ measure() { # TARGET PREFIX: prints "rate p99"
 targets=(saga direct)
 [ "$PLUGINS" = 1 ] && targets+=(plugged)
 [ -n "$BASELINE" ] && targets+=(baseline)
-# Every process starts cold: its heap, the banks' key maps and the upstream connections grow
-# during the first seconds of load, and that growth showed as a first round with several times
-# the p99 of the others, on the direct bank calls as much as on the sagas. A short warm-up of
-# each target comes first; its figures are printed and reported, not counted.
+# Every process starts cold, its heap growing through the first seconds of load, and those
+# seconds have a p99 several times the later ones, on the direct bank calls as well as on the
+# sagas. A short warm-up of each target comes first, reported and not counted; the first round
+# can still be slower (bench/RESULTS.md says what is known of it).
 WARM=""
-SECONDS_RUN=$WARMUP
 for target in "${targets[@]}"; do
-  read -r rate p99 < <(measure "$target" "warm-$target-$RANDOM")
+  read -r rate p99 < <(measure "$WARMUP" "$target" "warm-$target-$RANDOM")
   WARM+="$target $rate/s p99 $p99 ms; "
   echo "warm-up $target: $rate/s, p99 $p99 ms" >&2
 done
-SECONDS_RUN=$DURATION
 declare -A RATE P99
 for round in $(seq "$ROUNDS"); do
   for target in "${targets[@]}"; do
-    read -r rate p99 < <(measure "$target" "r$round-$target-$RANDOM")
+    read -r rate p99 < <(measure "$DURATION" "$target" "r$round-$target-$RANDOM")
     RATE[$target]+="$rate "
     P99[$target]+="$p99 "
     echo "round $round $target: $rate/s, p99 $p99 ms" >&2

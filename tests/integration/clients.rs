@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::sagas::{banks, transfer, transfer_routes};
-use crate::support::raw::{request, send_and_hang_up};
+use crate::support::raw::{request, send_and_hang_up, send_and_keep};
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
 use crate::wasm;
 
@@ -132,12 +132,7 @@ async fn an_idempotency_key_is_free_once_its_client_hangs_up() {
         .await;
     let path = "/echo/slow?delay_ms=1000";
     let bytes = request("POST", path, &[("x-request-id", "hung-up")], "{}");
-    let mut first = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
-        .await
-        .unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut first, &bytes)
-        .await
-        .unwrap();
+    let first = send_and_keep(gateway.port, &bytes).await;
     wait_until(
         Duration::from_secs(10),
         "the bank to see the first request",

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::shipped_plugins::{GENEROUS, config};
-use crate::support::raw::{request, send_and_hang_up};
+use crate::support::raw::{request, send_and_hang_up, send_and_keep};
 use crate::support::{Bank, Fleet, client, wait_until};
 
 const LEASE_MS: u64 = 2000;
@@ -157,15 +156,6 @@ async fn clients_that_hang_up_on_one_gateway_get_their_answer_from_the_other() {
         assert_eq!(status, 200, "{echoed}");
         assert_eq!(echoed["headers"]["x-request-id"][0], id);
     }
-}
-
-/// Connects and sends `bytes`, keeping the connection open until the stream is dropped.
-async fn send_and_keep(port: u16, bytes: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    stream.write_all(bytes).await.expect("send");
-    stream
 }
 
 /// Waits until the bank has seen every debit and echo, so that each kept client is mid-request.

@@ -18,11 +18,17 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -
 
 /// Connects, sends `bytes`, and hangs up at once without reading a byte.
 pub async fn send_and_hang_up(port: u16, bytes: &[u8]) {
+    drop(send_and_keep(port, bytes).await);
+}
+
+/// Connects and sends `bytes`, keeping the connection open until the stream is dropped (the
+/// client hangs up then, mid-request).
+pub async fn send_and_keep(port: u16, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     stream.write_all(bytes).await.expect("send");
-    drop(stream);
+    stream
 }
 
 /// Connects, sends `bytes`, and reads until the server closes (or `timeout`).
