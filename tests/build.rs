@@ -20,6 +20,7 @@ fn main() {
         "tests/programs",
         "plugin-sdk/src",
         "plugin-sdk/wit",
+        "plugin-sdk/macros",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -19,20 +19,23 @@ use bindings::exports::txgate::plugin::hooks as wit;
 use bindings::txgate::plugin::types as t;
 
 use crate::{
-    Classification, CompensateDecision, Header, HeaderChanges, HookError, Phase, Plugin, Request,
-    RequestDecision, Response, StepAnswer, StepCall,
+    CallChanges, Classification, CompensateDecision, Header, HeaderChanges, Hook, HookError, Phase,
+    Plugin, Request, RequestDecision, Response, ResponseChanges, ResponseView, StepAnswer,
+    StepCall,
 };
 
 pub use wit::Guest as HooksGuest;
 
-fn headers_in(headers: Vec<t::Header>) -> Vec<Header> {
-    headers
-        .into_iter()
-        .map(|h| Header {
-            name: h.name,
-            value: h.value,
-        })
-        .collect()
+impl Phase {
+    pub(crate) fn of(p: t::Phase) -> Self {
+        match p {
+            t::Phase::Action => Self::Action,
+            t::Phase::Compensate => Self::Compensate,
+            t::Phase::Try => Self::Try,
+            t::Phase::Confirm => Self::Confirm,
+            t::Phase::Cancel => Self::Cancel,
+        }
+    }
 }
 
 fn headers_out(headers: Vec<Header>) -> Vec<t::Header> {
@@ -45,128 +48,74 @@ fn headers_out(headers: Vec<Header>) -> Vec<t::Header> {
         .collect()
 }
 
-fn request_in(r: t::Request) -> Request {
-    Request {
-        route: r.route,
-        method: r.method,
-        path: r.path,
-        headers: headers_in(r.headers),
-        body: r.body,
-        client_ip: r.client_ip,
-        request_id: r.request_id,
-        request_id_from_client: r.request_id_from_client,
-        saga_route: r.saga_route,
+fn changes_out(c: HeaderChanges) -> t::HeaderChanges {
+    t::HeaderChanges {
+        set: headers_out(c.set),
+        remove: c.remove,
     }
 }
 
-fn response_in(r: t::Response) -> Response {
-    Response {
-        status: r.status,
-        headers: headers_in(r.headers),
-        body: r.body,
-    }
-}
-
-fn response_out(r: Response) -> t::Response {
-    t::Response {
+fn answer_out(r: Response) -> t::Answer {
+    t::Answer {
         status: r.status,
         headers: headers_out(r.headers),
         body: r.body,
     }
 }
 
-fn phase_in(p: t::Phase) -> Phase {
-    match p {
-        t::Phase::Action => Phase::Action,
-        t::Phase::Compensate => Phase::Compensate,
-        t::Phase::Try => Phase::Try,
-        t::Phase::Confirm => Phase::Confirm,
-        t::Phase::Cancel => Phase::Cancel,
-    }
-}
-
-fn phase_out(p: Phase) -> t::Phase {
-    match p {
-        Phase::Action => t::Phase::Action,
-        Phase::Compensate => t::Phase::Compensate,
-        Phase::Try => t::Phase::Try,
-        Phase::Confirm => t::Phase::Confirm,
-        Phase::Cancel => t::Phase::Cancel,
-    }
-}
-
-fn call_in(c: t::StepCall) -> StepCall {
-    StepCall {
-        saga_id: c.saga_id,
-        route: c.route,
-        step: c.step,
-        phase: phase_in(c.phase),
-        request_id: c.request_id,
+fn call_changes_out(c: CallChanges) -> t::CallChanges {
+    t::CallChanges {
         method: c.method,
         path: c.path,
-        headers: headers_in(c.headers),
+        headers: changes_out(c.headers),
         body: c.body,
-    }
-}
-
-fn call_out(c: StepCall) -> t::StepCall {
-    t::StepCall {
-        saga_id: c.saga_id,
-        route: c.route,
-        step: c.step,
-        phase: phase_out(c.phase),
-        request_id: c.request_id,
-        method: c.method,
-        path: c.path,
-        headers: headers_out(c.headers),
-        body: c.body,
-    }
-}
-
-fn answer_in(a: t::StepAnswer) -> StepAnswer {
-    StepAnswer {
-        status: a.status,
-        headers: headers_in(a.headers),
-        body: a.body,
-        error: a.error,
     }
 }
 
 fn error_out(e: HookError) -> t::HookError {
     match e {
-        HookError::NotImplemented => t::HookError::NotImplemented,
         HookError::Failed(reason) => t::HookError::Failed(reason),
     }
 }
 
+/// `hooks`, from `P`.
+pub fn hooks<P: Plugin>() -> Vec<t::Hook> {
+    P::hooks()
+        .into_iter()
+        .map(|hook| match hook {
+            Hook::OnRequest => t::Hook::OnRequest,
+            Hook::OnStepRequest => t::Hook::OnStepRequest,
+            Hook::OnStepResponse => t::Hook::OnStepResponse,
+            Hook::OnCompensate => t::Hook::OnCompensate,
+            Hook::OnResponse => t::Hook::OnResponse,
+        })
+        .collect()
+}
+
 /// `on-request`, forwarded to `P`.
-pub fn on_request<P: Plugin>(request: t::Request) -> Result<t::RequestDecision, t::HookError> {
-    match P::on_request(request_in(request)).map_err(error_out)? {
-        RequestDecision::Continue(HeaderChanges { set, remove }) => {
-            Ok(t::RequestDecision::Continue(t::HeaderChanges {
-                set: headers_out(set),
-                remove,
-            }))
+pub fn on_request<P: Plugin>(request: &t::Request) -> Result<t::RequestDecision, t::HookError> {
+    match P::on_request(&Request::lent(request)).map_err(error_out)? {
+        RequestDecision::Continue(changes) => {
+            Ok(t::RequestDecision::Continue(changes_out(changes)))
         }
-        RequestDecision::Respond(response) => {
-            Ok(t::RequestDecision::Respond(response_out(response)))
-        }
+        RequestDecision::Respond(response) => Ok(t::RequestDecision::Respond(answer_out(response))),
     }
 }
 
 /// `on-step-request`, forwarded to `P`.
-pub fn on_step_request<P: Plugin>(call: t::StepCall) -> Result<t::StepCall, t::HookError> {
-    P::on_step_request(call_in(call))
-        .map(call_out)
+pub fn on_step_request<P: Plugin>(call: &t::StepCall) -> Result<t::CallChanges, t::HookError> {
+    P::on_step_request(&StepCall::lent(call))
+        .map(call_changes_out)
         .map_err(error_out)
 }
 
 /// `on-step-response`, forwarded to `P`.
 pub fn on_step_response<P: Plugin>(
-    call: t::StepCall,
-    answer: t::StepAnswer,
+    call: &t::StepCall,
+    answer: &t::StepAnswer,
 ) -> Result<Option<t::Classification>, t::HookError> {
-    let verdict = P::on_step_response(call_in(call), answer_in(answer)).map_err(error_out)?;
+    let verdict =
+        P::on_step_response(&StepCall::lent(call), &StepAnswer::lent(answer)).map_err(error_out)?;
     Ok(verdict.map(|c| match c {
         Classification::Success => t::Classification::Success,
         Classification::Reject => t::Classification::Reject,
@@ -176,32 +125,42 @@ pub fn on_step_response<P: Plugin>(
 
 /// `on-compensate`, forwarded to `P`.
 pub fn on_compensate<P: Plugin>(
-    undo: t::StepCall,
-    action: t::StepCall,
-    action_answer: Option<t::StepAnswer>,
+    undo: &t::StepCall,
+    action: &t::StepCall,
+    action_answer: Option<&t::StepAnswer>,
 ) -> Result<t::CompensateDecision, t::HookError> {
-    let decision = P::on_compensate(call_in(undo), call_in(action), action_answer.map(answer_in))
-        .map_err(error_out)?;
+    let answer = action_answer.map(StepAnswer::lent);
+    let decision = P::on_compensate(
+        &StepCall::lent(undo),
+        &StepCall::lent(action),
+        answer.as_ref(),
+    )
+    .map_err(error_out)?;
     Ok(match decision {
-        CompensateDecision::Send(call) => t::CompensateDecision::Send(call_out(call)),
+        CompensateDecision::Send(changes) => t::CompensateDecision::Send(call_changes_out(changes)),
         CompensateDecision::Skip => t::CompensateDecision::Skip,
     })
 }
 
 /// `on-response`, forwarded to `P`.
 pub fn on_response<P: Plugin>(
-    request: t::Request,
-    response: t::Response,
-) -> Result<t::Response, t::HookError> {
-    P::on_response(request_in(request), response_in(response))
-        .map(response_out)
-        .map_err(error_out)
+    request: &t::Request,
+    response: &t::Response,
+) -> Result<t::ResponseChanges, t::HookError> {
+    let changes: ResponseChanges =
+        P::on_response(&Request::lent(request), &ResponseView::lent(response))
+            .map_err(error_out)?;
+    Ok(t::ResponseChanges {
+        status: changes.status,
+        headers: changes_out(changes.headers),
+        body: changes.body,
+    })
 }
 
 /// The generated types the export macro names.
 pub mod wit_types {
     pub use super::bindings::txgate::plugin::types::{
-        Classification, CompensateDecision, HookError, Request, RequestDecision, Response,
-        StepAnswer, StepCall,
+        CallChanges, Classification, CompensateDecision, Hook, HookError, Request, RequestDecision,
+        Response, ResponseChanges, StepAnswer, StepCall,
     };
 }

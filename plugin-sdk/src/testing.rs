@@ -6,9 +6,10 @@
 //! use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision, Response, kv};
 //!
 //! struct Counter;
+//! #[txgate_plugin_sdk::plugin]
 //! impl Plugin for Counter {
-//!     fn on_request(request: Request) -> Result<RequestDecision, HookError> {
-//!         let seen = kv::increment(&request.client_ip, 1, Some(60_000))?;
+//!     fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
+//!         let seen = kv::increment(&request.client_ip(), 1, Some(60_000))?;
 //!         Ok(RequestDecision::Respond(Response::new(200).with_body(seen.to_string())))
 //!     }
 //! }
@@ -41,8 +42,8 @@ use std::rc::Rc;
 use crate::host::KvError;
 use crate::log::Level;
 use crate::{
-    Classification, CompensateDecision, HookError, Plugin, Request, RequestDecision, Response,
-    StepAnswer, StepCall,
+    CallChanges, Classification, CompensateDecision, Hook, HookError, Plugin, Request,
+    RequestDecision, Response, ResponseView, StepAnswer, StepCall,
 };
 
 /// Longest key, as in the gateway.
@@ -343,39 +344,62 @@ impl Harness {
         result
     }
 
+    /// Whether the gateway would call `hook` of `P`: it calls only the hooks in `P::hooks()`.
+    /// The harness does the same; a hook left out behaves as if the plugin were not there.
+    pub fn calls<P: Plugin>(&self, hook: Hook) -> bool {
+        self.run(|| P::hooks().contains(&hook))
+    }
+
     /// Calls `on-request`, as a request of its own (its holds end with the call).
-    pub fn on_request<P: Plugin>(&self, request: Request) -> Result<RequestDecision, HookError> {
+    pub fn on_request<P: Plugin>(
+        &self,
+        request: Request<'static>,
+    ) -> Result<RequestDecision, HookError> {
         self.request().on_request::<P>(request)
     }
 
-    /// Calls `on-step-request`.
-    pub fn on_step_request<P: Plugin>(&self, call: StepCall) -> Result<StepCall, HookError> {
-        self.run(|| P::on_step_request(call))
+    /// Calls `on-step-request`; returns the call with the plugin's changes applied.
+    pub fn on_step_request<P: Plugin>(
+        &self,
+        call: StepCall<'static>,
+    ) -> Result<StepCall<'static>, HookError> {
+        if !self.calls::<P>(Hook::OnStepRequest) {
+            return Ok(call);
+        }
+        let changes = self.run(|| P::on_step_request(&call))?;
+        Ok(call.changed(&changes))
     }
 
     /// Calls `on-step-response`.
     pub fn on_step_response<P: Plugin>(
         &self,
-        call: StepCall,
-        answer: StepAnswer,
+        call: StepCall<'static>,
+        answer: StepAnswer<'static>,
     ) -> Result<Option<Classification>, HookError> {
-        self.run(|| P::on_step_response(call, answer))
+        if !self.calls::<P>(Hook::OnStepResponse) {
+            return Ok(None);
+        }
+        self.run(|| P::on_step_response(&call, &answer))
     }
 
-    /// Calls `on-compensate`.
+    /// Calls `on-compensate`; [`StepCall::changed`] applies a `Send`'s changes to the undo.
     pub fn on_compensate<P: Plugin>(
         &self,
-        undo: StepCall,
-        action: StepCall,
-        action_answer: Option<StepAnswer>,
+        undo: StepCall<'static>,
+        action: StepCall<'static>,
+        action_answer: Option<StepAnswer<'static>>,
     ) -> Result<CompensateDecision, HookError> {
-        self.run(|| P::on_compensate(undo, action, action_answer))
+        if !self.calls::<P>(Hook::OnCompensate) {
+            return Ok(CompensateDecision::Send(CallChanges::none()));
+        }
+        self.run(|| P::on_compensate(&undo, &action, action_answer.as_ref()))
     }
 
-    /// Calls `on-response`, as a request of its own.
+    /// Calls `on-response`, as a request of its own; returns the response with the plugin's
+    /// changes applied.
     pub fn on_response<P: Plugin>(
         &self,
-        request: Request,
+        request: Request<'static>,
         response: Response,
     ) -> Result<Response, HookError> {
         self.request().on_response::<P>(request, response)
@@ -391,18 +415,31 @@ pub struct InFlight {
 
 impl InFlight {
     /// Calls `on-request` inside this request.
-    pub fn on_request<P: Plugin>(&self, request: Request) -> Result<RequestDecision, HookError> {
-        self.harness.run_in(self.id, || P::on_request(request))
+    pub fn on_request<P: Plugin>(
+        &self,
+        request: Request<'static>,
+    ) -> Result<RequestDecision, HookError> {
+        if !self.harness.calls::<P>(Hook::OnRequest) {
+            return Ok(RequestDecision::pass());
+        }
+        self.harness.run_in(self.id, || P::on_request(&request))
     }
 
-    /// Calls `on-response` inside this request.
+    /// Calls `on-response` inside this request; returns the response with the plugin's
+    /// changes applied.
     pub fn on_response<P: Plugin>(
         &self,
-        request: Request,
+        request: Request<'static>,
         response: Response,
     ) -> Result<Response, HookError> {
-        self.harness
-            .run_in(self.id, || P::on_response(request, response))
+        if !self.harness.calls::<P>(Hook::OnResponse) {
+            return Ok(response);
+        }
+        let view = ResponseView::of(response.clone());
+        let changes = self
+            .harness
+            .run_in(self.id, || P::on_response(&request, &view))?;
+        Ok(changes.applied_to(response))
     }
 }
 

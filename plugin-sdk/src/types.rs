@@ -1,6 +1,5 @@
-//! The values hooks receive and return, with helpers for headers, JSON bodies and responses.
-//!
-//! These mirror the records of `wit/plugin.wit` one for one; the SDK converts between them.
+//! The values hooks return (answers and changes), with helpers for headers, JSON bodies and
+//! responses. What hooks are given is in `view.rs`.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,78 +31,8 @@ pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
         .map(|h| h.value.as_str())
 }
 
-/// The client's request (see `on-request` in the WIT world).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Request {
-    /// The matched route's name.
-    pub route: String,
-    /// Upper-case method.
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    /// Every header.
-    pub headers: Vec<Header>,
-    /// The whole body.
-    pub body: Vec<u8>,
-    /// The client's IP address.
-    pub client_ip: String,
-    /// `X-Request-ID` (the client's, or generated).
-    pub request_id: String,
-    /// Whether the client sent `X-Request-ID`.
-    pub request_id_from_client: bool,
-    /// Whether the route runs a saga.
-    pub saga_route: bool,
-}
-
-impl Request {
-    /// A request for tests: `method` on `path`, route `"test"`, client `127.0.0.1`, no request
-    /// ID.
-    pub fn new(method: &str, path: &str) -> Self {
-        Self {
-            route: "test".into(),
-            method: method.to_ascii_uppercase(),
-            path: path.into(),
-            client_ip: "127.0.0.1".into(),
-            ..Self::default()
-        }
-    }
-
-    /// Adds a header (builder style). `x-request-id` also sets [`Request::request_id`].
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        let header = Header::new(name, value);
-        if header.name == "x-request-id" {
-            self.request_id = value.into();
-            self.request_id_from_client = true;
-        }
-        self.headers.push(header);
-        self
-    }
-
-    /// Sets the body (builder style).
-    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-
-    /// Sets the route name (builder style).
-    pub fn with_route(mut self, route: &str) -> Self {
-        self.route = route.into();
-        self
-    }
-
-    /// The first value of a header, case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// The body parsed as JSON.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HookError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| HookError::Failed(format!("request body is not the expected JSON: {e}")))
-    }
-}
-
-/// A response.
+/// A response: the one a plugin answers with in `on_request`
+/// ([`RequestDecision::Respond`]), and what the test harness gives and returns.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Response {
     /// Status code.
@@ -204,6 +133,140 @@ impl HeaderChanges {
     }
 }
 
+/// Applies header edits to a list: removals first, then each `set` replaces its name.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn apply_header_changes(headers: &mut Vec<Header>, changes: &HeaderChanges) {
+    headers.retain(|h| {
+        !changes
+            .remove
+            .iter()
+            .chain(changes.set.iter().map(|s| &s.name))
+            .any(|name| name.eq_ignore_ascii_case(&h.name))
+    });
+    headers.extend(changes.set.iter().cloned());
+}
+
+/// What `on_response` changes in the response; what it leaves out stays as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseChanges {
+    /// A new status code.
+    pub status: Option<u16>,
+    /// Header edits.
+    pub headers: HeaderChanges,
+    /// A new body.
+    pub body: Option<Vec<u8>>,
+}
+
+impl ResponseChanges {
+    /// No change: the response goes on as it is.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sets the status (builder style).
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets a header, replacing every value of its name (builder style).
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.headers = self.headers.set(name, value);
+        self
+    }
+
+    /// Removes a header (builder style).
+    pub fn remove(mut self, name: &str) -> Self {
+        self.headers = self.headers.remove(name);
+        self
+    }
+
+    /// Replaces the body (builder style).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// `response` with these changes applied, as the client would get it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn applied_to(&self, mut response: Response) -> Response {
+        if let Some(status) = self.status {
+            response.status = status;
+        }
+        apply_header_changes(&mut response.headers, &self.headers);
+        if let Some(body) = &self.body {
+            response.body = body.clone();
+        }
+        response
+    }
+}
+
+/// What `on_step_request` or `on_compensate` changes in a saga call; what it leaves out stays
+/// as it is. A call's identity (saga, step, phase, request ID) never changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallChanges {
+    /// A new method.
+    pub method: Option<String>,
+    /// A new path and query (starting with `/`).
+    pub path: Option<String>,
+    /// Header edits.
+    pub headers: HeaderChanges,
+    /// A new body.
+    pub body: Option<Vec<u8>>,
+}
+
+impl CallChanges {
+    /// No change: the call is sent as it is.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sets the method (builder style).
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Some(method.to_ascii_uppercase());
+        self
+    }
+
+    /// Sets the path and query (builder style).
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets a header, replacing every value of its name (builder style).
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.headers = self.headers.set(name, value);
+        self
+    }
+
+    /// Removes a header (builder style).
+    pub fn remove(mut self, name: &str) -> Self {
+        self.headers = self.headers.remove(name);
+        self
+    }
+
+    /// Replaces the body (builder style).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+/// The hooks of the WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `on_request`.
+    OnRequest,
+    /// `on_step_request`.
+    OnStepRequest,
+    /// `on_step_response`.
+    OnStepResponse,
+    /// `on_compensate`.
+    OnCompensate,
+    /// `on_response`.
+    OnResponse,
+}
+
 /// What `on_request` decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestDecision {
@@ -235,55 +298,6 @@ pub enum Phase {
     Cancel,
 }
 
-/// One saga call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepCall {
-    /// Saga id.
-    pub saga_id: String,
-    /// Route name.
-    pub route: String,
-    /// Step name.
-    pub step: String,
-    /// Phase.
-    pub phase: Phase,
-    /// The client's `X-Request-ID`.
-    pub request_id: String,
-    /// Method.
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    /// Headers.
-    pub headers: Vec<Header>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl StepCall {
-    /// The first value of a header, case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// The body parsed as JSON.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HookError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| HookError::Failed(format!("step body is not the expected JSON: {e}")))
-    }
-}
-
-/// What came back from a saga call.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StepAnswer {
-    /// Status; `None` when no answer came.
-    pub status: Option<u16>,
-    /// Headers.
-    pub headers: Vec<Header>,
-    /// Body.
-    pub body: Vec<u8>,
-    /// Why no answer came.
-    pub error: Option<String>,
-}
-
 /// How a saga reads an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Classification {
@@ -298,8 +312,8 @@ pub enum Classification {
 /// What `on_compensate` decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompensateDecision {
-    /// Send this undo call.
-    Send(StepCall),
+    /// Send the undo, with these changes (`CallChanges::none()`: as it is).
+    Send(CallChanges),
     /// The step needs no undo.
     Skip,
 }
@@ -307,8 +321,6 @@ pub enum CompensateDecision {
 /// Why a hook gave no result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookError {
-    /// The hook is not implemented; the gateway skips it from then on.
-    NotImplemented,
     /// A deliberate failure with a reason.
     Failed(String),
 }
@@ -323,7 +335,6 @@ impl HookError {
 impl std::fmt::Display for HookError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NotImplemented => f.write_str("hook not implemented"),
             Self::Failed(reason) => f.write_str(reason),
         }
     }
@@ -345,9 +356,25 @@ mod tests {
 
     #[test]
     fn request_id_header_fills_the_request_id() {
-        let request = Request::new("post", "/t").with_header("X-Request-ID", "abc");
-        assert_eq!(request.method, "POST");
-        assert_eq!(request.request_id, "abc");
-        assert!(request.request_id_from_client);
+        let request = crate::Request::new("post", "/t").with_header("X-Request-ID", "abc");
+        assert_eq!(request.method(), "POST");
+        assert_eq!(request.request_id(), "abc");
+        assert!(request.request_id_from_client());
+    }
+
+    #[test]
+    fn changes_remove_then_set_and_keep_what_they_leave_out() {
+        let sent = Response::new(200)
+            .with_header("x-a", "1")
+            .with_header("x-b", "2")
+            .with_body("body");
+        let changes = ResponseChanges::none().remove("X-A").set("x-b", "3");
+        let changed = changes.applied_to(sent);
+        assert_eq!(changed.header("x-a"), None);
+        assert_eq!(changed.header("x-b"), Some("3"));
+        assert_eq!(
+            (changed.status, changed.body.as_slice()),
+            (200, &b"body"[..])
+        );
     }
 }

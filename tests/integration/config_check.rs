@@ -114,3 +114,58 @@ fn a_fleet_config_names_its_missing_url_and_bad_lease() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_plugin_built_for_the_old_abi_is_refused_by_name_at_check_and_at_start() {
+    // Proves a component built against txgate:plugin@0.1.0 is refused before it could run: by
+    // `txgate check` and by `txgate serve`, each naming the plugin's key and the ABI it was
+    // built for, instead of a linker error about missing exports.
+    let config = format!(
+        r#"
+[upstreams.bank]
+url = "http://127.0.0.1:9"
+[plugins.legacy]
+module = "{}"
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "bank"
+plugins = ["legacy"]
+"#,
+        crate::wasm::OLD_ABI
+    );
+    let said = |stderr: &str| {
+        stderr.contains("plugins.legacy.module")
+            && stderr.contains("built for the old plugin ABI txgate:plugin@0.1.0")
+            && stderr.contains("txgate:plugin@0.2.0")
+    };
+    let (ok, _, stderr) = check(&config);
+    assert!(!ok, "check must fail");
+    assert!(said(&stderr), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[store]\ndir = {:?}\n{config}",
+        dir.path().join("store").display().to_string()
+    );
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(bin("txgate"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "serve must refuse to start");
+    assert!(said(&stderr), "{stderr}");
+}

@@ -425,27 +425,52 @@ module = "junk.wasm"
 }
 
 #[tokio::test]
-async fn a_hook_the_plugin_does_not_implement_is_called_once_then_skipped() {
-    // Proves the not-implemented memo: the no-op plugin implements only on-request, so its
-    // on-response answers "not implemented" once and is never called again.
-    let bank = Bank::start(&[]).await;
-    let gateway = GatewayBuilder::new(route_with(&bank, "noop", wasm::NOOP, ""))
-        .start()
-        .await;
-    for _ in 0..5 {
+async fn a_plugin_that_implements_only_on_request_is_never_called_on_other_hooks() {
+    // Proves the gateway asks a plugin for its hooks at load and calls no other: the no-op
+    // plugin defines only on-request, so plain requests, a saga that completes and a saga that
+    // compensates call it on-request each time, and on no other hook, not even once.
+    let (a, b) = crate::sagas::banks().await;
+    let config = format!(
+        "[plugins.noop]\nmodule = \"{}\"\n{}\n[[routes]]\nname = \"plain\"\npath_prefix = \"/plain\"\nstrip_prefix = true\nupstream = \"bank_a\"\nplugins = [\"noop\"]\n",
+        wasm::NOOP,
+        crate::sagas::transfer_routes(&a, &b, "").replace(
+            "path = \"/transfers\"\n",
+            "path = \"/transfers\"\nplugins = [\"noop\"]\n"
+        )
+    );
+    let gateway = GatewayBuilder::new(config).start().await;
+    for _ in 0..3 {
         let response = client()
-            .get(gateway.url("/guarded/echo"))
+            .get(gateway.url("/plain/accounts/alice"))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let on_request = gateway
-        .metric("txgate_plugin_calls_total{plugin=\"noop\",hook=\"on-request\"}")
-        .await;
-    let on_response = gateway
-        .metric("txgate_plugin_calls_total{plugin=\"noop\",hook=\"on-response\"}")
-        .await;
-    assert_eq!(on_request, 5.0);
-    assert_eq!(on_response, 1.0);
+    let (status, body) =
+        crate::sagas::transfer(&gateway, "/transfers", "only-1", "alice", "carol", 10).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        crate::sagas::transfer(&gateway, "/transfers", "only-2", "alice", "nobody", 10).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["steps"][0]["compensation"], "done", "{body}");
+    let calls = |hook: &'static str| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .metric(&format!(
+                    "txgate_plugin_calls_total{{plugin=\"noop\",hook=\"{hook}\"}}"
+                ))
+                .await
+        }
+    };
+    assert_eq!(calls("on-request").await, 5.0);
+    for hook in [
+        "on-step-request",
+        "on-step-response",
+        "on-compensate",
+        "on-response",
+    ] {
+        assert_eq!(calls(hook).await, 0.0, "{hook}");
+    }
 }

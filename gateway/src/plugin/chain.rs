@@ -12,11 +12,18 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use http_body_util::Full;
 
+use wasmtime::Store;
+
+use super::bindings::exports::txgate::plugin::hooks::Guest;
 use super::bindings::txgate::plugin::types as wit;
 use super::convert;
 use super::failure::{Failure, FailureKind};
 use super::instance::{Hook, LoadedPlugin, Outcome};
 use super::scope::RequestScope;
+use super::state::HostState;
+use super::view::{
+    self, AnswerView, CallView, RequestFacts, RequestView, ResponseFacts, ResponseView,
+};
 use crate::config::OnError;
 use crate::error::{Error, ErrorKind};
 use crate::step::{StepAnswer, StepCall, UndoDecision, Verdict};
@@ -65,7 +72,7 @@ impl Chain {
     /// plugins) and `headers` (for the upstream).
     pub async fn on_request(
         &self,
-        request: &mut wit::Request,
+        request: &mut Arc<RequestFacts>,
         headers: &mut HeaderMap,
         scope: &Arc<RequestScope>,
     ) -> Result<RequestStep, Error> {
@@ -75,7 +82,15 @@ impl Chain {
                     Hook::OnRequest,
                     &*request,
                     Some(scope),
-                    |guest, store, request| Box::pin(guest.call_on_request(store, request)),
+                    |guest, store, request| {
+                        Box::pin(async move {
+                            let lent = view::lend(store, RequestView(request.clone()))?;
+                            let rep = lent.rep();
+                            let result = guest.call_on_request(&mut *store, lent).await;
+                            view::take_back::<RequestView>(store, rep);
+                            result
+                        })
+                    },
                 )
                 .await;
             match outcome {
@@ -84,12 +99,12 @@ impl Chain {
                         continue;
                     }
                     match convert::apply_changes(&changes, headers) {
-                        Ok(()) => request.headers = convert::wit_headers(headers),
+                        Ok(()) => Arc::make_mut(request).headers = headers.clone(),
                         Err(detail) => policy(plugin.output_failure::<()>(detail))?,
                     }
                 }
                 Outcome::Done(wit::RequestDecision::Respond(answer)) => {
-                    match convert::response(answer, self.body_bytes_max) {
+                    match convert::answer(answer, self.body_bytes_max) {
                         Ok(response) => {
                             return Ok(RequestStep::Respond {
                                 response,
@@ -110,56 +125,77 @@ impl Chain {
     pub async fn on_response(
         &self,
         upto: usize,
-        request: &wit::Request,
+        request: &Arc<RequestFacts>,
         response: Response<Full<Bytes>>,
         scope: &Arc<RequestScope>,
     ) -> Result<Response<Full<Bytes>>, Error> {
-        let mut current = response;
-        for plugin in self.plugins[..upto.min(self.plugins.len())].iter().rev() {
+        let plugins = &self.plugins[..upto.min(self.plugins.len())];
+        if plugins.iter().all(|plugin| plugin.skips(Hook::OnResponse)) {
+            return Ok(response);
+        }
+        let mut current = Arc::new(ResponseFacts::of(response).await);
+        for plugin in plugins.iter().rev() {
             if plugin.skips(Hook::OnResponse) {
                 continue;
             }
-            let input = (request.clone(), convert::wit_response(&current).await);
+            let input = (request.clone(), current.clone());
             let outcome = plugin
                 .call(
                     Hook::OnResponse,
                     &input,
                     Some(scope),
                     |guest, store, (request, response)| {
-                        Box::pin(guest.call_on_response(store, request, response))
+                        Box::pin(async move {
+                            let request = view::lend(store, RequestView(request.clone()))?;
+                            let response = view::lend(store, ResponseView(response.clone()))?;
+                            let reps = (request.rep(), response.rep());
+                            let result =
+                                guest.call_on_response(&mut *store, request, response).await;
+                            view::take_back::<RequestView>(store, reps.0);
+                            view::take_back::<ResponseView>(store, reps.1);
+                            result
+                        })
                     },
                 )
                 .await;
+            drop(input);
             match outcome {
-                Outcome::Done(answer) => match convert::response(answer, self.body_bytes_max) {
-                    Ok(response) => current = response,
-                    Err(detail) => policy(plugin.output_failure::<()>(detail))?,
-                },
+                Outcome::Done(changes) => {
+                    match convert::changed_response(changes, &current, self.body_bytes_max) {
+                        Ok(changed) => current = Arc::new(changed),
+                        Err(detail) => policy(plugin.output_failure::<()>(detail))?,
+                    }
+                }
                 Outcome::Skipped => {}
                 Outcome::Failed(failure) => policy::<()>(Outcome::Failed(failure))?,
             }
         }
-        Ok(current)
+        Ok(Arc::unwrap_or_clone(current).into_response())
     }
 
     /// Runs `on-step-request` through the chain; each plugin sees the previous one's call.
     /// A failure under `reject` is returned; the call must not be sent.
     pub async fn on_step_request(&self, call: StepCall) -> Result<StepCall, Failure> {
-        let mut current = call;
+        let mut current = Arc::new(call);
         for plugin in self.plugins.iter() {
             if plugin.skips(Hook::OnStepRequest) {
                 continue;
             }
-            let input = convert::wit_call(&current);
             let outcome = plugin
-                .call(Hook::OnStepRequest, &input, None, |guest, store, call| {
-                    Box::pin(guest.call_on_step_request(store, call))
+                .call(Hook::OnStepRequest, &current, None, |guest, store, call| {
+                    Box::pin(async move {
+                        let lent = view::lend(store, CallView(call.clone()))?;
+                        let rep = lent.rep();
+                        let result = guest.call_on_step_request(&mut *store, lent).await;
+                        view::take_back::<CallView>(store, rep);
+                        result
+                    })
                 })
                 .await;
             match outcome {
-                Outcome::Done(shaped) => {
-                    match convert::step_call(shaped, &current, self.body_bytes_max) {
-                        Ok(call) => current = call,
+                Outcome::Done(changes) => {
+                    match convert::changed_call(changes, &current, self.body_bytes_max) {
+                        Ok(call) => current = Arc::new(call),
                         Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
                     }
                 }
@@ -167,7 +203,7 @@ impl Chain {
                 Outcome::Failed(failure) => reject_only::<()>(Outcome::Failed(failure))?,
             }
         }
-        Ok(current)
+        Ok(Arc::unwrap_or_clone(current))
     }
 
     /// Runs `on-step-response` through the chain; the first plugin that classifies wins. A
@@ -179,14 +215,23 @@ impl Chain {
                 continue;
             }
             let input =
-                input.get_or_insert_with(|| (convert::wit_call(call), convert::wit_answer(answer)));
+                input.get_or_insert_with(|| (Arc::new(call.clone()), Arc::new(answer.clone())));
             let outcome = plugin
                 .call(
                     Hook::OnStepResponse,
                     &*input,
                     None,
                     |guest, store, (call, answer)| {
-                        Box::pin(guest.call_on_step_response(store, call, answer))
+                        Box::pin(async move {
+                            let call = view::lend(store, CallView(call.clone()))?;
+                            let answer = view::lend(store, AnswerView(answer.clone()))?;
+                            let reps = (call.rep(), answer.rep());
+                            let result =
+                                guest.call_on_step_response(&mut *store, call, answer).await;
+                            view::take_back::<CallView>(store, reps.0);
+                            view::take_back::<AnswerView>(store, reps.1);
+                            result
+                        })
                     },
                 )
                 .await;
@@ -197,36 +242,42 @@ impl Chain {
         None
     }
 
-    /// Runs `on-compensate` through the chain: each plugin may rewrite the undo or skip it.
+    /// Runs `on-compensate` through the chain: each plugin may change the undo or skip it.
     pub async fn on_compensate(
         &self,
         undo: StepCall,
         action: &StepCall,
         action_answer: Option<&StepAnswer>,
     ) -> Result<UndoDecision, Failure> {
-        let mut current = undo;
-        let action = convert::wit_call(action);
-        let answer = action_answer.map(convert::wit_answer);
+        let mut current = Arc::new(undo);
+        let mut given = None;
         for plugin in self.plugins.iter() {
             if plugin.skips(Hook::OnCompensate) {
                 continue;
             }
-            let input = (convert::wit_call(&current), action.clone(), answer.clone());
+            let (action, answer) = given.get_or_insert_with(|| {
+                (
+                    Arc::new(action.clone()),
+                    action_answer.cloned().map(Arc::new),
+                )
+            });
+            let input = (current.clone(), action.clone(), answer.clone());
             let outcome = plugin
                 .call(
                     Hook::OnCompensate,
                     &input,
                     None,
                     |guest, store, (undo, action, answer)| {
-                        Box::pin(guest.call_on_compensate(store, undo, action, answer.as_ref()))
+                        Box::pin(compensate_call(guest, store, undo, action, answer.as_ref()))
                     },
                 )
                 .await;
+            drop(input);
             match outcome {
                 Outcome::Done(wit::CompensateDecision::Skip) => return Ok(UndoDecision::Skip),
-                Outcome::Done(wit::CompensateDecision::Send(shaped)) => {
-                    match convert::step_call(shaped, &current, self.body_bytes_max) {
-                        Ok(call) => current = call,
+                Outcome::Done(wit::CompensateDecision::Send(changes)) => {
+                    match convert::changed_call(changes, &current, self.body_bytes_max) {
+                        Ok(call) => current = Arc::new(call),
                         Err(detail) => reject_only(plugin.output_failure::<()>(detail))?,
                     }
                 }
@@ -238,8 +289,34 @@ impl Chain {
                 Outcome::Failed(failure) => reject_only::<()>(Outcome::Failed(failure))?,
             }
         }
-        Ok(UndoDecision::Send(current))
+        Ok(UndoDecision::Send(Arc::unwrap_or_clone(current)))
     }
+}
+
+/// `on-compensate` with its three views lent for the call.
+async fn compensate_call(
+    guest: &Guest,
+    store: &mut Store<HostState>,
+    undo: &Arc<StepCall>,
+    action: &Arc<StepCall>,
+    answer: Option<&Arc<StepAnswer>>,
+) -> wasmtime::Result<Result<wit::CompensateDecision, wit::HookError>> {
+    let undo = view::lend(store, CallView(undo.clone()))?;
+    let action = view::lend(store, CallView(action.clone()))?;
+    let answer = match answer {
+        Some(answer) => Some(view::lend(store, AnswerView(answer.clone()))?),
+        None => None,
+    };
+    let reps = (undo.rep(), action.rep(), answer.as_ref().map(|a| a.rep()));
+    let result = guest
+        .call_on_compensate(&mut *store, undo, action, answer)
+        .await;
+    view::take_back::<CallView>(store, reps.0);
+    view::take_back::<CallView>(store, reps.1);
+    if let Some(rep) = reps.2 {
+        view::take_back::<AnswerView>(store, rep);
+    }
+    result
 }
 
 /// A failed outcome becomes an error (`reject`) or is passed over (`skip`).

@@ -7,56 +7,22 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use super::bindings::txgate::plugin::types as wit;
-use crate::step::{Phase, StepAnswer, StepCall, Verdict};
+use super::view::ResponseFacts;
+use crate::step::{Phase, StepCall, Verdict};
 
 /// Most headers a plugin may return in one answer or edit.
 const PLUGIN_HEADERS_MAX: usize = 256;
 /// Most header bytes (names plus values) a plugin may return in one answer or edit.
 const PLUGIN_HEADER_BYTES_MAX: usize = 64 * 1024;
 
-/// Headers as the plugin sees them (values that are not UTF-8 passed lossily).
-pub fn wit_headers(headers: &HeaderMap) -> Vec<wit::Header> {
-    headers
-        .iter()
-        .map(|(name, value)| wit::Header {
-            name: name.as_str().to_string(),
-            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        })
-        .collect()
-}
-
-fn wit_phase(phase: Phase) -> wit::Phase {
+/// A phase as plugins see it.
+pub(super) fn wit_phase(phase: Phase) -> wit::Phase {
     match phase {
         Phase::Action => wit::Phase::Action,
         Phase::Compensate => wit::Phase::Compensate,
         Phase::Try => wit::Phase::Try,
         Phase::Confirm => wit::Phase::Confirm,
         Phase::Cancel => wit::Phase::Cancel,
-    }
-}
-
-/// A saga call as plugins see it.
-pub(super) fn wit_call(call: &StepCall) -> wit::StepCall {
-    wit::StepCall {
-        saga_id: call.saga_id.to_string(),
-        route: call.route.to_string(),
-        step: call.step.to_string(),
-        phase: wit_phase(call.phase),
-        request_id: call.request_id.to_string(),
-        method: call.method.as_str().to_string(),
-        path: call.path.clone(),
-        headers: wit_headers(&call.headers),
-        body: call.body.to_vec(),
-    }
-}
-
-/// A saga call's answer as plugins see it.
-pub(super) fn wit_answer(answer: &StepAnswer) -> wit::StepAnswer {
-    wit::StepAnswer {
-        status: answer.status,
-        headers: wit_headers(&answer.headers),
-        body: answer.body.to_vec(),
-        error: answer.error.clone(),
     }
 }
 
@@ -69,27 +35,33 @@ pub(super) fn verdict(class: wit::Classification) -> Verdict {
     }
 }
 
-/// A call a plugin returned, checked, on top of the call it was given.
-pub(super) fn step_call(
-    shaped: wit::StepCall,
+/// A saga call with a plugin's changes applied, checked. The call's identity is never
+/// changed: only the method, path, headers and body are open to a plugin.
+pub(super) fn changed_call(
+    changes: wit::CallChanges,
     given: &StepCall,
     body_bytes_max: usize,
 ) -> Result<StepCall, String> {
-    if shaped.body.len() > body_bytes_max {
-        return Err(format!("returned a {}-byte call body", shaped.body.len()));
+    let mut call = given.clone();
+    if let Some(method) = changes.method {
+        call.method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("returned an invalid method `{method}`"))?;
     }
-    let method = Method::from_bytes(shaped.method.as_bytes())
-        .map_err(|_| format!("returned an invalid method `{}`", shaped.method))?;
-    if !shaped.path.starts_with('/') || shaped.path.parse::<http::uri::PathAndQuery>().is_err() {
-        return Err(format!("returned an invalid path `{}`", shaped.path));
+    if let Some(path) = changes.path {
+        if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(format!("returned an invalid path `{path}`"));
+        }
+        call.path = path;
     }
-    Ok(StepCall {
-        method,
-        path: shaped.path,
-        headers: header_map(&shaped.headers)?,
-        body: Bytes::from(shaped.body),
-        ..given.clone()
-    })
+    apply_changes(&changes.headers, &mut call.headers)?;
+    if let Some(body) = changes.body {
+        if body.len() > body_bytes_max {
+            return Err(format!("returned a {}-byte call body", body.len()));
+        }
+        call.body = Bytes::from(body);
+    }
+    check_total(&call.headers)?;
+    Ok(call)
 }
 
 /// Headers a plugin returned, within limits.
@@ -108,6 +80,21 @@ fn check_headers(headers: &[wit::Header]) -> Result<(), String> {
     if headers.len() > PLUGIN_HEADERS_MAX || bytes > PLUGIN_HEADER_BYTES_MAX {
         return Err(format!(
             "returned {} headers ({bytes} bytes); the limits are {PLUGIN_HEADERS_MAX} and {PLUGIN_HEADER_BYTES_MAX}",
+            headers.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The headers after a plugin's edits, within the same limits.
+fn check_total(headers: &HeaderMap) -> Result<(), String> {
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > PLUGIN_HEADERS_MAX || bytes > PLUGIN_HEADER_BYTES_MAX {
+        return Err(format!(
+            "left {} headers ({bytes} bytes); the limits are {PLUGIN_HEADERS_MAX} and {PLUGIN_HEADER_BYTES_MAX}",
             headers.len()
         ));
     }
@@ -142,40 +129,51 @@ pub(super) fn apply_changes(
     Ok(())
 }
 
-/// A response a plugin returned, within limits.
-pub(super) fn response(
-    answer: wit::Response,
+/// A response a plugin answered with, within limits.
+pub(super) fn answer(
+    answer: wit::Answer,
     body_bytes_max: usize,
 ) -> Result<Response<Full<Bytes>>, String> {
-    if answer.body.len() > body_bytes_max {
-        return Err(format!(
-            "answered with a {}-byte body; the limit is {body_bytes_max}",
-            answer.body.len()
-        ));
-    }
-    let status = StatusCode::from_u16(answer.status)
-        .ok()
-        .filter(|s| (200..=599).contains(&s.as_u16()))
-        .ok_or_else(|| format!("answered with status {}", answer.status))?;
+    let status = status(answer.status)?;
+    let body = body(answer.body, body_bytes_max)?;
     let headers = header_map(&answer.headers)?;
-    let mut response = Response::new(Full::new(Bytes::from(answer.body)));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
 }
 
-/// A response as plugins see it.
-pub(super) async fn wit_response(response: &Response<Full<Bytes>>) -> wit::Response {
-    use http_body_util::BodyExt;
-    let body = response
-        .body()
-        .clone()
-        .collect()
-        .await
-        .map(|c| c.to_bytes());
-    wit::Response {
-        status: response.status().as_u16(),
-        headers: wit_headers(response.headers()),
-        body: body.map(|b| b.to_vec()).unwrap_or_default(),
+/// The response with a plugin's `on-response` changes applied, within limits.
+pub(super) fn changed_response(
+    changes: wit::ResponseChanges,
+    given: &ResponseFacts,
+    body_bytes_max: usize,
+) -> Result<ResponseFacts, String> {
+    let mut facts = given.clone();
+    if let Some(code) = changes.status {
+        facts.status = status(code)?;
     }
+    apply_changes(&changes.headers, &mut facts.headers)?;
+    if let Some(new) = changes.body {
+        facts.body = body(new, body_bytes_max)?;
+    }
+    check_total(&facts.headers)?;
+    Ok(facts)
+}
+
+fn status(code: u16) -> Result<StatusCode, String> {
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()))
+        .ok_or_else(|| format!("answered with status {code}"))
+}
+
+fn body(body: Vec<u8>, body_bytes_max: usize) -> Result<Bytes, String> {
+    if body.len() > body_bytes_max {
+        return Err(format!(
+            "answered with a {}-byte body; the limit is {body_bytes_max}",
+            body.len()
+        ));
+    }
+    Ok(Bytes::from(body))
 }

@@ -21,6 +21,11 @@ use crate::error::{Error, ErrorKind};
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// The hooks' export, up to its version.
+const HOOKS_EXPORT: &str = "txgate:plugin/hooks@";
+/// The plugin ABI this gateway runs (`plugin-sdk/wit/plugin.wit`).
+const ABI_VERSION: &str = "0.2.0";
+
 /// Pool sizes: live plugin instances across all plugins, versions and workers.
 const POOL_COMPONENT_INSTANCES: u32 = 1000;
 const POOL_CORE_INSTANCES: u32 = 8000;
@@ -76,16 +81,44 @@ impl Runtime {
     }
 
     /// Compiles a component and checks it implements the world: every import it needs is
-    /// offered and every hook is exported. Errors name the missing part.
+    /// offered and every hook is exported. Errors name the missing part, and a plugin built for
+    /// another version of the plugin ABI is told so.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PluginPre<HostState>, String> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("not a WebAssembly component the gateway can compile: {e:#}"))?;
+        self.check_abi(&component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("imports something the gateway does not offer: {e:#}"))?;
         PluginPre::new(pre)
             .map_err(|e| format!("does not implement the txgate:plugin world: {e:#}"))
+    }
+}
+
+impl Runtime {
+    /// Refuses a component whose hooks are those of another ABI version, before the linker
+    /// would refuse it in terms only a toolchain author reads.
+    fn check_abi(&self, component: &Component) -> Result<(), String> {
+        let exports = component.component_type();
+        let built_for = exports
+            .exports(&self.engine)
+            .find_map(|(name, _)| name.strip_prefix(HOOKS_EXPORT).map(str::to_string));
+        let Some(version) = built_for.filter(|version| version != ABI_VERSION) else {
+            return Ok(());
+        };
+        let numbers =
+            |v: &str| -> Vec<u64> { v.split('.').map(|n| n.parse().unwrap_or(0)).collect() };
+        let age = if numbers(&version) < numbers(ABI_VERSION) {
+            "the old"
+        } else {
+            "a newer"
+        };
+        Err(format!(
+            "was built for {age} plugin ABI txgate:plugin@{version}, and this gateway runs \
+             txgate:plugin@{ABI_VERSION}; rebuild the plugin against the txgate-plugin-sdk of \
+             this release"
+        ))
     }
 }
 

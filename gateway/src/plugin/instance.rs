@@ -11,8 +11,8 @@
 //! request. With `"fresh"`, every call gets a new instance, so nothing a plugin leaves in its
 //! memory reaches another request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::exports::txgate::plugin::hooks::Guest;
-use super::bindings::txgate::plugin::types::HookError;
+use super::bindings::txgate::plugin::types::{self as wit, HookError};
 use super::bindings::{Plugin, PluginPre};
 use super::failure::{Failure, FailureKind};
 use super::scope::RequestScope;
@@ -33,7 +33,7 @@ use crate::worker;
 /// Idle instances kept per plugin per worker.
 const IDLE_PER_WORKER_MAX: usize = 32;
 
-/// The hooks, for metrics labels and the not-implemented memo.
+/// The hooks, for metrics labels and the set each plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     /// `on-request`.
@@ -59,6 +59,16 @@ impl Hook {
             Self::OnResponse => "on-response",
         }
     }
+
+    fn of(hook: wit::Hook) -> Self {
+        match hook {
+            wit::Hook::OnRequest => Self::OnRequest,
+            wit::Hook::OnStepRequest => Self::OnStepRequest,
+            wit::Hook::OnStepResponse => Self::OnStepResponse,
+            wit::Hook::OnCompensate => Self::OnCompensate,
+            wit::Hook::OnResponse => Self::OnResponse,
+        }
+    }
 }
 
 const HOOKS: [Hook; 5] = [
@@ -74,7 +84,7 @@ const HOOKS: [Hook; 5] = [
 pub enum Outcome<T> {
     /// The hook returned a result.
     Done(T),
-    /// The plugin does not implement the hook.
+    /// The plugin does not implement the hook: it was not called.
     Skipped,
     /// The call failed; see [`Failure::on_error`].
     Failed(Failure),
@@ -106,7 +116,8 @@ pub struct LoadedPlugin {
     pre: PluginPre<HostState>,
     limits: Limits,
     idle: Vec<Mutex<Vec<Live>>>,
-    unimplemented: [AtomicBool; 5],
+    /// The hooks the plugin implements, from its `hooks` export, asked once.
+    implemented: OnceLock<[bool; 5]>,
     hook_metrics: [(Counter, Histogram); 5],
     metrics: Arc<Metrics>,
 }
@@ -137,7 +148,7 @@ impl LoadedPlugin {
             idle: (0..worker::count())
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
-            unimplemented: Default::default(),
+            implemented: OnceLock::new(),
             hook_metrics: HOOKS.map(|hook| metrics.plugin_hook(&shared.name, hook.name())),
             metrics,
         }
@@ -148,9 +159,11 @@ impl LoadedPlugin {
         &self.shared.name
     }
 
-    /// Whether the plugin said it does not implement `hook`.
+    /// Whether the plugin does not implement `hook` (known once it has been asked).
     pub fn skips(&self, hook: Hook) -> bool {
-        self.unimplemented[hook as usize].load(Ordering::Relaxed)
+        self.implemented
+            .get()
+            .is_some_and(|implemented| !implemented[hook as usize])
     }
 
     /// Runs one hook call on a pooled (or new) instance, within the plugin's limits. `scope` is
@@ -182,6 +195,16 @@ impl LoadedPlugin {
                 Err((kind, detail)) => return self.fail(kind, detail),
             },
         };
+        // Known at load (`PluginSet::build`); asked here only for a plugin loaded otherwise.
+        if self.implemented.get().is_none()
+            && let Err((kind, detail)) = self.ask_hooks(&mut live).await
+        {
+            return self.fail(kind, detail);
+        }
+        if self.skips(hook) {
+            self.checkin(live);
+            return Outcome::Skipped;
+        }
         let started = self.arm(&mut live.store, scope);
         let call = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input);
         let result = tokio::time::timeout(self.limits.wall_timeout, call).await;
@@ -198,11 +221,6 @@ impl LoadedPlugin {
                 self.checkin(live);
                 Outcome::Done(value)
             }
-            Ok(Err(HookError::NotImplemented)) => {
-                self.unimplemented[hook as usize].store(true, Ordering::Relaxed);
-                self.checkin(live);
-                Outcome::Skipped
-            }
             Ok(Err(HookError::Failed(reason))) => {
                 self.checkin(live);
                 self.fail(FailureKind::Failed, reason)
@@ -213,6 +231,39 @@ impl LoadedPlugin {
                 self.fail(kind, detail)
             }
         }
+    }
+
+    /// Asks the plugin which hooks it implements, on an instance that then joins the pool.
+    pub async fn learn_hooks(&self) -> Result<(), String> {
+        let mut live = Box::pin(self.instantiate())
+            .await
+            .map_err(|(_, detail)| detail)?;
+        self.ask_hooks(&mut live)
+            .await
+            .map_err(|(_, detail)| detail)?;
+        self.checkin(live);
+        Ok(())
+    }
+
+    /// Asks the plugin which hooks it implements (its `hooks` export), once per loaded plugin:
+    /// the others are never called.
+    async fn ask_hooks(&self, live: &mut Live) -> Result<(), (FailureKind, String)> {
+        self.arm(&mut live.store, None);
+        let asking = live
+            .plugin
+            .txgate_plugin_hooks()
+            .call_hooks(&mut live.store);
+        let hooks = match tokio::time::timeout(self.limits.wall_timeout, asking).await {
+            Ok(Ok(hooks)) => hooks,
+            Ok(Err(trap)) => return Err(self.breach(live.store.data().breach, &trap)),
+            Err(_) => return Err((FailureKind::Timeout, self.wall_detail())),
+        };
+        let mut implemented = [false; 5];
+        for hook in hooks {
+            implemented[Hook::of(hook) as usize] = true;
+        }
+        let _ = self.implemented.set(implemented);
+        Ok(())
     }
 
     fn breach(&self, breach: Breach, trap: &wasmtime::Error) -> (FailureKind, String) {

@@ -38,12 +38,13 @@ mod instance;
 pub(crate) mod scope;
 mod set;
 mod state;
+mod view;
 
 pub use bindings::txgate::plugin::types as wit;
 pub use chain::{Chain, RequestStep};
-pub use convert::wit_headers;
 pub use engine::Runtime;
 pub use failure::{Failure, FailureKind};
 pub use instance::{Hook, HookCall, Limits, LoadedPlugin, Outcome};
 pub use scope::RequestScope;
 pub use set::{PluginEnv, PluginSet, check_all};
+pub use view::{RequestFacts, ResponseFacts};

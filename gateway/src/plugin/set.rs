@@ -82,6 +82,9 @@ fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::Conf
             )),
         }
     }
+    if issues.is_empty() {
+        issues = ask_hooks(&loaded);
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -117,6 +120,46 @@ fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::Conf
         quotas,
         store: env.store.clone(),
     })
+}
+
+/// Asks every plugin for its hooks, so that a version goes live knowing what to call, and a
+/// plugin whose `hooks` fails is refused with the rest of the config. Plugin calls are async;
+/// a version may be built inside the runtime (a reload) or before it, so the asking runs on a
+/// thread of its own.
+fn ask_hooks(loaded: &HashMap<String, Arc<LoadedPlugin>>) -> Vec<config::ConfigIssue> {
+    let asked = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(runtime.block_on(async {
+                    let mut failed = Vec::new();
+                    for (name, plugin) in loaded {
+                        if let Err(reason) = plugin.learn_hooks().await {
+                            failed.push((name.clone(), reason));
+                        }
+                    }
+                    failed
+                }))
+            })
+            .join()
+    });
+    let failed = match asked {
+        Ok(Ok(failed)) => failed,
+        Ok(Err(reason)) => vec![("*".to_string(), reason)],
+        Err(_) => vec![("*".to_string(), "asking for its hooks panicked".to_string())],
+    };
+    failed
+        .into_iter()
+        .map(|(name, reason)| {
+            config::ConfigIssue::new(
+                format!("plugins.{name}.module"),
+                format!("its hooks() call failed: {reason}"),
+            )
+        })
+        .collect()
 }
 
 fn compile_one(

@@ -124,7 +124,7 @@ pub struct HostState {
     /// The plugin.
     pub shared: Arc<PluginShared>,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     memory_bytes_max: usize,
     /// The call under way.
     pub call: CallBudget,

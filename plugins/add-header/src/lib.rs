@@ -13,7 +13,8 @@
 
 use serde::Deserialize;
 use txgate_plugin_sdk::{
-    HeaderChanges, HookError, Plugin, Request, RequestDecision, Response, config,
+    HeaderChanges, HookError, Plugin, Request, RequestDecision, ResponseChanges, ResponseView,
+    config,
 };
 
 /// The plugin's config.
@@ -38,16 +39,20 @@ impl Default for Settings {
 /// The plugin.
 pub struct AddHeader;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for AddHeader {
-    fn on_request(_request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(_request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let settings: Settings = config::get()?;
         let changes = HeaderChanges::none().set(&settings.name, &settings.value);
         Ok(RequestDecision::Continue(changes))
     }
 
-    fn on_response(_request: Request, response: Response) -> Result<Response, HookError> {
+    fn on_response(
+        _request: &Request<'_>,
+        _response: &ResponseView<'_>,
+    ) -> Result<ResponseChanges, HookError> {
         let settings: Settings = config::get()?;
-        Ok(response.with_header(&settings.name, &settings.value))
+        Ok(ResponseChanges::none().set(&settings.name, &settings.value))
     }
 }
 
@@ -56,6 +61,7 @@ txgate_plugin_sdk::export!(AddHeader);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use txgate_plugin_sdk::Response;
     use txgate_plugin_sdk::serde_json::json;
     use txgate_plugin_sdk::testing::Harness;
 

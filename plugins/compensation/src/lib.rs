@@ -11,7 +11,8 @@
 //!   the saga becomes `stuck`, and the compensation is never sent half-filled.
 //! - `steps.<step>.skip_compensation = true`: the step needs no undo.
 //!
-//! Steps with no template get the action's original body.
+//! Steps with no template get the action's original body. A plugin with no `classify` table
+//! is never called on saga answers, and one with no `steps` never on compensations.
 
 mod template;
 
@@ -21,7 +22,8 @@ use serde::Deserialize;
 use template::{Sources, fill};
 use txgate_plugin_sdk::serde_json::{self, Value};
 use txgate_plugin_sdk::{
-    Classification, CompensateDecision, HookError, Plugin, StepAnswer, StepCall, config,
+    CallChanges, Classification, CompensateDecision, Hook, HookError, Plugin, StepAnswer, StepCall,
+    config,
 };
 
 /// `[plugins.NAME.config]`.
@@ -60,17 +62,31 @@ fn settings() -> Result<std::sync::Arc<Settings>, HookError> {
 /// The plugin.
 pub struct Compensation;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Compensation {
+    /// Only the hooks the config uses. A config that does not parse keeps both, so that each
+    /// call reports it instead of the plugin silently doing nothing.
+    fn hooks() -> Vec<Hook> {
+        let Ok(settings) = settings() else {
+            return vec![Hook::OnStepResponse, Hook::OnCompensate];
+        };
+        let mut hooks = Vec::new();
+        if !settings.classify.is_empty() {
+            hooks.push(Hook::OnStepResponse);
+        }
+        if !settings.steps.is_empty() {
+            hooks.push(Hook::OnCompensate);
+        }
+        hooks
+    }
+
     fn on_step_response(
-        _call: StepCall,
-        answer: StepAnswer,
+        _call: &StepCall<'_>,
+        answer: &StepAnswer<'_>,
     ) -> Result<Option<Classification>, HookError> {
         let settings = settings()?;
-        if settings.classify.is_empty() {
-            return Err(HookError::NotImplemented);
-        }
         let class = answer
-            .status
+            .status()
             .and_then(|status| settings.classify.get(&status.to_string()));
         Ok(class.map(|class| match class {
             Class::Success => Classification::Success,
@@ -80,45 +96,39 @@ impl Plugin for Compensation {
     }
 
     fn on_compensate(
-        undo: StepCall,
-        action: StepCall,
-        action_answer: Option<StepAnswer>,
+        undo: &StepCall<'_>,
+        action: &StepCall<'_>,
+        action_answer: Option<&StepAnswer<'_>>,
     ) -> Result<CompensateDecision, HookError> {
         let settings = settings()?;
-        if settings.steps.is_empty() {
-            return Err(HookError::NotImplemented);
-        }
-        let Some(step) = settings.steps.get(&undo.step) else {
-            return Ok(CompensateDecision::Send(undo));
+        let step_name = undo.step();
+        let Some(step) = settings.steps.get(&step_name) else {
+            return Ok(CompensateDecision::Send(CallChanges::none()));
         };
         if step.skip_compensation {
             return Ok(CompensateDecision::Skip);
         }
         let Some(template) = &step.compensate_body else {
-            return Ok(CompensateDecision::Send(undo));
+            return Ok(CompensateDecision::Send(CallChanges::none()));
         };
-        let request: Option<Value> = serde_json::from_slice(&action.body).ok();
-        let response: Option<Value> = action_answer
-            .as_ref()
-            .and_then(|a| serde_json::from_slice(&a.body).ok());
+        let request: Option<Value> = serde_json::from_slice(&action.body()).ok();
+        let response: Option<Value> =
+            action_answer.and_then(|a| serde_json::from_slice(&a.body()).ok());
+        let saga_id = undo.saga_id();
         let sources = Sources {
             request: request.as_ref(),
             response: response.as_ref(),
-            saga_id: &undo.saga_id,
+            saga_id: &saga_id,
         };
         let body = fill(template, &sources).map_err(|reason| {
-            HookError::failed(format!("step `{}`: compensate_body: {reason}", undo.step))
+            HookError::failed(format!("step `{step_name}`: compensate_body: {reason}"))
         })?;
-        let mut shaped = undo;
-        shaped.body = serde_json::to_vec(&body).map_err(|e| HookError::failed(e.to_string()))?;
-        shaped
-            .headers
-            .retain(|h| !h.name.eq_ignore_ascii_case("content-type"));
-        shaped.headers.push(txgate_plugin_sdk::Header::new(
-            "content-type",
-            "application/json",
-        ));
-        Ok(CompensateDecision::Send(shaped))
+        let body = serde_json::to_vec(&body).map_err(|e| HookError::failed(e.to_string()))?;
+        Ok(CompensateDecision::Send(
+            CallChanges::none()
+                .set("content-type", "application/json")
+                .body(body),
+        ))
     }
 }
 
@@ -131,26 +141,14 @@ mod tests {
     use txgate_plugin_sdk::serde_json::json;
     use txgate_plugin_sdk::testing::Harness;
 
-    fn call(step: &str, phase: Phase, body: &str) -> StepCall {
-        StepCall {
-            saga_id: "s-1".into(),
-            route: "transfers".into(),
-            step: step.into(),
-            phase,
-            request_id: "r-1".into(),
-            method: "POST".into(),
-            path: format!("/{step}"),
-            headers: vec![txgate_plugin_sdk::Header::new("content-type", "text/plain")],
-            body: body.as_bytes().to_vec(),
-        }
+    fn call(step: &str, phase: Phase, body: &str) -> StepCall<'static> {
+        StepCall::new(step, phase)
+            .with_header("content-type", "text/plain")
+            .with_body(body)
     }
 
-    fn answer(status: u16, body: &str) -> StepAnswer {
-        StepAnswer {
-            status: Some(status),
-            body: body.as_bytes().to_vec(),
-            ..StepAnswer::default()
-        }
+    fn answer(status: u16, body: &str) -> StepAnswer<'static> {
+        StepAnswer::new(status).with_body(body)
     }
 
     #[test]
@@ -178,22 +176,32 @@ mod tests {
     fn a_template_builds_the_compensation_body() {
         let config = json!({"steps": {"debit": {"compensate_body": {"account": "$request.from", "amount": "$response.applied", "saga": "$saga_id"}}}});
         let host = Harness::new().with_config(config);
+        let undo = call("debit", Phase::Compensate, "{\"from\":\"alice\"}");
         let decision = host
             .on_compensate::<Compensation>(
-                call("debit", Phase::Compensate, "{\"from\":\"alice\"}"),
+                undo.clone(),
                 call("debit", Phase::Action, "{\"from\":\"alice\",\"amount\":5}"),
                 Some(answer(200, "{\"applied\":-5}")),
             )
             .unwrap();
-        let CompensateDecision::Send(undo) = decision else {
+        let CompensateDecision::Send(changes) = decision else {
             panic!("expected a call")
         };
-        let body: Value = serde_json::from_slice(&undo.body).unwrap();
+        let undo = undo.changed(&changes);
+        let body: Value = serde_json::from_slice(&undo.body()).unwrap();
         assert_eq!(
             body,
             json!({"account": "alice", "amount": -5, "saga": "s-1"})
         );
-        assert_eq!(undo.header("content-type"), Some("application/json"));
+        assert_eq!(
+            undo.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            undo.headers().len(),
+            1,
+            "the action's content-type is replaced"
+        );
     }
 
     #[test]
@@ -229,24 +237,17 @@ mod tests {
                 None,
             )
             .unwrap();
-        assert_eq!(
-            kept,
-            CompensateDecision::Send(call("debit", Phase::Compensate, "orig"))
-        );
+        assert_eq!(kept, CompensateDecision::Send(CallChanges::none()));
     }
 
     #[test]
-    fn without_config_the_hooks_step_aside() {
+    fn without_config_the_hooks_are_never_called() {
         let host = Harness::new();
-        let step = call("debit", Phase::Action, "{}");
-        assert_eq!(
-            host.on_step_response::<Compensation>(step.clone(), answer(409, "")),
-            Err(HookError::NotImplemented)
-        );
-        assert_eq!(
-            host.on_compensate::<Compensation>(step.clone(), step, None),
-            Err(HookError::NotImplemented)
-        );
+        assert!(!host.calls::<Compensation>(Hook::OnStepResponse));
+        assert!(!host.calls::<Compensation>(Hook::OnCompensate));
+        let classify = Harness::new().with_config(json!({"classify": {"409": "success"}}));
+        assert!(classify.calls::<Compensation>(Hook::OnStepResponse));
+        assert!(!classify.calls::<Compensation>(Hook::OnCompensate));
         let bad = Harness::new().with_config(json!({"classify": {"conflict": "success"}}));
         assert!(
             bad.on_step_response::<Compensation>(call("x", Phase::Action, ""), answer(409, ""))

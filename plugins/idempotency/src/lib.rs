@@ -27,7 +27,8 @@ mod settings;
 use record::{Entry, decode, encode, replay};
 use settings::{Settings, fingerprint};
 use txgate_plugin_sdk::{
-    HookError, KvError, Plugin, Request, RequestDecision, Response, config, kv, log, serde_json,
+    Header, HookError, KvError, Plugin, Request, RequestDecision, Response, ResponseChanges,
+    ResponseView, config, kv, log, serde_json,
 };
 
 /// The largest value the gateway's key-value store takes (the WIT `kv` interface says so).
@@ -43,18 +44,18 @@ fn problem(
     slug: &str,
     title: &str,
     detail: &str,
-    request: &Request,
+    request: &Request<'_>,
 ) -> RequestDecision {
     RequestDecision::Respond(Response::problem(
         status,
         slug,
         title,
         detail,
-        &request.request_id,
+        &request.request_id(),
     ))
 }
 
-fn in_flight(request: &Request) -> RequestDecision {
+fn in_flight(request: &Request<'_>) -> RequestDecision {
     let detail = "a request with this X-Request-ID is still running; retry shortly";
     match problem(
         409,
@@ -70,7 +71,7 @@ fn in_flight(request: &Request) -> RequestDecision {
     }
 }
 
-fn reused(request: &Request) -> RequestDecision {
+fn reused(request: &Request<'_>) -> RequestDecision {
     let detail = "this X-Request-ID was used for a different request (method, path or body)";
     problem(
         422,
@@ -82,7 +83,11 @@ fn reused(request: &Request) -> RequestDecision {
 }
 
 /// The stored answer for `key`, if the request with fingerprint `fp` has one.
-fn stored(key: &str, fp: &str, request: &Request) -> Result<Option<RequestDecision>, HookError> {
+fn stored(
+    key: &str,
+    fp: &str,
+    request: &Request<'_>,
+) -> Result<Option<RequestDecision>, HookError> {
     let Some(bytes) = kv::get(key)? else {
         return Ok(None);
     };
@@ -113,15 +118,14 @@ fn stored(key: &str, fp: &str, request: &Request) -> Result<Option<RequestDecisi
 /// 503 (the client is told to retry), a replay, and an error the gateway made itself
 /// (`urn:txgate:problem:*`): such a request never ran to its end (it was refused, or another
 /// request owns its saga), and keeping its answer would hide the real one from every retry.
-fn is_final(response: &Response) -> bool {
-    if matches!(response.status, 202 | 503) || response.header("idempotent-replayed").is_some() {
+fn is_final(status: u16, headers: &[Header], body: &[u8]) -> bool {
+    let header = |name: &str| txgate_plugin_sdk::find_header(headers, name);
+    if matches!(status, 202 | 503) || header("idempotent-replayed").is_some() {
         return false;
     }
-    let problem = response
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("application/problem+json"));
+    let problem = header("content-type").is_some_and(|c| c.starts_with("application/problem+json"));
     let gateways = || {
-        serde_json::from_slice::<serde_json::Value>(&response.body)
+        serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| {
                 v["type"]
@@ -133,61 +137,67 @@ fn is_final(response: &Response) -> bool {
     !(problem && gateways())
 }
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Idempotency {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let settings = config::shared::<Settings>()?;
-        if !settings.covers(&request) {
+        if !settings.covers(request) {
             return Ok(RequestDecision::pass());
         }
-        if !request.request_id_from_client {
+        if !request.request_id_from_client() {
             let detail = "this route needs an X-Request-ID header: the idempotency key";
             return Ok(problem(
                 400,
                 "missing-request-id",
                 "Missing idempotency key",
                 detail,
-                &request,
+                request,
             ));
         }
-        let key = settings.key(&request);
-        let fp = fingerprint(&request);
-        if let Some(answer) = stored(&key, &fp, &request)? {
+        let key = settings.key(request);
+        let fp = fingerprint(request);
+        if let Some(answer) = stored(&key, &fp, request)? {
             return Ok(answer);
         }
         match kv::hold(&key, fp.as_bytes())? {
-            Some(holder) if holder != fp.as_bytes() => Ok(reused(&request)),
-            Some(_) => Ok(in_flight(&request)),
+            Some(holder) if holder != fp.as_bytes() => Ok(reused(request)),
+            Some(_) => Ok(in_flight(request)),
             // Held now; the answer may have been stored by the request that held it just before.
-            None => Ok(stored(&key, &fp, &request)?.unwrap_or_else(RequestDecision::pass)),
+            None => Ok(stored(&key, &fp, request)?.unwrap_or_else(RequestDecision::pass)),
         }
     }
 
-    fn on_response(request: Request, response: Response) -> Result<Response, HookError> {
+    fn on_response(
+        request: &Request<'_>,
+        response: &ResponseView<'_>,
+    ) -> Result<ResponseChanges, HookError> {
         let settings = config::shared::<Settings>()?;
-        if !settings.covers(&request) || !request.request_id_from_client {
-            return Ok(response);
+        if !settings.covers(request) || !request.request_id_from_client() {
+            return Ok(ResponseChanges::none());
         }
-        if !is_final(&response) {
-            return Ok(response);
+        let status = response.status();
+        let sent_headers = response.headers();
+        let body = response.body();
+        if !is_final(status, &sent_headers, &body) {
+            return Ok(ResponseChanges::none());
         }
-        let key = settings.key(&request);
-        let headers: Vec<(String, String)> = response
-            .headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
+        let key = settings.key(request);
+        let headers: Vec<(String, String)> = sent_headers
+            .into_iter()
+            .map(|h| (h.name, h.value))
             .collect();
         let entry = |body_omitted| Entry::Done {
-            fp: fingerprint(&request),
-            status: response.status,
+            fp: fingerprint(request),
+            status,
             headers: headers.clone(),
             body_omitted,
         };
         let ttl = Some(settings.ttl_ms());
         // Checked before encoding, so a large body is never copied only to be refused.
         let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum();
-        let whole = response.body.len() + header_bytes + RECORD_OVERHEAD_BYTES <= VALUE_BYTES_MAX;
+        let whole = body.len() + header_bytes + RECORD_OVERHEAD_BYTES <= VALUE_BYTES_MAX;
         let record = if whole {
-            encode(&entry(false), &response.body)
+            encode(&entry(false), &body)
         } else {
             log::warn(&format!(
                 "idempotency: the response for {key} is too large to keep whole; retries get it without its body"
@@ -205,7 +215,7 @@ impl Plugin for Idempotency {
             }
             Err(error) => return Err(error.into()),
         }
-        Ok(response)
+        Ok(ResponseChanges::none())
     }
 }
 
@@ -217,7 +227,7 @@ mod tests {
     use txgate_plugin_sdk::serde_json::json;
     use txgate_plugin_sdk::testing::Harness;
 
-    fn transfer(id: &str, body: &str) -> Request {
+    fn transfer(id: &str, body: &str) -> Request<'static> {
         Request::new("POST", "/transfers")
             .with_route("transfers")
             .with_header("x-request-id", id)
@@ -290,8 +300,10 @@ mod tests {
     #[test]
     fn no_request_id_from_the_client_gets_400() {
         let host = Harness::new();
-        let mut request = transfer("generated", "{}");
-        request.request_id_from_client = false;
+        let request = Request::new("POST", "/transfers")
+            .with_route("transfers")
+            .with_generated_request_id("generated")
+            .with_body("{}");
         assert_eq!(
             answer(host.on_request::<Idempotency>(request).unwrap()).status,
             400

@@ -40,10 +40,11 @@ fn default_key() -> String {
 }
 
 /// The bucket a request counts against.
-fn bucket(settings: &Settings, request: &Request) -> Result<String, HookError> {
+fn bucket(settings: &Settings, request: &Request<'_>) -> Result<String, HookError> {
+    let route = request.route();
     let key = match settings.key.as_str() {
-        "ip" => format!("ip:{}", request.client_ip),
-        "route" => format!("route:{}", request.route),
+        "ip" => format!("ip:{}", request.client_ip()),
+        "route" => format!("route:{route}"),
         spec => {
             let name = spec.strip_prefix("header:").ok_or_else(|| {
                 HookError::failed(format!(
@@ -58,13 +59,12 @@ fn bucket(settings: &Settings, request: &Request) -> Result<String, HookError> {
     };
     // A key is at most 512 bytes in the host store; a longer header value is cut, not refused.
     Ok(format!(
-        "{}/{}",
-        request.route,
+        "{route}/{}",
         key.chars().take(400).collect::<String>()
     ))
 }
 
-fn limited(gcra: &Gcra, retry_after_us: u64, request: &Request) -> RequestDecision {
+fn limited(gcra: &Gcra, retry_after_us: u64, request: &Request<'_>) -> RequestDecision {
     let retry_after = retry_after_us.div_ceil(1_000_000).max(1);
     let detail = format!("over the rate limit; retry in {retry_after} s");
     let response = Response::problem(
@@ -72,7 +72,7 @@ fn limited(gcra: &Gcra, retry_after_us: u64, request: &Request) -> RequestDecisi
         "rate-limited",
         "Too many requests",
         &detail,
-        &request.request_id,
+        &request.request_id(),
     )
     .with_header("retry-after", &retry_after.to_string())
     .with_header(
@@ -86,11 +86,12 @@ fn limited(gcra: &Gcra, retry_after_us: u64, request: &Request) -> RequestDecisi
 /// The plugin.
 pub struct RateLimit;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for RateLimit {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let settings = config::shared::<Settings>()?;
         let gcra = Gcra::new(settings.per_second, settings.burst).map_err(HookError::failed)?;
-        let key = bucket(&settings, &request)?;
+        let key = bucket(&settings, request)?;
         for _ in 0..UPDATE_TRIES_MAX {
             let now_us = clock::now_unix_ms().saturating_mul(1000);
             let stored = kv::get(&key)?;
@@ -100,7 +101,7 @@ impl Plugin for RateLimit {
                 .and_then(|t| t.parse().ok());
             match gcra.check(tat, now_us) {
                 Verdict::Limit { retry_after_us } => {
-                    return Ok(limited(&gcra, retry_after_us, &request));
+                    return Ok(limited(&gcra, retry_after_us, request));
                 }
                 Verdict::Allow { tat_us, .. } => {
                     let next = tat_us.to_string();
@@ -111,7 +112,7 @@ impl Plugin for RateLimit {
                 }
             }
         }
-        Ok(limited(&gcra, gcra_interval_us(&settings), &request))
+        Ok(limited(&gcra, gcra_interval_us(&settings), request))
     }
 }
 
@@ -127,7 +128,7 @@ mod tests {
     use txgate_plugin_sdk::serde_json::json;
     use txgate_plugin_sdk::testing::Harness;
 
-    fn request(client: Option<&str>) -> Request {
+    fn request(client: Option<&str>) -> Request<'static> {
         let request = Request::new("GET", "/api/accounts").with_route("api");
         match client {
             Some(client) => request.with_header("x-client-id", client),
@@ -200,8 +201,7 @@ mod tests {
     fn the_ip_is_the_default_key() {
         let host = Harness::new().with_config(json!({"per_second": 1, "burst": 1}));
         host.on_request::<RateLimit>(request(None)).unwrap();
-        let mut elsewhere = request(None);
-        elsewhere.client_ip = "10.0.0.9".into();
+        let elsewhere = request(None).with_client_ip("10.0.0.9");
         assert!(limited_response(host.on_request::<RateLimit>(elsewhere).unwrap()).is_none());
     }
 

@@ -6,8 +6,9 @@ use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision, Response};
 /// The plugin.
 pub struct BigOutput;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for BigOutput {
-    fn on_request(_request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(_request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let mut response = Response::new(200).with_body(vec![b'x'; 12 * 1024 * 1024]);
         for i in 0..10_000 {
             response

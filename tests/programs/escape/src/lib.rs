@@ -15,8 +15,9 @@ fn attempt<T>(result: std::io::Result<T>) -> String {
     }
 }
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Escape {
-    fn on_request(_request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(_request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let file = attempt(std::fs::File::open("/etc/passwd").and_then(|mut f| {
             let mut text = String::new();
             f.read_to_string(&mut text).map(|_| text)

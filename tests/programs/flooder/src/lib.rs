@@ -13,13 +13,14 @@ const WRITES_MAX: usize = 256;
 /// The plugin.
 pub struct Flooder;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Flooder {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let value = vec![b'x'; VALUE_BYTES];
         let mut stored = 0;
         let mut error = String::new();
         for n in 0..WRITES_MAX {
-            match kv::set(&format!("{}-{n}", request.request_id), &value, None) {
+            match kv::set(&format!("{}-{n}", request.request_id()), &value, None) {
                 Ok(()) => stored += 1,
                 Err(e) => {
                     error = e.to_string();

@@ -5,9 +5,10 @@ use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision};
 /// The plugin.
 pub struct Looper;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Looper {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
-        let mut spins: u64 = request.path.len() as u64;
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
+        let mut spins: u64 = request.path().len() as u64;
         loop {
             spins = std::hint::black_box(spins.wrapping_mul(31).wrapping_add(7));
             if spins == 0 {

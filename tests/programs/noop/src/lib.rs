@@ -5,8 +5,9 @@ use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision};
 /// The plugin.
 pub struct Noop;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Noop {
-    fn on_request(_request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(_request: &Request<'_>) -> Result<RequestDecision, HookError> {
         Ok(RequestDecision::pass())
     }
 }

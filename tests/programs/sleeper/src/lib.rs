@@ -9,8 +9,9 @@ use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision};
 /// The plugin.
 pub struct Sleeper;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Sleeper {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let ms: u64 = request
             .header("x-sleep-ms")
             .and_then(|v| v.parse().ok())

@@ -10,9 +10,10 @@ static LAST_TOKEN: Mutex<String> = Mutex::new(String::new());
 /// The plugin.
 pub struct Statics;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Statics {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
-        let token = request.header("x-token").unwrap_or("").to_string();
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
+        let token = request.header("x-token").unwrap_or_default();
         let mut last = LAST_TOKEN.lock().unwrap_or_else(|e| e.into_inner());
         let previous = std::mem::replace(&mut *last, token);
         Ok(RequestDecision::Continue(

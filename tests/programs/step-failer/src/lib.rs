@@ -3,19 +3,20 @@
 //! stops a step before it is sent.
 
 use txgate_plugin_sdk::serde_json::Value;
-use txgate_plugin_sdk::{HookError, Phase, Plugin, StepCall, config};
+use txgate_plugin_sdk::{CallChanges, HookError, Phase, Plugin, StepCall, config};
 
 /// The plugin.
 pub struct StepFailer;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for StepFailer {
-    fn on_step_request(call: StepCall) -> Result<StepCall, HookError> {
+    fn on_step_request(call: &StepCall<'_>) -> Result<CallChanges, HookError> {
         let settings: Value = config::get()?;
-        if settings["fail_step"].as_str() == Some(call.step.as_str()) && call.phase == Phase::Action
-        {
-            return Err(HookError::Failed(format!("refusing step {}", call.step)));
+        let step = call.step();
+        if settings["fail_step"].as_str() == Some(step.as_str()) && call.phase() == Phase::Action {
+            return Err(HookError::Failed(format!("refusing step {step}")));
         }
-        Ok(call)
+        Ok(CallChanges::none())
     }
 }
 

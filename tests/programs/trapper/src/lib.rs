@@ -6,10 +6,11 @@ use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision};
 /// The plugin.
 pub struct Trapper;
 
+#[txgate_plugin_sdk::plugin]
 impl Plugin for Trapper {
-    fn on_request(request: Request) -> Result<RequestDecision, HookError> {
-        if request.path.contains("trap") {
-            panic!("deliberate trap for {}", request.path);
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
+        if request.path().contains("trap") {
+            panic!("deliberate trap for {}", request.path());
         }
         Ok(RequestDecision::pass())
     }
