@@ -68,6 +68,36 @@ async fn example_plugin_adds_its_header_both_ways() {
 }
 
 #[tokio::test]
+async fn a_reused_instance_serves_a_thousand_requests_without_running_out_of_handles() {
+    // Proves the views lent to a hook are given back after every call: one keep-alive client
+    // keeps one worker, and so one pooled instance, busy for a thousand requests, each lending
+    // it three handles (the request to on-request; the request and the response to
+    // on-response). An instance holds at most 1,024 handles, so a handle kept per call would
+    // fail this within a few hundred requests.
+    let bank = Bank::start(&[]).await;
+    let gateway = GatewayBuilder::new(route_with(&bank, "tag", wasm::ADD_HEADER, ""))
+        .start()
+        .await;
+    let client = client();
+    for n in 0..1000 {
+        let response = client
+            .get(gateway.url("/guarded/echo"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {n}");
+        assert_eq!(response.headers()["x-txgate-plugin"], "add-header");
+    }
+    let series = "txgate_plugin_calls_total{plugin=\"tag\",hook=\"on-response\"}";
+    assert_eq!(gateway.metric(series).await, 1000.0);
+    let errors = gateway.metrics().await;
+    assert!(
+        !errors.contains("txgate_plugin_errors_total{plugin=\"tag\""),
+        "no plugin call failed"
+    );
+}
+
+#[tokio::test]
 async fn infinite_loop_is_cut_at_its_deadline_and_rejected() {
     // Proves a looping plugin is stopped at timeout_ms: the client gets 503 problem+json soon
     // after, nothing reaches the backend, and the failure is counted as a timeout.

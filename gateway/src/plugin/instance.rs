@@ -32,6 +32,9 @@ use crate::worker;
 
 /// Idle instances kept per plugin per worker.
 const IDLE_PER_WORKER_MAX: usize = 32;
+/// Component handles an instance may hold at once (wasmtime's default is 100,000). A hook is
+/// lent at most three views, and WASI needs a few; a leak shows within a few hundred calls.
+const HANDLES_MAX: usize = 1024;
 
 /// The hooks, for metrics labels and the set each plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +337,7 @@ impl LoadedPlugin {
         let state = HostState::new(self.shared.clone(), self.limits.memory_bytes_max);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| state);
+        store.set_max_component_handles(HANDLES_MAX);
         store.epoch_deadline_callback(|mut context| {
             let data = context.data_mut();
             if data.call.end_segment() >= data.call.budget {

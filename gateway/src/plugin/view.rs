@@ -66,12 +66,16 @@ pub struct CallView(pub Arc<StepCall>);
 #[derive(Debug)]
 pub struct AnswerView(pub Arc<StepAnswer>);
 
-/// Lends a view to the instance for one call.
+/// Lends a view to the instance for one call: the view goes into the host's table, and the
+/// plugin gets a borrow of it. A borrow passes straight through to the guest; an owned handle
+/// lowered as a borrow would leave an entry in the store's own handle table on every call,
+/// until a reused instance hits the store's handle limit.
 pub(super) fn lend<T: Send + 'static>(
     store: &mut Store<HostState>,
     view: T,
 ) -> wasmtime::Result<Resource<T>> {
-    Ok(store.data_mut().table.push(view)?)
+    let owned = store.data_mut().table.push(view)?;
+    Ok(Resource::new_borrow(owned.rep()))
 }
 
 /// Takes a lent view back once the call has returned.
