@@ -217,10 +217,10 @@ YAML
 YAML
 }
 
-# start_envoy CONFIG LOG: Envoy with one worker per core, like the other proxies (no hot restart,
-# so several can run side by side).
+# start_envoy CONFIG LOG: Envoy with $WORKERS workers (one per core when unset), like the other
+# proxies (no hot restart, so several can run side by side).
 start_envoy() {
-  "$ENVOY" -c "$1" --concurrency "$(nproc)" --disable-hot-restart -l warn >"$2" 2>&1 &
+  "$ENVOY" -c "$1" --concurrency "${WORKERS:-$(nproc)}" --disable-hot-restart -l warn >"$2" 2>&1 &
   PIDS+=($!)
 }
 

@@ -9,7 +9,10 @@
 # each proxy is sampled idle (before any load) and in the middle of each of its rounds.
 # Writes the `proxy` block of bench/RESULTS.md.
 #
-# Usage: bench/proxy.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3)
+# Every proxy runs WORKERS worker processes or threads (default 1: the same work on one core each,
+# so the ratio compares the proxies, not how they spread over cores).
+#
+# Usage: bench/proxy.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3 WORKERS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -18,6 +21,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
+WORKERS=${WORKERS:-1}
 BANK_PORT=17101
 NGINX_PORT=17102
 TXGATE_PORT=17103
@@ -38,7 +42,7 @@ trap 'stop_all; rm -rf "$work"' EXIT
 start_bank "$BANK_PORT" "$work/bank.log"
 
 cat >"$work/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes $WORKERS;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
 events { worker_connections 4096; }
@@ -67,6 +71,7 @@ cat >"$work/txgate.toml" <<EOF
 [server]
 listen = "127.0.0.1:$TXGATE_PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
+workers = $WORKERS
 [store]
 dir = "$work/store"
 [upstreams.bank]
@@ -120,10 +125,10 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
   echo "Machine and date: $(machine_line); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), Envoy $ENVOY_VERSION."
   echo
   echo '```'
-  echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/proxy.sh"
+  echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS WORKERS=$WORKERS bench/proxy.sh"
   echo '```'
   echo
-  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency http://127.0.0.1:PORT$PATH_UNDER_TEST; median of $ROUNDS interleaved rounds."
+  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency http://127.0.0.1:PORT$PATH_UNDER_TEST; median of $ROUNDS interleaved rounds; $WORKERS worker(s) per proxy."
   echo
   echo "| target | req/s | p50 ms | p99 ms | RSS idle MiB | RSS under load MiB |"
   echo "|---|---|---|---|---|---|"

@@ -230,9 +230,10 @@ pub mod config {
         serde_json::from_str(&json()).map_err(|e| HookError::Failed(format!("plugin config: {e}")))
     }
 
-    /// Like [`get`], but parsed once per instance and shared: later calls only compare the
-    /// config text. Use it on hot paths; a reload brings new instances, so a changed config is
-    /// always seen.
+    /// Like [`get`], but parsed once per instance and shared. Use it on hot paths. Inside the
+    /// gateway an instance's config never changes (a reload brings new instances), so later
+    /// calls ask the host for nothing; in native tests, where one process runs harnesses with
+    /// different configs, they compare the config text.
     pub fn shared<T>() -> Result<std::sync::Arc<T>, HookError>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -243,11 +244,17 @@ pub mod config {
 
         type Cache = Mutex<HashMap<TypeId, (String, Arc<dyn Any + Send + Sync>)>>;
         static CACHE: OnceLock<Cache> = OnceLock::new();
-        let text = json();
         let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
         let mut cache = cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        #[cfg(target_arch = "wasm32")]
+        if let Some((_, value)) = cache.get(&TypeId::of::<T>())
+            && let Ok(value) = value.clone().downcast::<T>()
+        {
+            return Ok(value);
+        }
+        let text = json();
         if let Some((cached_text, value)) = cache.get(&TypeId::of::<T>())
             && *cached_text == text
             && let Ok(value) = value.clone().downcast::<T>()

@@ -1,8 +1,14 @@
 //! The WebAssembly plugin runtime: sandboxed, hot-reloadable, measured.
 //!
-//! A plugin is a component implementing the WIT world in `plugin-sdk/wit/plugin.wit`. One
+//! A plugin is a component implementing the WIT world in `plugin-sdk/wit/plugin.wit`
+//! (`txgate:plugin@0.2.0`; a component built for another version is refused at load). One
 //! wasmtime `Engine` compiles every component once, at load (`engine.rs`); each plugin keeps an
-//! `InstancePre` and a pool of live instances per worker (`instance.rs`).
+//! `InstancePre` and a pool of live instances per worker (`instance.rs`). At load the gateway
+//! asks each plugin which hooks it implements, and never calls the others.
+//!
+//! **Views.** A hook is lent the request, the response or the saga call as a resource handle
+//! (`view.rs`) and copies in only what it reads; it returns only what it changes
+//! (`convert.rs` checks that against limits).
 //!
 //! **Sandbox.** Each hook call has a deadline for its own execution (`timeout_ms`, epoch
 //! interruption; time waiting in host calls is not charged), a wall-clock bound whatever it
@@ -15,7 +21,7 @@
 //! **Fresh or reused instances** (`isolation`). By default (`"reuse"`) an instance serves call
 //! after call, of any client: measured on the 2-core development machine with `cargo bench -p
 //! txgate --bench plugin_call` (wasmtime 48, pooling allocator), a hook call on a reused
-//! instance costs a median of 1.6 µs, while a fresh instantiation plus the call costs 19.8 µs.
+//! instance costs a median of 1.24 µs, while a fresh instantiation plus the call costs 18.8 µs.
 //! Whatever a plugin leaves in its own memory (a `static`) is then seen by later requests; the SDK
 //! guide says so. `"fresh"` gives every call a new instance, for plugins that cannot promise
 //! that. An instance is dropped after any failed call, so a broken one never sees another

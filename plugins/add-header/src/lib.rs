@@ -42,7 +42,7 @@ pub struct AddHeader;
 #[txgate_plugin_sdk::plugin]
 impl Plugin for AddHeader {
     fn on_request(_request: &Request<'_>) -> Result<RequestDecision, HookError> {
-        let settings: Settings = config::get()?;
+        let settings = config::shared::<Settings>()?;
         let changes = HeaderChanges::none().set(&settings.name, &settings.value);
         Ok(RequestDecision::Continue(changes))
     }
@@ -51,7 +51,7 @@ impl Plugin for AddHeader {
         _request: &Request<'_>,
         _response: &ResponseView<'_>,
     ) -> Result<ResponseChanges, HookError> {
-        let settings: Settings = config::get()?;
+        let settings = config::shared::<Settings>()?;
         Ok(ResponseChanges::none().set(&settings.name, &settings.value))
     }
 }
