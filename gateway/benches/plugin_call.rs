@@ -103,10 +103,7 @@ fn benches(c: &mut Criterion) {
         let scope = &scope;
         async move {
             let mut seen = input;
-            let mut headers = HeaderMap::new();
-            one.on_request(&mut seen, &mut headers, scope)
-                .await
-                .unwrap()
+            one.on_request(&mut seen, scope).await.unwrap()
         }
     };
     let input = request();
@@ -140,11 +137,7 @@ fn benches(c: &mut Criterion) {
             runtime.block_on(async {
                 let scope = RequestScope::new(store.clone());
                 let mut seen = request();
-                let mut headers = HeaderMap::new();
-                chain
-                    .on_request(&mut seen, &mut headers, &scope)
-                    .await
-                    .unwrap();
+                chain.on_request(&mut seen, &scope).await.unwrap();
                 let response = Response::new(Full::new(Bytes::from_static(b"{}")));
                 chain
                     .on_response(chain.len(), &seen, response, &scope)

@@ -134,11 +134,8 @@ async fn admit(
     // Dropped when this future ends, or is dropped because the client went away: either way
     // the plugins' holds for this request are released.
     let scope = RequestScope::new(request.gateway.store().clone());
-    let mut seen = plugin_view(request, &parts, &body);
-    let response = match chain
-        .on_request(&mut seen, &mut parts.headers, &scope)
-        .await?
-    {
+    let mut seen = plugin_view(request, &mut parts, &body);
+    let response = match chain.on_request(&mut seen, &scope).await? {
         RequestStep::Respond {
             response,
             answered_by,
@@ -147,22 +144,27 @@ async fn admit(
                 .on_response(answered_by, &seen, response, &scope)
                 .await;
         }
-        RequestStep::Continue => target(request, parts, body)
-            .await
-            .unwrap_or_else(|error| error.into_response(request.id.to_str().ok())),
+        RequestStep::Continue => {
+            // The upstream gets the headers as the plugins left them.
+            parts.headers = seen.headers.clone();
+            target(request, parts, body)
+                .await
+                .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()))
+        }
     };
     chain
         .on_response(chain.len(), &seen, response, &scope)
         .await
 }
 
-/// The request as plugins see it: shared, so lending it to each plugin copies nothing.
-fn plugin_view(request: &Admitted<'_>, parts: &Parts, body: &Bytes) -> Arc<RequestFacts> {
+/// The request as plugins see it: shared, so lending it to each plugin copies nothing. It holds
+/// the headers while the plugins edit them.
+fn plugin_view(request: &Admitted<'_>, parts: &mut Parts, body: &Bytes) -> Arc<RequestFacts> {
     Arc::new(RequestFacts {
         route: request.route.name.clone(),
         method: parts.method.clone(),
         path: path_and_query(&parts.uri).to_string(),
-        headers: parts.headers.clone(),
+        headers: std::mem::take(&mut parts.headers),
         body: body.clone(),
         client_ip: request.conn.peer.ip(),
         request_id: request.id.clone(),

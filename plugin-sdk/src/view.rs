@@ -59,7 +59,7 @@ struct RequestData {
 
 /// One accessor of a view: the host call inside the gateway, the field in a native build.
 macro_rules! read {
-    ($self:ident, $host:expr, $native:expr) => {{
+    ($host:expr, $native:expr) => {{
         #[cfg(target_arch = "wasm32")]
         {
             $host
@@ -74,23 +74,22 @@ macro_rules! read {
 impl Request<'_> {
     /// The matched route's name.
     pub fn route(&self) -> String {
-        read!(self, self.handle.route(), self.data.route.clone())
+        read!(self.handle.route(), self.data.route.clone())
     }
 
     /// The method, upper-case.
     pub fn method(&self) -> String {
-        read!(self, self.handle.method(), self.data.method.clone())
+        read!(self.handle.method(), self.data.method.clone())
     }
 
     /// The path and query.
     pub fn path(&self) -> String {
-        read!(self, self.handle.path(), self.data.path.clone())
+        read!(self.handle.path(), self.data.path.clone())
     }
 
     /// The first value of a header, by a name in any case.
     pub fn header(&self, name: &str) -> Option<String> {
         read!(
-            self,
             self.handle.header(name),
             find_header(&self.data.headers, name).map(str::to_string)
         )
@@ -98,16 +97,12 @@ impl Request<'_> {
 
     /// Every header.
     pub fn headers(&self) -> Vec<Header> {
-        read!(
-            self,
-            headers_in(self.handle.headers()),
-            self.data.headers.clone()
-        )
+        read!(headers_in(self.handle.headers()), self.data.headers.clone())
     }
 
     /// The whole body.
     pub fn body(&self) -> Vec<u8> {
-        read!(self, self.handle.body(), self.data.body.clone())
+        read!(self.handle.body(), self.data.body.clone())
     }
 
     /// The body parsed as JSON.
@@ -117,18 +112,17 @@ impl Request<'_> {
 
     /// The client's IP address.
     pub fn client_ip(&self) -> String {
-        read!(self, self.handle.client_ip(), self.data.client_ip.clone())
+        read!(self.handle.client_ip(), self.data.client_ip.clone())
     }
 
     /// `X-Request-ID` (the client's, or one the gateway generated).
     pub fn request_id(&self) -> String {
-        read!(self, self.handle.request_id(), self.data.request_id.clone())
+        read!(self.handle.request_id(), self.data.request_id.clone())
     }
 
     /// Whether the client sent `X-Request-ID` itself.
     pub fn request_id_from_client(&self) -> bool {
         read!(
-            self,
             self.handle.request_id_from_client(),
             self.data.request_id_from_client
         )
@@ -136,7 +130,7 @@ impl Request<'_> {
 
     /// Whether the route runs a saga.
     pub fn saga_route(&self) -> bool {
-        read!(self, self.handle.saga_route(), self.data.saga_route)
+        read!(self.handle.saga_route(), self.data.saga_route)
     }
 }
 
@@ -225,13 +219,12 @@ pub struct ResponseView<'a> {
 impl ResponseView<'_> {
     /// The status code.
     pub fn status(&self) -> u16 {
-        read!(self, self.handle.status(), self.data.status)
+        read!(self.handle.status(), self.data.status)
     }
 
     /// The first value of a header, by a name in any case.
     pub fn header(&self, name: &str) -> Option<String> {
         read!(
-            self,
             self.handle.header(name),
             self.data.header(name).map(str::to_string)
         )
@@ -239,16 +232,12 @@ impl ResponseView<'_> {
 
     /// Every header.
     pub fn headers(&self) -> Vec<Header> {
-        read!(
-            self,
-            headers_in(self.handle.headers()),
-            self.data.headers.clone()
-        )
+        read!(headers_in(self.handle.headers()), self.data.headers.clone())
     }
 
     /// The whole body.
     pub fn body(&self) -> Vec<u8> {
-        read!(self, self.handle.body(), self.data.body.clone())
+        read!(self.handle.body(), self.data.body.clone())
     }
 
     /// The body parsed as JSON.
@@ -305,43 +294,42 @@ struct CallData {
 impl StepCall<'_> {
     /// The saga's id.
     pub fn saga_id(&self) -> String {
-        read!(self, self.handle.saga_id(), self.data.saga_id.clone())
+        read!(self.handle.saga_id(), self.data.saga_id.clone())
     }
 
     /// The route's name.
     pub fn route(&self) -> String {
-        read!(self, self.handle.route(), self.data.route.clone())
+        read!(self.handle.route(), self.data.route.clone())
     }
 
     /// The step's name.
     pub fn step(&self) -> String {
-        read!(self, self.handle.step(), self.data.step.clone())
+        read!(self.handle.step(), self.data.step.clone())
     }
 
     /// Which call of the step this is.
     pub fn phase(&self) -> Phase {
-        read!(self, Phase::of(self.handle.phase()), self.data.phase)
+        read!(Phase::of(self.handle.phase()), self.data.phase)
     }
 
     /// The client's `X-Request-ID`.
     pub fn request_id(&self) -> String {
-        read!(self, self.handle.request_id(), self.data.request_id.clone())
+        read!(self.handle.request_id(), self.data.request_id.clone())
     }
 
     /// The method.
     pub fn method(&self) -> String {
-        read!(self, self.handle.method(), self.data.method.clone())
+        read!(self.handle.method(), self.data.method.clone())
     }
 
     /// The path and query on the step's upstream.
     pub fn path(&self) -> String {
-        read!(self, self.handle.path(), self.data.path.clone())
+        read!(self.handle.path(), self.data.path.clone())
     }
 
     /// The first value of a header, by a name in any case.
     pub fn header(&self, name: &str) -> Option<String> {
         read!(
-            self,
             self.handle.header(name),
             find_header(&self.data.headers, name).map(str::to_string)
         )
@@ -349,16 +337,12 @@ impl StepCall<'_> {
 
     /// Every header, `Idempotency-Key`, `X-Saga-ID` and `X-Saga-Step` included.
     pub fn headers(&self) -> Vec<Header> {
-        read!(
-            self,
-            headers_in(self.handle.headers()),
-            self.data.headers.clone()
-        )
+        read!(headers_in(self.handle.headers()), self.data.headers.clone())
     }
 
     /// The body.
     pub fn body(&self) -> Vec<u8> {
-        read!(self, self.handle.body(), self.data.body.clone())
+        read!(self.handle.body(), self.data.body.clone())
     }
 
     /// The body parsed as JSON.
@@ -454,13 +438,12 @@ struct AnswerData {
 impl StepAnswer<'_> {
     /// The status; `None` when no answer came.
     pub fn status(&self) -> Option<u16> {
-        read!(self, self.handle.status(), self.data.status)
+        read!(self.handle.status(), self.data.status)
     }
 
     /// The first value of a header, by a name in any case.
     pub fn header(&self, name: &str) -> Option<String> {
         read!(
-            self,
             self.handle.header(name),
             find_header(&self.data.headers, name).map(str::to_string)
         )
@@ -468,16 +451,12 @@ impl StepAnswer<'_> {
 
     /// Every header.
     pub fn headers(&self) -> Vec<Header> {
-        read!(
-            self,
-            headers_in(self.handle.headers()),
-            self.data.headers.clone()
-        )
+        read!(headers_in(self.handle.headers()), self.data.headers.clone())
     }
 
     /// The body.
     pub fn body(&self) -> Vec<u8> {
-        read!(self, self.handle.body(), self.data.body.clone())
+        read!(self.handle.body(), self.data.body.clone())
     }
 
     /// The body parsed as JSON.
@@ -487,7 +466,7 @@ impl StepAnswer<'_> {
 
     /// Why no answer came, when none did.
     pub fn error(&self) -> Option<String> {
-        read!(self, self.handle.error(), self.data.error.clone())
+        read!(self.handle.error(), self.data.error.clone())
     }
 }
 

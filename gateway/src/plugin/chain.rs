@@ -9,18 +9,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::Response;
 use http_body_util::Full;
 
-use wasmtime::Store;
-
-use super::bindings::exports::txgate::plugin::hooks::Guest;
 use super::bindings::txgate::plugin::types as wit;
 use super::convert;
 use super::failure::{Failure, FailureKind};
 use super::instance::{Hook, LoadedPlugin, Outcome};
 use super::scope::RequestScope;
-use super::state::HostState;
 use super::view::{
     self, AnswerView, CallView, RequestFacts, RequestView, ResponseFacts, ResponseView,
 };
@@ -68,12 +64,11 @@ impl Chain {
         self.plugins.is_empty()
     }
 
-    /// Runs `on-request` through the chain, applying header edits to both `request` (for later
-    /// plugins) and `headers` (for the upstream).
+    /// Runs `on-request` through the chain, applying header edits to `request`: later plugins
+    /// see them, and the upstream gets the headers as the chain leaves them.
     pub async fn on_request(
         &self,
         request: &mut Arc<RequestFacts>,
-        headers: &mut HeaderMap,
         scope: &Arc<RequestScope>,
     ) -> Result<RequestStep, Error> {
         for (index, plugin) in self.plugins.iter().enumerate() {
@@ -84,11 +79,8 @@ impl Chain {
                     Some(scope),
                     |guest, store, request| {
                         Box::pin(async move {
-                            let lent = view::lend(store, RequestView(request.clone()))?;
-                            let rep = lent.rep();
-                            let result = guest.call_on_request(&mut *store, lent).await;
-                            view::take_back::<RequestView>(store, rep);
-                            result
+                            let request = view::lend(store, RequestView(request.clone()))?;
+                            guest.call_on_request(store, request).await
                         })
                     },
                 )
@@ -98,9 +90,10 @@ impl Chain {
                     if changes.set.is_empty() && changes.remove.is_empty() {
                         continue;
                     }
-                    match convert::apply_changes(&changes, headers) {
-                        Ok(()) => Arc::make_mut(request).headers = headers.clone(),
-                        Err(detail) => policy(plugin.output_failure::<()>(detail))?,
+                    // The lent view was taken back with the call, so this copies nothing.
+                    let headers = &mut Arc::make_mut(request).headers;
+                    if let Err(detail) = convert::apply_changes(&changes, headers) {
+                        policy(plugin.output_failure::<()>(detail))?;
                     }
                 }
                 Outcome::Done(wit::RequestDecision::Respond(answer)) => {
@@ -148,17 +141,11 @@ impl Chain {
                         Box::pin(async move {
                             let request = view::lend(store, RequestView(request.clone()))?;
                             let response = view::lend(store, ResponseView(response.clone()))?;
-                            let reps = (request.rep(), response.rep());
-                            let result =
-                                guest.call_on_response(&mut *store, request, response).await;
-                            view::take_back::<RequestView>(store, reps.0);
-                            view::take_back::<ResponseView>(store, reps.1);
-                            result
+                            guest.call_on_response(store, request, response).await
                         })
                     },
                 )
                 .await;
-            drop(input);
             match outcome {
                 Outcome::Done(changes) => {
                     match convert::changed_response(changes, &current, self.body_bytes_max) {
@@ -184,11 +171,8 @@ impl Chain {
             let outcome = plugin
                 .call(Hook::OnStepRequest, &current, None, |guest, store, call| {
                     Box::pin(async move {
-                        let lent = view::lend(store, CallView(call.clone()))?;
-                        let rep = lent.rep();
-                        let result = guest.call_on_step_request(&mut *store, lent).await;
-                        view::take_back::<CallView>(store, rep);
-                        result
+                        let call = view::lend(store, CallView(call.clone()))?;
+                        guest.call_on_step_request(store, call).await
                     })
                 })
                 .await;
@@ -225,12 +209,7 @@ impl Chain {
                         Box::pin(async move {
                             let call = view::lend(store, CallView(call.clone()))?;
                             let answer = view::lend(store, AnswerView(answer.clone()))?;
-                            let reps = (call.rep(), answer.rep());
-                            let result =
-                                guest.call_on_step_response(&mut *store, call, answer).await;
-                            view::take_back::<CallView>(store, reps.0);
-                            view::take_back::<AnswerView>(store, reps.1);
-                            result
+                            guest.call_on_step_response(store, call, answer).await
                         })
                     },
                 )
@@ -268,11 +247,20 @@ impl Chain {
                     &input,
                     None,
                     |guest, store, (undo, action, answer)| {
-                        Box::pin(compensate_call(guest, store, undo, action, answer.as_ref()))
+                        Box::pin(async move {
+                            let undo = view::lend(store, CallView(undo.clone()))?;
+                            let action = view::lend(store, CallView(action.clone()))?;
+                            let answer = match answer {
+                                Some(answer) => {
+                                    Some(view::lend(store, AnswerView(answer.clone()))?)
+                                }
+                                None => None,
+                            };
+                            guest.call_on_compensate(store, undo, action, answer).await
+                        })
                     },
                 )
                 .await;
-            drop(input);
             match outcome {
                 Outcome::Done(wit::CompensateDecision::Skip) => return Ok(UndoDecision::Skip),
                 Outcome::Done(wit::CompensateDecision::Send(changes)) => {
@@ -291,32 +279,6 @@ impl Chain {
         }
         Ok(UndoDecision::Send(Arc::unwrap_or_clone(current)))
     }
-}
-
-/// `on-compensate` with its three views lent for the call.
-async fn compensate_call(
-    guest: &Guest,
-    store: &mut Store<HostState>,
-    undo: &Arc<StepCall>,
-    action: &Arc<StepCall>,
-    answer: Option<&Arc<StepAnswer>>,
-) -> wasmtime::Result<Result<wit::CompensateDecision, wit::HookError>> {
-    let undo = view::lend(store, CallView(undo.clone()))?;
-    let action = view::lend(store, CallView(action.clone()))?;
-    let answer = match answer {
-        Some(answer) => Some(view::lend(store, AnswerView(answer.clone()))?),
-        None => None,
-    };
-    let reps = (undo.rep(), action.rep(), answer.as_ref().map(|a| a.rep()));
-    let result = guest
-        .call_on_compensate(&mut *store, undo, action, answer)
-        .await;
-    view::take_back::<CallView>(store, reps.0);
-    view::take_back::<CallView>(store, reps.1);
-    if let Some(rep) = reps.2 {
-        view::take_back::<AnswerView>(store, rep);
-    }
-    result
 }
 
 /// A failed outcome becomes an error (`reject`) or is passed over (`skip`).

@@ -76,26 +76,23 @@ pub(super) fn header_map(headers: &[wit::Header]) -> Result<HeaderMap, String> {
 }
 
 fn check_headers(headers: &[wit::Header]) -> Result<(), String> {
-    let bytes: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
-    if headers.len() > PLUGIN_HEADERS_MAX || bytes > PLUGIN_HEADER_BYTES_MAX {
-        return Err(format!(
-            "returned {} headers ({bytes} bytes); the limits are {PLUGIN_HEADERS_MAX} and {PLUGIN_HEADER_BYTES_MAX}",
-            headers.len()
-        ));
-    }
-    Ok(())
+    let bytes = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    within_limits("returned", headers.len(), bytes)
 }
 
 /// The headers after a plugin's edits, within the same limits.
 fn check_total(headers: &HeaderMap) -> Result<(), String> {
-    let bytes: usize = headers
+    let bytes = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if headers.len() > PLUGIN_HEADERS_MAX || bytes > PLUGIN_HEADER_BYTES_MAX {
+    within_limits("left", headers.len(), bytes)
+}
+
+fn within_limits(what: &str, count: usize, bytes: usize) -> Result<(), String> {
+    if count > PLUGIN_HEADERS_MAX || bytes > PLUGIN_HEADER_BYTES_MAX {
         return Err(format!(
-            "left {} headers ({bytes} bytes); the limits are {PLUGIN_HEADERS_MAX} and {PLUGIN_HEADER_BYTES_MAX}",
-            headers.len()
+            "{what} {count} headers ({bytes} bytes); the limits are {PLUGIN_HEADERS_MAX} and {PLUGIN_HEADER_BYTES_MAX}"
         ));
     }
     Ok(())

@@ -198,23 +198,15 @@ impl LoadedPlugin {
                 Err((kind, detail)) => return self.fail(kind, detail),
             },
         };
-        // Known at load (`PluginSet::build`); asked here only for a plugin loaded otherwise.
-        if self.implemented.get().is_none()
-            && let Err((kind, detail)) = self.ask_hooks(&mut live).await
-        {
-            return self.fail(kind, detail);
-        }
-        if self.skips(hook) {
-            self.checkin(live);
-            return Outcome::Skipped;
-        }
         let started = self.arm(&mut live.store, scope);
         let call = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input);
         let result = tokio::time::timeout(self.limits.wall_timeout, call).await;
         let (calls, duration) = &self.hook_metrics[hook as usize];
         calls.inc();
         duration.observe(started.elapsed().as_secs_f64());
-        live.store.data_mut().scope = None;
+        let data = live.store.data_mut();
+        data.scope = None;
+        data.take_back_lent();
         let Ok(result) = result else {
             // Cut while it waited (a sleep, a poll, the store): the instance is dropped.
             return self.fail(FailureKind::Timeout, self.wall_detail());

@@ -119,12 +119,17 @@ pub enum Breach {
     Memory,
 }
 
+/// How a lent view is taken back from the table: the deleter of its type.
+pub(super) type TakeBack = fn(&mut ResourceTable, u32);
+
 /// The data of one instance's store.
 pub struct HostState {
     /// The plugin.
     pub shared: Arc<PluginShared>,
     wasi: WasiCtx,
     pub(super) table: ResourceTable,
+    /// The views lent for the call under way, each with how to take it back (`view.rs`).
+    pub(super) lent: Vec<(u32, TakeBack)>,
     memory_bytes_max: usize,
     /// The call under way.
     pub call: CallBudget,
@@ -147,6 +152,7 @@ impl HostState {
             shared,
             wasi,
             table: ResourceTable::new(),
+            lent: Vec::new(),
             memory_bytes_max,
             call: CallBudget::new(Duration::ZERO, Duration::ZERO),
             scope: None,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use wasmtime::Store;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTable};
 
 use super::bindings::txgate::plugin::types::{self as wit, Header};
 use super::convert::wit_phase;
@@ -66,22 +66,25 @@ pub struct CallView(pub Arc<StepCall>);
 #[derive(Debug)]
 pub struct AnswerView(pub Arc<StepAnswer>);
 
-/// Lends a view to the instance for one call: the view goes into the host's table, and the
-/// plugin gets a borrow of it. A borrow passes straight through to the guest; an owned handle
-/// lowered as a borrow would leave an entry in the store's own handle table on every call,
-/// until a reused instance hits the store's handle limit.
+/// Lends a view to the instance for the call under way: the view goes into the host's table,
+/// and the plugin gets a borrow of it. Every call's views are taken back when it returns
+/// ([`HostState::take_back_lent`], from `instance.rs`). A borrow passes straight through to the
+/// guest; an owned handle lowered as a borrow would leave an entry in the store's own handle
+/// table on every call, until a reused instance hits the store's handle limit.
 pub(super) fn lend<T: Send + 'static>(
     store: &mut Store<HostState>,
     view: T,
 ) -> wasmtime::Result<Resource<T>> {
-    let owned = store.data_mut().table.push(view)?;
-    Ok(Resource::new_borrow(owned.rep()))
+    let data = store.data_mut();
+    let rep = data.table.push(view)?.rep();
+    data.lent.push((rep, take_back::<T>));
+    Ok(Resource::new_borrow(rep))
 }
 
-/// Takes a lent view back once the call has returned.
-pub(super) fn take_back<T: 'static>(store: &mut Store<HostState>, rep: u32) {
+/// Deletes a lent view from the table; the type is the one it was lent as.
+pub(super) fn take_back<T: 'static>(table: &mut ResourceTable, rep: u32) {
     // Absent only if the plugin dropped a handle it was lent, which the canonical ABI refuses.
-    let _ = store.data_mut().table.delete(Resource::<T>::new_own(rep));
+    let _ = table.delete(Resource::<T>::new_own(rep));
 }
 
 fn text(value: &HeaderValue) -> String {
@@ -106,6 +109,13 @@ fn first(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 impl HostState {
+    /// Takes back every view lent for the call that just returned.
+    pub(super) fn take_back_lent(&mut self) {
+        for (rep, take_back) in self.lent.drain(..) {
+            take_back(&mut self.table, rep);
+        }
+    }
+
     /// Reads a lent view. The canonical ABI only lets a plugin use a handle it was lent, for
     /// the call it was lent to, so the view is there; if it were not, the plugin reads nothing.
     fn read<T: 'static, R: Default>(&self, handle: &Resource<T>, read: impl FnOnce(&T) -> R) -> R {
