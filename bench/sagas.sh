@@ -147,6 +147,24 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# Group commits per saga, one saga at a time (the store's writer idle between them). With the
+# plugins, the idempotency plugin's stored answer should ride on the saga's last commit.
+commits_per_saga() { # PATH
+  local before after i
+  before=$(metric_sum "$ADMIN_PORT" txgate_store_commit_duration_seconds_count)
+  for i in $(seq 20); do
+    curl -sf -o /dev/null -X POST -H "x-request-id: one-by-one-$i-$RANDOM$RANDOM" \
+      -H 'content-type: application/json' -d '{"from":"alice","to":"carol","amount":1}' \
+      "http://127.0.0.1:$TXGATE_PORT$1"
+  done
+  after=$(metric_sum "$ADMIN_PORT" txgate_store_commit_duration_seconds_count)
+  awk -v n=$((after - before)) 'BEGIN { printf "%.2f", n / 20 }'
+}
+if [ "$PLUGINS" = 1 ]; then
+  bare_commits=$(commits_per_saga /transfers)
+  plugged_commits=$(commits_per_saga /plugged)
+fi
+
 saga_rate=$(median ${RATE[saga]})
 direct_calls=$(median ${RATE[direct]})
 block=sagas
@@ -180,6 +198,7 @@ block=sagas
   fi
   if [ "$PLUGINS" = 1 ]; then
     echo "- $(ratio_line "with the three plugins / without" "$(median ${RATE[plugged]})" "$saga_rate" | bold_ratio)"
+    echo "- group commits per saga, 20 sagas one at a time: $bare_commits without the plugins, $plugged_commits with them"
   fi
   echo "- store: $(du -sh "$work/store" | cut -f1) on disk after the run"
 } >"$work/report.md"

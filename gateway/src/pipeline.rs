@@ -8,7 +8,8 @@
 //!    however the request ends;
 //! 6. the route's target: a plain upstream call (pool, retries, breaker) or a saga, which the
 //!    engine owns from then on;
-//! 7. `on-response` in reverse, then `X-Request-ID` echoed and metrics recorded.
+//! 7. `on-response` in reverse (a saga's outcome is then sent only once it is on disk), then
+//!    `X-Request-ID` echoed and metrics recorded.
 //!
 //! Every failure is an [`Error`]; it becomes a response only through [`Error::into_response`].
 
@@ -19,13 +20,13 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::plugin::{RequestFacts, RequestScope, RequestStep};
 use crate::request_id;
-use crate::saga::{SagaRequest, fingerprint};
+use crate::saga::{Durable, SagaRequest, fingerprint};
 use crate::server::listener::{ConnInfo, Handler};
 use crate::upstream::{self, OutboundRequest, Upstream};
 use crate::version::{Route, Target, Version};
@@ -117,25 +118,31 @@ async fn admit(
         server.max_header_bytes,
         server.max_header_count,
     )?;
-    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
-    let body = tokio::time::timeout(
-        body_timeout,
-        read_body(body, &parts.headers, server.max_body_bytes),
-    )
-    .await
-    .map_err(|_| {
-        let detail = format!("the request body did not arrive within {body_timeout:?}");
-        Error::new(ErrorKind::RequestTimeout, detail)
-            .with_header(header::CONNECTION, HeaderValue::from_static("close"))
-    })??;
+    let body = if body.is_end_stream() {
+        // No body (a GET, or `Content-Length: 0`): nothing to wait for, so no timer.
+        Bytes::new()
+    } else {
+        let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
+        tokio::time::timeout(
+            body_timeout,
+            read_body(body, &parts.headers, server.max_body_bytes),
+        )
+        .await
+        .map_err(|_| {
+            let detail = format!("the request body did not arrive within {body_timeout:?}");
+            Error::new(ErrorKind::RequestTimeout, detail)
+                .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+        })??
+    };
     let Some(chain) = request.version.chain(&request.route.name) else {
-        return target(request, parts, body).await;
+        let (response, durable) = target(request, parts, body).await?;
+        return Ok(once_saved(response, durable).await);
     };
     // Dropped when this future ends, or is dropped because the client went away: either way
     // the plugins' holds for this request are released.
     let scope = RequestScope::new(request.gateway.store().clone());
     let mut seen = plugin_view(request, &mut parts, &body);
-    let response = match chain.on_request(&mut seen, &scope).await? {
+    let (response, durable) = match chain.on_request(&mut seen, &scope).await? {
         RequestStep::Respond {
             response,
             answered_by,
@@ -145,16 +152,43 @@ async fn admit(
                 .await;
         }
         RequestStep::Continue => {
-            // The upstream gets the headers as the plugins left them.
-            parts.headers = seen.headers.clone();
+            // The upstream gets the headers as the plugins left them: moved back when no
+            // plugin reads the request again in `on-response`, copied otherwise.
+            parts.headers = match Arc::get_mut(&mut seen) {
+                Some(facts) if !chain.sees_responses() => std::mem::take(&mut facts.headers),
+                _ => seen.headers.clone(),
+            };
             target(request, parts, body)
                 .await
-                .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()))
+                .unwrap_or_else(|error| (error.into_response(request.id.to_str().ok()), None))
         }
     };
-    chain
+    // A saga's outcome goes through the plugins while its save is under way, and leaves only
+    // once it is on disk; if it is not by the deadline, the plugins see the 202 sent instead.
+    let response = chain
         .on_response(chain.len(), &seen, response, &scope)
-        .await
+        .await?;
+    match durable.map(Durable::wait) {
+        None => Ok(response),
+        Some(saved) => match saved.await {
+            Ok(()) => Ok(response),
+            Err(instead) => chain.on_response(chain.len(), &seen, instead, &scope).await,
+        },
+    }
+}
+
+/// The answer, once what it reports is on disk.
+async fn once_saved(
+    response: Response<Full<Bytes>>,
+    durable: Option<Durable>,
+) -> Response<Full<Bytes>> {
+    match durable {
+        Some(durable) => durable
+            .wait()
+            .await
+            .map_or_else(|instead| instead, |()| response),
+        None => response,
+    }
 }
 
 /// The request as plugins see it: shared, so lending it to each plugin copies nothing. It holds
@@ -177,16 +211,17 @@ fn path_and_query(uri: &http::Uri) -> &str {
     uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
-/// The route's target: a plain upstream call, or a saga.
+/// The route's target: a plain upstream call, or a saga (whose outcome may still be on its way
+/// to disk: see [`Durable`]).
 async fn target(
     request: &Admitted<'_>,
     parts: Parts,
     body: Bytes,
-) -> Result<Response<Full<Bytes>>, Error> {
+) -> Result<(Response<Full<Bytes>>, Option<Durable>), Error> {
     match &request.route.target {
         Target::Plain(upstream) => {
             let path = upstream_path(&parts.uri, request.route.strip_prefix.as_deref());
-            proxy(upstream, parts, path, body, request).await
+            Ok((proxy(upstream, parts, path, body, request).await?, None))
         }
         Target::Saga(route) => {
             let saga = SagaRequest {
@@ -204,7 +239,8 @@ async fn target(
                 body,
                 started: request.started,
             };
-            request.gateway.engine().serve(saga).await
+            let answer = request.gateway.engine().serve(saga).await?;
+            Ok((answer.response, answer.durable))
         }
     }
 }
@@ -240,7 +276,7 @@ async fn proxy(
     if let Some(host) = host {
         headers.insert(FORWARDED_HOST, host);
     }
-    upstream::add_forwarded(&mut headers, request.conn.peer.ip(), request.conn.tls);
+    upstream::add_forwarded(&mut headers, &request.conn.peer_ip, request.conn.tls);
     headers.insert(request_id::HEADER, request.id.clone());
     let outbound = OutboundRequest {
         method: parts.method,

@@ -64,6 +64,15 @@ impl Chain {
         self.plugins.is_empty()
     }
 
+    /// Whether any plugin of the chain implements `on-response` (and so reads the request again
+    /// on the way back).
+    pub fn sees_responses(&self) -> bool {
+        !self
+            .plugins
+            .iter()
+            .all(|plugin| plugin.skips(Hook::OnResponse))
+    }
+
     /// Runs `on-request` through the chain, applying header edits to `request`: later plugins
     /// see them, and the upstream gets the headers as the chain leaves them.
     pub async fn on_request(

@@ -11,8 +11,10 @@
 //! request. With `"fresh"`, every call gets a new instance, so nothing a plugin leaves in its
 //! memory reaches another request.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -24,7 +26,7 @@ use super::bindings::txgate::plugin::types::{self as wit, HookError};
 use super::bindings::{Plugin, PluginPre};
 use super::failure::{Failure, FailureKind};
 use super::scope::RequestScope;
-use super::state::{Breach, CallBudget, HostState, PluginShared, thread_cpu};
+use super::state::{Breach, HostState, PluginShared, thread_cpu};
 use crate::config::{Isolation, OnError};
 use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
@@ -200,7 +202,7 @@ impl LoadedPlugin {
         };
         let started = self.arm(&mut live.store, scope);
         let call = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input);
-        let result = tokio::time::timeout(self.limits.wall_timeout, call).await;
+        let result = within(started + self.limits.wall_timeout, call).await;
         let (calls, duration) = &self.hook_metrics[hook as usize];
         calls.inc();
         duration.observe(started.elapsed().as_secs_f64());
@@ -313,7 +315,8 @@ impl LoadedPlugin {
     /// the start time.
     fn arm(&self, store: &mut Store<HostState>, scope: Option<&Arc<RequestScope>>) -> Instant {
         let data = store.data_mut();
-        data.call = CallBudget::new(self.limits.timeout, self.limits.wall_timeout);
+        data.call
+            .restart(self.limits.timeout, self.limits.wall_timeout);
         data.scope = scope.cloned();
         data.breach = Breach::None;
         let started = data.call.started;
@@ -374,5 +377,18 @@ impl LoadedPlugin {
         if idle.len() < IDLE_PER_WORKER_MAX {
             idle.push(live);
         }
+    }
+}
+
+/// Runs `call` until `deadline`. Most hook calls finish in their first poll: the timer is armed
+/// only for one that waits (a sleep, a poll, a durable write), so the others pay for none.
+async fn within<T>(
+    deadline: Instant,
+    call: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let mut call = std::pin::pin!(call);
+    match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        Poll::Ready(value) => Ok(value),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), call).await,
     }
 }

@@ -81,6 +81,17 @@ impl CallBudget {
         }
     }
 
+    /// The same budget, fresh for the next call on this instance. The yield flag is kept, not
+    /// reallocated: a call's yields end with it (an instance whose call was cut is dropped).
+    pub fn restart(&mut self, budget: Duration, wall: Duration) {
+        self.started = Instant::now();
+        self.budget = budget;
+        self.wall = wall;
+        self.charged = Duration::ZERO;
+        self.segment_from = None;
+        self.resumed_ns.store(0, Ordering::Release);
+    }
+
     /// Ends the running segment (at a tick, or before a waiting host call) and returns the
     /// execution charged so far.
     pub fn end_segment(&mut self) -> Duration {

@@ -46,11 +46,20 @@ pub(super) struct Lost;
 
 /// The one persist-and-wait: writes the record durably (waiting while the store cannot), then
 /// shows it to the requests waiting on the saga. `Lost` when the write was fenced.
+///
+/// The final record is shown to them as its save starts: they run their plugins' `on-response`
+/// while the commit is under way, so a durable write there (the idempotency plugin's stored
+/// answer) joins the same group commit when the writer is busy, and they send the answer only
+/// once the record is saved ([`super::Durable`]).
 pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<(), Lost> {
     let mut row = record.row(ctx.retention_ms);
     row.epoch = handle.epoch;
     row.replaces_bytes = handle.persisted_bytes.load(Ordering::Relaxed);
     let len = row.record.len();
+    let shown = Arc::new(record.clone());
+    if record.status.is_final() {
+        handle.finishing.send_replace(Some(shown.clone()));
+    }
     loop {
         match ctx.store.save_saga(row.clone()).await {
             Ok(()) => break,
@@ -62,7 +71,7 @@ pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> 
         }
     }
     handle.persisted_bytes.store(len, Ordering::Relaxed);
-    handle.record.send_replace(Arc::new(record.clone()));
+    handle.record.send_replace(shown);
     Ok(())
 }
 

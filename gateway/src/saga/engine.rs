@@ -19,6 +19,7 @@ use http_body_util::Full;
 
 use super::answer;
 use super::ctx::{Ctx, Live};
+use super::durable::{Durable, SagaAnswer};
 use super::handle::{Admission, Handle};
 use super::record::{NewSaga, SagaRecord};
 use super::route::SagaRoute;
@@ -98,10 +99,7 @@ impl Engine {
 
     /// Serves a request on a saga route: starts its saga, or follows the one its key already
     /// started, and answers within the deadline.
-    pub async fn serve(
-        self: &Arc<Self>,
-        request: SagaRequest<'_>,
-    ) -> Result<Response<Full<Bytes>>, Error> {
+    pub async fn serve(self: &Arc<Self>, request: SagaRequest<'_>) -> Result<SagaAnswer, Error> {
         let deadline = request.started + self.ctx.live.request_timeout();
         let fingerprint = request.fingerprint;
         let key = SagaKey {
@@ -113,7 +111,7 @@ impl Engine {
             return self.follow(&handle, &fingerprint, deadline).await;
         }
         if let Some(record) = self.finished.get(&key) {
-            return existing(&record, &fingerprint);
+            return existing(&record, &fingerprint).map(SagaAnswer::now);
         }
         if let Health::Failing(reason) = self.ctx.store.health() {
             return Err(Error::new(ErrorKind::StoreUnavailable, reason));
@@ -199,10 +197,10 @@ impl Engine {
     /// whose method, path or body differ from the saga's gets 422 and never sees its answer.
     async fn follow(
         &self,
-        handle: &Handle,
+        handle: &Arc<Handle>,
         fingerprint: &[u8; 32],
         deadline: Instant,
-    ) -> Result<Response<Full<Bytes>>, Error> {
+    ) -> Result<SagaAnswer, Error> {
         let mut admission = handle.admission.subscribe();
         let _ = tokio::time::timeout_at(
             deadline.into(),
@@ -211,10 +209,11 @@ impl Engine {
         .await;
         let state = admission.borrow().clone();
         match state {
-            Admission::Existing(record) if !record.status.is_final() => {
-                self.follow_elsewhere(record, fingerprint, deadline).await
-            }
-            Admission::Existing(record) => existing(&record, fingerprint),
+            Admission::Existing(record) if !record.status.is_final() => self
+                .follow_elsewhere(record, fingerprint, deadline)
+                .await
+                .map(SagaAnswer::now),
+            Admission::Existing(record) => existing(&record, fingerprint).map(SagaAnswer::now),
             Admission::Refused(reason) => {
                 Err(Error::new(ErrorKind::StoreUnavailable, reason.to_string()))
             }
@@ -222,13 +221,21 @@ impl Engine {
                 if handle.fingerprint != *fingerprint {
                     return Err(mismatch());
                 }
-                let mut record = handle.record.subscribe();
-                let _ = tokio::time::timeout_at(
-                    deadline.into(),
-                    record.wait_for(|r| r.status.is_final()),
-                )
-                .await;
-                Ok(answer::client(&handle.latest()))
+                let mut finishing = handle.finishing.subscribe();
+                let _ =
+                    tokio::time::timeout_at(deadline.into(), finishing.wait_for(Option::is_some))
+                        .await;
+                let shown = finishing.borrow().clone();
+                Ok(match shown {
+                    Some(outcome) => SagaAnswer {
+                        response: answer::client(&outcome),
+                        durable: Some(Durable {
+                            handle: handle.clone(),
+                            deadline,
+                        }),
+                    },
+                    None => SagaAnswer::now(answer::client(&handle.latest())),
+                })
             }
         }
     }

@@ -12,6 +12,7 @@
 //! - `handle.rs`: a saga being admitted or run, as waiting requests and operators see it;
 //! - `engine.rs`: dedup per (route, client, X-Request-ID), admission owned by the engine, the
 //!   client's deadline;
+//! - `durable.rs`: a saga's answer, sent only once the outcome is on disk;
 //! - `resume.rs`: recovery at start, and in a fleet, takeover of dead gateways' sagas;
 //! - `operate.rs`: the admin calls, for sagas run here or anywhere in the fleet;
 //! - `answer.rs`: the JSON clients and operators see.
@@ -24,6 +25,7 @@
 mod answer;
 mod call;
 mod ctx;
+mod durable;
 mod engine;
 mod forward;
 mod handle;
@@ -37,6 +39,7 @@ mod settle;
 
 pub use answer::{admin as admin_view, client as client_answer};
 pub use ctx::Live;
+pub use durable::{Durable, SagaAnswer};
 pub use engine::{Engine, EngineParts, SagaRequest};
 pub use operate::LIST_LIMIT_MAX;
 pub use plan::{PlannedCall, PlannedStep};

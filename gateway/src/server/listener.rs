@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -36,10 +36,12 @@ const REFUSALS_MAX: usize = 64;
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP as a header value, made once per connection for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
 }
@@ -210,13 +212,15 @@ impl<H: Handler> Connection<H> {
         let served = Arc::new(AtomicU64::new(0));
         let conn_info = ConnInfo {
             peer: self.peer,
+            peer_ip: HeaderValue::from_str(&self.peer.ip().to_string())
+                .expect("an IP address is a valid header value"),
             tls,
         };
         let handler = self.handler.clone();
         let counter = served.clone();
         let service = service_fn(move |request| {
             counter.fetch_add(1, Ordering::AcqRel);
-            let handler = handler.clone();
+            let (handler, conn_info) = (handler.clone(), conn_info.clone());
             async move { Ok::<_, Infallible>(handler.handle(request, conn_info).await) }
         });
         let limits = HeadLimits {

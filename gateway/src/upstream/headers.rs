@@ -1,8 +1,6 @@
 //! Header hygiene for proxied messages: hop-by-hop headers (RFC 9110 §7.6.1) are removed in both
 //! directions, and the client's address is appended to `X-Forwarded-For`.
 
-use std::net::IpAddr;
-
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The connection-specific headers a proxy must not forward, beyond those listed in `Connection`.
@@ -40,19 +38,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the peer to `X-Forwarded-For` (folding earlier values into one line) and sets
-/// `X-Forwarded-Proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, tls: bool) {
-    let mut chain = String::new();
-    for value in headers.get_all(&FORWARDED_FOR) {
-        if let Ok(text) = value.to_str() {
-            chain.push_str(text.trim());
-            chain.push_str(", ");
+/// Appends the peer (its IP, as a header value) to `X-Forwarded-For`, folding earlier values
+/// into one line, and sets `X-Forwarded-Proto`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, tls: bool) {
+    if headers.contains_key(&FORWARDED_FOR) {
+        let mut chain = String::new();
+        for value in headers.get_all(&FORWARDED_FOR) {
+            if let Ok(text) = value.to_str() {
+                chain.push_str(text.trim());
+                chain.push_str(", ");
+            }
         }
-    }
-    chain.push_str(&peer.to_string());
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(FORWARDED_FOR, value);
+        chain.push_str(peer_ip.to_str().unwrap_or_default());
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(FORWARDED_FOR, value);
+        }
+    } else {
+        // The common case: no proxy before us, so the connection's value is used as it is.
+        headers.insert(FORWARDED_FOR, peer_ip.clone());
     }
     let proto = if tls { "https" } else { "http" };
     headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -83,8 +86,16 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         headers.append(FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        add_forwarded(&mut headers, "127.0.0.1".parse().unwrap(), false);
+        add_forwarded(&mut headers, &HeaderValue::from_static("127.0.0.1"), false);
         assert_eq!(headers[FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(headers[FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn starts_the_chain_when_there_is_none() {
+        let mut headers = HeaderMap::new();
+        add_forwarded(&mut headers, &HeaderValue::from_static("::1"), true);
+        assert_eq!(headers[FORWARDED_FOR], "::1");
+        assert_eq!(headers[FORWARDED_PROTO], "https");
     }
 }

@@ -156,14 +156,17 @@ impl Plugin for Idempotency {
         }
         let key = settings.key(request);
         let fp = fingerprint(request);
+        // Held first, then read once: a hold is in memory, a read may go to disk. A stored
+        // answer still wins over a holder, so a retry after completion is replayed even while
+        // another retry of it holds the key.
+        let holder = kv::hold(&key, fp.as_bytes())?;
         if let Some(answer) = stored(&key, &fp, request)? {
             return Ok(answer);
         }
-        match kv::hold(&key, fp.as_bytes())? {
+        match holder {
             Some(holder) if holder != fp.as_bytes() => Ok(reused(request)),
             Some(_) => Ok(in_flight(request)),
-            // Held now; the answer may have been stored by the request that held it just before.
-            None => Ok(stored(&key, &fp, request)?.unwrap_or_else(RequestDecision::pass)),
+            None => Ok(RequestDecision::pass()),
         }
     }
 
