@@ -168,12 +168,12 @@ async fn admit(
     let response = chain
         .on_response(chain.len(), &seen, response, &scope)
         .await?;
-    match durable.map(Durable::wait) {
-        None => Ok(response),
-        Some(saved) => match saved.await {
-            Ok(()) => Ok(response),
-            Err(instead) => chain.on_response(chain.len(), &seen, instead, &scope).await,
-        },
+    let Some(durable) = durable else {
+        return Ok(response);
+    };
+    match durable.wait().await {
+        Ok(()) => Ok(response),
+        Err(instead) => chain.on_response(chain.len(), &seen, instead, &scope).await,
     }
 }
 

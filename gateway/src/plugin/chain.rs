@@ -67,10 +67,7 @@ impl Chain {
     /// Whether any plugin of the chain implements `on-response` (and so reads the request again
     /// on the way back).
     pub fn sees_responses(&self) -> bool {
-        !self
-            .plugins
-            .iter()
-            .all(|plugin| plugin.skips(Hook::OnResponse))
+        any_sees_responses(&self.plugins)
     }
 
     /// Runs `on-request` through the chain, applying header edits to `request`: later plugins
@@ -132,7 +129,7 @@ impl Chain {
         scope: &Arc<RequestScope>,
     ) -> Result<Response<Full<Bytes>>, Error> {
         let plugins = &self.plugins[..upto.min(self.plugins.len())];
-        if plugins.iter().all(|plugin| plugin.skips(Hook::OnResponse)) {
+        if !any_sees_responses(plugins) {
             return Ok(response);
         }
         let mut current = Arc::new(ResponseFacts::of(response).await);
@@ -288,6 +285,10 @@ impl Chain {
         }
         Ok(UndoDecision::Send(Arc::unwrap_or_clone(current)))
     }
+}
+
+fn any_sees_responses(plugins: &[Arc<LoadedPlugin>]) -> bool {
+    !plugins.iter().all(|plugin| plugin.skips(Hook::OnResponse))
 }
 
 /// A failed outcome becomes an error (`reject`) or is passed over (`skip`).
