@@ -31,12 +31,21 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago.
+/// Ports handed to the processes the tests start: below Linux's ephemeral range (32768 and
+/// up), where the kernel picks the local port of every outgoing connection. A port taken from
+/// that range could be given to some test's client socket before the gateway binds it, or
+/// between a gateway's stop and its restart on the same port.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that was free a moment ago, from [`TEST_PORTS`].
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    for _ in 0..1_000 {
+        let port = fastrand::u16(TEST_PORTS);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} after 1,000 tries");
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.

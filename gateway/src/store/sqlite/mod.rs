@@ -13,6 +13,7 @@
 //! Without it, a writer that never pauses would grow the WAL, and every read's search in it,
 //! without end.
 
+mod answer;
 mod ops;
 mod read;
 mod schema;
@@ -28,16 +29,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::cache::Recent;
 use super::quota::{Quota, Usage};
 use super::{Applied, Claim, Health, Mutation, SagaFilter, SagaRow, StoreError};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
+use answer::Job;
 use ops::{Book, Done, Op, SAGAS};
 use read::Readers;
-use writer::{Job, Shared, Writer};
+use writer::{Shared, Writer};
 
 /// The database file's name in the store directory.
 pub(super) const DB_FILE: &str = "txgate.db";
@@ -52,6 +54,10 @@ const WAL_PAGES_RESTART: i64 = 1024;
 /// each index, and SQLite walks its whole page-cache hash table at the end of every write
 /// transaction, so a large cache costs every commit.
 const WRITE_CACHE_KIB: i64 = 4 * 1024;
+/// How often a connection kept out by the other looks again.
+const BUSY_RETRY: Duration = Duration::from_micros(100);
+/// How long it waits at most before it reports the database busy.
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The WAL is truncated to this after a checkpoint.
 const WAL_BYTES_KEPT: i64 = 16 * 1024 * 1024;
 
@@ -88,7 +94,7 @@ impl Sqlite {
         let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).map_err(|e| schema::explain(&path, &e))?;
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_handler(Some(busy_wait))
             .map_err(|e| schema::explain(&path, &e))?;
         schema::prepare(&mut conn, &path)?;
         conn.execute_batch(&format!(
@@ -135,14 +141,15 @@ impl Sqlite {
     }
 
     async fn submit(&self, op: Op) -> Result<Done, StoreError> {
-        let (reply, answer) = oneshot::channel();
+        let (job, answer) = Job::new(op);
         self.queue
-            .send(Job { op, reply })
+            .send(job)
             .await
             .map_err(|_| StoreError::Unavailable("the store has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the store has stopped".into()))?
+            .take()
     }
 
     /// Refuses new work while the store cannot write.
@@ -278,15 +285,12 @@ impl Sqlite {
     /// Commits what is queued and stops the threads.
     pub(super) fn close(&self) {
         self.shared.stopping.store(true, Ordering::Release);
-        let (reply, _) = oneshot::channel();
         // Wakes the writer if it is idle; it stops once the queue is empty.
-        let _ = self.queue.try_send(Job {
-            op: Op::Expire {
-                limit: 0,
-                created_before: String::new(),
-            },
-            reply,
+        let (wake, _) = Job::new(Op::Expire {
+            limit: 0,
+            created_before: String::new(),
         });
+        let _ = self.queue.try_send(wake);
         for thread in self.threads.lock().expect("threads").drain(..) {
             let _ = thread.join();
         }
@@ -317,7 +321,7 @@ fn synchronous_name(level: i64) -> &'static str {
 }
 
 fn checkpoint(conn: &Connection, shared: &Shared) {
-    let _ = conn.busy_timeout(Duration::from_secs(1));
+    let _ = conn.busy_handler(Some(busy_wait));
     let run = |mode: &str| -> rusqlite::Result<i64> {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
     };
@@ -333,6 +337,19 @@ fn checkpoint(conn: &Connection, shared: &Shared) {
             tracing::debug!(%error, "WAL checkpoint did not run");
         }
     }
+}
+
+/// While the other connection holds the WAL (a restarting checkpoint holds it for well under a
+/// millisecond), a connection looks again every [`BUSY_RETRY`], for up to [`BUSY_WAIT_MAX`].
+/// SQLite's own wait sleeps 1, 2, 5, 10 ms and longer between looks, and every saga waits on
+/// the writer meanwhile.
+fn busy_wait(attempts: i32) -> bool {
+    let waited = BUSY_RETRY * u32::try_from(attempts).unwrap_or(u32::MAX);
+    if waited >= BUSY_WAIT_MAX {
+        return false;
+    }
+    std::thread::sleep(BUSY_RETRY);
+    true
 }
 
 fn spawn(name: &str, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {

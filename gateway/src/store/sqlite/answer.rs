@@ -1,0 +1,167 @@
+//! How a committed batch's waiters hear back: one wake-up per worker thread, not one per write.
+//!
+//! The writer is a plain thread, so every task it wakes is woken from outside its runtime, and
+//! each such wake costs a system call to rouse that worker (a batch holds about 30 writes). So
+//! the writer groups a batch's answers by the worker each write came from and sends each group
+//! to one of its waiters; that waiter, on its own worker, hands the others theirs, which is a
+//! local wake and costs no system call. A waiter that has gone away (its client hung up) is
+//! skipped for the next one, and an [`Answer`] dropped unread still hands the others theirs, so
+//! no waiter is ever left without its answer.
+
+use tokio::sync::oneshot;
+
+use super::super::StoreError;
+use super::ops::{Done, Op};
+
+/// What one write came to.
+pub(super) type Outcome = Result<Done, StoreError>;
+
+/// A queued write and who waits for it.
+pub(super) struct Job {
+    pub(super) op: Op,
+    /// The worker thread the waiter runs on (`crate::worker::index`).
+    pub(super) worker: usize,
+    pub(super) reply: oneshot::Sender<Answer>,
+}
+
+impl Job {
+    /// A write from the current thread, and the receiver its answer comes to.
+    pub(super) fn new(op: Op) -> (Self, oneshot::Receiver<Answer>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Self {
+            op,
+            worker: crate::worker::index(),
+            reply,
+        };
+        (job, answer)
+    }
+}
+
+/// A waiter's answer, and the answers of the other waiters on its worker, which it hands out.
+#[derive(Debug)]
+pub(super) struct Answer {
+    outcome: Option<Outcome>,
+    others: Vec<(oneshot::Sender<Answer>, Outcome)>,
+}
+
+impl Answer {
+    fn alone(outcome: Outcome) -> Self {
+        Self {
+            outcome: Some(outcome),
+            others: Vec::new(),
+        }
+    }
+
+    /// This waiter's outcome; the others get theirs as `self` drops.
+    pub(super) fn take(mut self) -> Outcome {
+        self.outcome.take().unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "the store's answer was taken twice".into(),
+            ))
+        })
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        for (reply, outcome) in self.others.drain(..) {
+            let _ = reply.send(Answer::alone(outcome));
+        }
+    }
+}
+
+/// Answers every job of a batch, one send per worker that has waiters in it.
+pub(super) fn answer_all(jobs: impl IntoIterator<Item = (Job, Outcome)>) {
+    let mut groups: Vec<Vec<(oneshot::Sender<Answer>, Outcome)>> = Vec::new();
+    for (job, outcome) in jobs {
+        if groups.len() <= job.worker {
+            groups.resize_with(job.worker + 1, Vec::new);
+        }
+        groups[job.worker].push((job.reply, outcome));
+    }
+    for group in groups {
+        answer_group(group);
+    }
+}
+
+/// Sends a worker's answers to the first of its waiters still there.
+fn answer_group(mut group: Vec<(oneshot::Sender<Answer>, Outcome)>) {
+    while let Some((reply, outcome)) = group.pop() {
+        let answer = Answer {
+            outcome: Some(outcome),
+            others: std::mem::take(&mut group),
+        };
+        match reply.send(answer) {
+            Ok(()) => return,
+            Err(mut gone) => group = std::mem::take(&mut gone.others),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(worker: usize) -> (Job, oneshot::Receiver<Answer>) {
+        let (mut job, answer) = Job::new(Op::Expire {
+            limit: 0,
+            created_before: String::new(),
+        });
+        job.worker = worker;
+        (job, answer)
+    }
+
+    fn outcome(receiver: &mut oneshot::Receiver<Answer>) -> Option<u64> {
+        match receiver.try_recv().ok()?.take() {
+            Ok(Done::Expired(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_worker_gets_one_send_and_every_waiter_its_own_outcome() {
+        let mut jobs = Vec::new();
+        let mut waiters = Vec::new();
+        for (i, worker) in [0, 1, 0, 1, 0].into_iter().enumerate() {
+            let (job, answer) = job(worker);
+            jobs.push((job, Ok(Done::Expired(i as u64))));
+            waiters.push(answer);
+        }
+        answer_all(jobs);
+        // Before anyone reads, exactly one waiter per worker has heard: the one that holds
+        // its worker's group.
+        let mut holders = Vec::new();
+        for (i, waiter) in waiters.iter_mut().enumerate() {
+            if let Ok(answer) = waiter.try_recv() {
+                holders.push((i, answer));
+            }
+        }
+        assert_eq!(holders.len(), 2, "one send per worker");
+        let held: Vec<usize> = holders.iter().map(|(i, _)| *i).collect();
+        for (i, answer) in holders {
+            assert!(matches!(answer.take(), Ok(Done::Expired(n)) if n == i as u64));
+        }
+        for (i, waiter) in waiters.iter_mut().enumerate() {
+            if !held.contains(&i) {
+                assert_eq!(outcome(waiter), Some(i as u64), "waiter {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_waiter_that_left_is_skipped_and_one_that_drops_its_answer_still_hands_out_the_others() {
+        let (first, mut reader) = job(0);
+        let (second, mut dropper) = job(0);
+        let (third, gone) = job(0);
+        drop(gone);
+        // The group is offered from the back: `third` has left, so `second` holds it.
+        answer_all([
+            (first, Ok(Done::Expired(1))),
+            (second, Ok(Done::Expired(2))),
+            (third, Ok(Done::Expired(3))),
+        ]);
+        assert!(reader.try_recv().is_err(), "not yet handed out");
+        drop(dropper.try_recv().expect("the holder's answer"));
+        assert_eq!(outcome(&mut reader), Some(1));
+    }
+}
