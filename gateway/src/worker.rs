@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 static COUNT: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
-    static INDEX: Cell<usize> = const { Cell::new(0) };
+    /// `None` on threads outside the worker pool.
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// Records how many workers there are (once, before they start).
@@ -26,11 +27,16 @@ pub fn count() -> usize {
 
 /// Marks the current thread as worker `index`.
 pub fn set_index(index: usize) {
-    INDEX.with(|i| i.set(index));
+    INDEX.with(|i| i.set(Some(index)));
 }
 
 /// The current worker (0 on threads outside the worker pool).
 pub fn index() -> usize {
+    current().unwrap_or(0)
+}
+
+/// The current worker, if this thread is one.
+pub fn current() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 

@@ -19,8 +19,9 @@ pub(super) type Outcome = Result<Done, StoreError>;
 /// A queued write and who waits for it.
 pub(super) struct Job {
     pub(super) op: Op,
-    /// The worker thread the waiter runs on (`crate::worker::index`).
-    pub(super) worker: usize,
+    /// The worker thread the waiter runs on; `None` off the worker pool (the sweeper, start-up),
+    /// whose waiters are answered one by one.
+    pub(super) worker: Option<usize>,
     pub(super) reply: oneshot::Sender<Answer>,
 }
 
@@ -30,7 +31,7 @@ impl Job {
         let (reply, answer) = oneshot::channel();
         let job = Self {
             op,
-            worker: crate::worker::index(),
+            worker: crate::worker::current(),
             reply,
         };
         (job, answer)
@@ -74,10 +75,14 @@ impl Drop for Answer {
 pub(super) fn answer_all(jobs: impl IntoIterator<Item = (Job, Outcome)>) {
     let mut groups: Vec<Vec<(oneshot::Sender<Answer>, Outcome)>> = Vec::new();
     for (job, outcome) in jobs {
-        if groups.len() <= job.worker {
-            groups.resize_with(job.worker + 1, Vec::new);
+        let Some(worker) = job.worker else {
+            let _ = job.reply.send(Answer::alone(outcome));
+            continue;
+        };
+        if groups.len() <= worker {
+            groups.resize_with(worker + 1, Vec::new);
         }
-        groups[job.worker].push((job.reply, outcome));
+        groups[worker].push((job.reply, outcome));
     }
     for group in groups {
         answer_group(group);
@@ -102,7 +107,7 @@ fn answer_group(mut group: Vec<(oneshot::Sender<Answer>, Outcome)>) {
 mod tests {
     use super::*;
 
-    fn job(worker: usize) -> (Job, oneshot::Receiver<Answer>) {
+    fn job(worker: Option<usize>) -> (Job, oneshot::Receiver<Answer>) {
         let (mut job, answer) = Job::new(Op::Expire {
             limit: 0,
             created_before: String::new(),
@@ -122,21 +127,29 @@ mod tests {
     fn each_worker_gets_one_send_and_every_waiter_its_own_outcome() {
         let mut jobs = Vec::new();
         let mut waiters = Vec::new();
-        for (i, worker) in [0, 1, 0, 1, 0].into_iter().enumerate() {
+        for (i, worker) in [Some(0), Some(1), Some(0), Some(1), Some(0), None, None]
+            .into_iter()
+            .enumerate()
+        {
             let (job, answer) = job(worker);
             jobs.push((job, Ok(Done::Expired(i as u64))));
             waiters.push(answer);
         }
         answer_all(jobs);
-        // Before anyone reads, exactly one waiter per worker has heard: the one that holds
-        // its worker's group.
+        // Before anyone reads, exactly one waiter per worker has heard, the one that holds its
+        // worker's group, and each waiter off the pool has heard on its own.
         let mut holders = Vec::new();
         for (i, waiter) in waiters.iter_mut().enumerate() {
             if let Ok(answer) = waiter.try_recv() {
                 holders.push((i, answer));
             }
         }
-        assert_eq!(holders.len(), 2, "one send per worker");
+        assert_eq!(
+            holders.len(),
+            4,
+            "one send per worker, one per waiter off the pool"
+        );
+        assert!(holders.iter().any(|(i, _)| *i == 5) && holders.iter().any(|(i, _)| *i == 6));
         let held: Vec<usize> = holders.iter().map(|(i, _)| *i).collect();
         for (i, answer) in holders {
             assert!(matches!(answer.take(), Ok(Done::Expired(n)) if n == i as u64));
@@ -150,9 +163,9 @@ mod tests {
 
     #[test]
     fn a_waiter_that_left_is_skipped_and_one_that_drops_its_answer_still_hands_out_the_others() {
-        let (first, mut reader) = job(0);
-        let (second, mut dropper) = job(0);
-        let (third, gone) = job(0);
+        let (first, mut reader) = job(Some(0));
+        let (second, mut dropper) = job(Some(0));
+        let (third, gone) = job(Some(0));
         drop(gone);
         // The group is offered from the back: `third` has left, so `second` holds it.
         answer_all([

@@ -3,13 +3,15 @@
 //! - `schema.rs`: the tables, and the checks that refuse a file that is not ours, damaged, or
 //!   of the old log format;
 //! - `writer.rs`: the one writer thread, group commit, fail-stop and probing;
+//! - `answer.rs`: how a committed batch's waiters hear back, one wake-up per worker;
 //! - `ops.rs`: each write inside the writer's transaction, with quota accounting;
 //! - `read.rs`: the pool of read connections.
 //!
 //! A background thread checkpoints the WAL into the database file, so the writer never pays for
 //! a checkpoint inside a commit: a passive checkpoint copies the WAL's pages while the writer
 //! goes on; once the WAL is large, a restarting one finishes the few pages written meanwhile
-//! (holding the writer only for those) so that the next commit starts the WAL from the top.
+//! (holding the writer for those, and while a reader still reads from the WAL) so that the next
+//! commit starts the WAL from the top.
 //! Without it, a writer that never pauses would grow the WAL, and every read's search in it,
 //! without end.
 
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -56,8 +58,10 @@ const WAL_PAGES_RESTART: i64 = 1024;
 const WRITE_CACHE_KIB: i64 = 4 * 1024;
 /// How often a connection kept out by the other looks again.
 const BUSY_RETRY: Duration = Duration::from_micros(100);
-/// How long it waits at most before it reports the database busy.
+/// How long the writer waits at most before it reports the database busy.
 const BUSY_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long the checkpointer waits at most, for the writer or for readers.
+const CHECKPOINT_BUSY_WAIT_MAX: Duration = Duration::from_secs(1);
 /// The WAL is truncated to this after a checkpoint.
 const WAL_BYTES_KEPT: i64 = 16 * 1024 * 1024;
 
@@ -94,7 +98,7 @@ impl Sqlite {
         let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).map_err(|e| schema::explain(&path, &e))?;
-        conn.busy_handler(Some(busy_wait))
+        conn.busy_handler(Some(writer_busy_wait))
             .map_err(|e| schema::explain(&path, &e))?;
         schema::prepare(&mut conn, &path)?;
         conn.execute_batch(&format!(
@@ -321,7 +325,7 @@ fn synchronous_name(level: i64) -> &'static str {
 }
 
 fn checkpoint(conn: &Connection, shared: &Shared) {
-    let _ = conn.busy_handler(Some(busy_wait));
+    let _ = conn.busy_handler(Some(checkpoint_busy_wait));
     let run = |mode: &str| -> rusqlite::Result<i64> {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
     };
@@ -339,13 +343,35 @@ fn checkpoint(conn: &Connection, shared: &Shared) {
     }
 }
 
-/// While the other connection holds the WAL (a restarting checkpoint holds it for well under a
-/// millisecond), a connection looks again every [`BUSY_RETRY`], for up to [`BUSY_WAIT_MAX`].
-/// SQLite's own wait sleeps 1, 2, 5, 10 ms and longer between looks, and every saga waits on
-/// the writer meanwhile.
-fn busy_wait(attempts: i32) -> bool {
-    let waited = BUSY_RETRY * u32::try_from(attempts).unwrap_or(u32::MAX);
-    if waited >= BUSY_WAIT_MAX {
+/// The writer, kept out by the checkpointer, looks again every [`BUSY_RETRY`] for up to
+/// [`BUSY_WAIT_MAX`]. SQLite's own wait sleeps 1, 2, 5, 10 ms and longer between looks, and every
+/// saga waits on the writer meanwhile.
+fn writer_busy_wait(attempts: i32) -> bool {
+    busy_wait(attempts, BUSY_WAIT_MAX)
+}
+
+/// The checkpointer gives up after [`CHECKPOINT_BUSY_WAIT_MAX`], well before the writer would:
+/// while a restarting checkpoint waits for a reader (an operator's `sqlite3` shell, a long
+/// admin query) to leave the WAL, it holds the writer out, and then tries again at its next
+/// interval instead.
+fn checkpoint_busy_wait(attempts: i32) -> bool {
+    busy_wait(attempts, CHECKPOINT_BUSY_WAIT_MAX)
+}
+
+/// Looks again every [`BUSY_RETRY`] until `limit` has passed since the first look of this wait
+/// (`attempts` is 0 on the first call).
+fn busy_wait(attempts: i32, limit: Duration) -> bool {
+    thread_local! {
+        static WAITING_SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = Instant::now();
+    let since = WAITING_SINCE.with(|since| {
+        if attempts == 0 || since.get().is_none() {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= limit {
         return false;
     }
     std::thread::sleep(BUSY_RETRY);
