@@ -41,31 +41,32 @@ impl Job {
 /// A waiter's answer, and the answers of the other waiters on its worker, which it hands out.
 #[derive(Debug)]
 pub(super) struct Answer {
-    outcome: Option<Outcome>,
-    others: Vec<(oneshot::Sender<Answer>, Outcome)>,
+    outcome: Outcome,
+    others: Handout,
 }
 
 impl Answer {
     fn alone(outcome: Outcome) -> Self {
         Self {
-            outcome: Some(outcome),
-            others: Vec::new(),
+            outcome,
+            others: Handout(Vec::new()),
         }
     }
 
-    /// This waiter's outcome; the others get theirs as `self` drops.
-    pub(super) fn take(mut self) -> Outcome {
-        self.outcome.take().unwrap_or_else(|| {
-            Err(StoreError::Unavailable(
-                "the store's answer was taken twice".into(),
-            ))
-        })
+    /// This waiter's outcome; the others get theirs as the rest of `self` drops.
+    pub(super) fn take(self) -> Outcome {
+        self.outcome
     }
 }
 
-impl Drop for Answer {
+/// Other waiters' answers, handed out when dropped: whether the holder read its answer or its
+/// receiver dropped the answer unread.
+#[derive(Debug)]
+struct Handout(Vec<(oneshot::Sender<Answer>, Outcome)>);
+
+impl Drop for Handout {
     fn drop(&mut self) {
-        for (reply, outcome) in self.others.drain(..) {
+        for (reply, outcome) in self.0.drain(..) {
             let _ = reply.send(Answer::alone(outcome));
         }
     }
@@ -93,12 +94,12 @@ pub(super) fn answer_all(jobs: impl IntoIterator<Item = (Job, Outcome)>) {
 fn answer_group(mut group: Vec<(oneshot::Sender<Answer>, Outcome)>) {
     while let Some((reply, outcome)) = group.pop() {
         let answer = Answer {
-            outcome: Some(outcome),
-            others: std::mem::take(&mut group),
+            outcome,
+            others: Handout(std::mem::take(&mut group)),
         };
         match reply.send(answer) {
             Ok(()) => return,
-            Err(mut gone) => group = std::mem::take(&mut gone.others),
+            Err(mut gone) => group = std::mem::take(&mut gone.others.0),
         }
     }
 }

@@ -366,7 +366,7 @@ fn busy_wait(attempts: i32, limit: Duration) -> bool {
     }
     let now = Instant::now();
     let since = WAITING_SINCE.with(|since| {
-        if attempts == 0 || since.get().is_none() {
+        if attempts == 0 {
             since.set(Some(now));
         }
         since.get().unwrap_or(now)
