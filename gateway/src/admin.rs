@@ -15,7 +15,6 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::pipeline::read_body;
 use crate::saga::{self, Status};
-use crate::store::Health;
 
 /// Largest operator note accepted by resolve.
 const NOTE_BYTES_MAX: u64 = 64 * 1024;
@@ -74,6 +73,10 @@ impl Admin {
                 let method = method.clone();
                 self.saga_call(method, rest, request).await
             }
+            (method, "/metrics" | "/admin/store" | "/admin/sagas") => {
+                Err(not_allowed(method, &path, "GET"))
+            }
+            (method, "/admin/reload") => Err(not_allowed(method, &path, "POST")),
             _ => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no admin call {} {path}", request.method()),
@@ -148,6 +151,12 @@ impl Admin {
                 let record = engine.resolve(id, note.to_string()).await?;
                 Ok(json(StatusCode::OK, &saga::admin_view(&record)))
             }
+            (method, None) => Err(not_allowed(&method, &format!("/admin/sagas/{rest}"), "GET")),
+            (method, Some((_, "retry" | "resolve"))) => Err(not_allowed(
+                &method,
+                &format!("/admin/sagas/{rest}"),
+                "POST",
+            )),
             (method, _) => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no admin call {method} /admin/sagas/{rest}"),
@@ -156,17 +165,13 @@ impl Admin {
     }
 
     fn readyz(&self) -> Response<Full<Bytes>> {
-        let ready = self.gateway.is_ready();
-        let status = if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        let mut body = serde_json::json!({ "ready": ready });
-        if let Health::Failing(reason) = self.gateway.store().health() {
-            body["store"] = serde_json::json!({ "writable": false, "error": reason });
+        match self.gateway.readiness() {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ready": true })),
+            Err(cause) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "ready": false, "cause": cause }),
+            ),
         }
-        json(status, &body)
     }
 
     async fn reload(&self) -> Result<Response<Full<Bytes>>, Error> {
@@ -195,7 +200,10 @@ impl Admin {
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::from(self.gateway.metrics().encode())));
+        let progress = self.gateway.store().progress();
+        let metrics = self.gateway.metrics();
+        metrics.store_progress(progress.busy, progress.wal_bytes);
+        let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -210,6 +218,15 @@ impl Handler for Admin {
             .await
             .unwrap_or_else(|error| error.into_response(None))
     }
+}
+
+/// A known admin call asked with the wrong method: 405 with `Allow`.
+fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Error {
+    Error::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{method} is not allowed on {path}; allowed: {allow}"),
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static(allow))
 }
 
 /// A JSON response.

@@ -23,7 +23,7 @@ pub enum ErrorKind {
     BadRequest,
     /// `X-Request-ID` is missing where required, or not 1–255 visible ASCII characters.
     InvalidRequestId,
-    /// No route matches the path.
+    /// No route matches the path, or the thing asked for does not exist (a saga id).
     NotFound,
     /// A route matches the path but not the method.
     MethodNotAllowed,
@@ -144,7 +144,7 @@ impl ErrorKind {
         match self {
             Self::BadRequest => "Bad request",
             Self::InvalidRequestId => "Missing or invalid X-Request-ID",
-            Self::NotFound => "No route for this path",
+            Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed on this route",
             Self::PayloadTooLarge => "Request body too large",
             Self::RequestTimeout => "Request body too slow",
@@ -288,12 +288,18 @@ impl Error {
     pub fn to_http1_bytes(&self) -> Bytes {
         let status = self.kind.status();
         let body = self.problem(None);
-        let head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             body.len()
         );
+        for (name, value) in &self.headers {
+            if let Ok(value) = value.to_str() {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(&body);
         Bytes::from(bytes)

@@ -29,6 +29,8 @@ pub struct Gateway {
     engine: Arc<Engine>,
     jobs: Mutex<Vec<mpsc::UnboundedReceiver<Job>>>,
     ready: watch::Sender<bool>,
+    /// The sweeper thread, once started: the gateway is not ready without it.
+    sweeper: Mutex<Option<std::thread::JoinHandle<()>>>,
     unmatched: Name,
 }
 
@@ -36,7 +38,8 @@ impl Gateway {
     /// Builds the gateway from a validated config: opens the store and builds the first
     /// version (plugins compiled).
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> Result<Self, Error> {
-        let store = open_store(&config, &metrics)?;
+        let boot_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
+        let store = open_store(&config, &metrics, &boot_id)?;
         let env = Env {
             metrics: metrics.clone(),
             workers,
@@ -44,7 +47,7 @@ impl Gateway {
                 runtime: plugin::Runtime::new()?,
                 store: store.clone(),
                 metrics: metrics.clone(),
-                boot_id: Arc::from(uuid::Uuid::new_v4().to_string()),
+                boot_id,
             },
         };
         let retention = Duration::from_secs(config.store.retention_secs);
@@ -69,6 +72,7 @@ impl Gateway {
             engine: Arc::new(engine),
             jobs: Mutex::new(jobs),
             ready: watch::channel(false).0,
+            sweeper: Mutex::new(None),
             unmatched: Arc::new("_unmatched".to_string()),
         })
     }
@@ -112,8 +116,11 @@ impl Gateway {
                     }
                 }
             });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start the sweeper: expired rows stay until restart");
+        match spawned {
+            Ok(thread) => *self.sweeper.lock().expect("sweeper") = Some(thread),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the sweeper: expired rows stay until restart");
+            }
         }
     }
 
@@ -157,9 +164,20 @@ impl Gateway {
         &self.unmatched
     }
 
-    /// Whether `/readyz` answers 200: started, not shutting down, and the store can write.
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow() && self.store.health() == Health::Writable
+    /// Whether `/readyz` answers 200: started, not shutting down, the store can write and its
+    /// writer moves, and the sweeper runs. `Err` says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !*self.ready.borrow() {
+            return Err("starting (resuming sagas, loading plugins) or shutting down".into());
+        }
+        if let Health::Failing(reason) = self.store.health() {
+            return Err(reason);
+        }
+        let sweeper = self.sweeper.lock().expect("sweeper");
+        if sweeper.as_ref().is_none_or(|thread| thread.is_finished()) {
+            return Err("the sweeper stopped: expired sagas and keys are not removed".into());
+        }
+        Ok(())
     }
 
     /// Marks the gateway started (store recovered, plugins loaded) or not (shutting down).
@@ -173,13 +191,20 @@ impl Gateway {
     }
 }
 
-pub(crate) fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Store>, Error> {
+/// Opens the config's store; `instance` names this process (in a fleet, the process renewing
+/// the gateway's lease).
+pub(crate) fn open_store(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    instance: &str,
+) -> Result<Arc<dyn Store>, Error> {
     let store = &config.store;
     let gateway = config.gateway_id();
     if store.backend == Backend::Postgres {
         let settings = FleetSettings {
             url: store.database_url(),
             gateway: gateway.clone(),
+            instance: instance.to_string(),
             lease: Duration::from_millis(store.lease_ms),
             retention_ms: store.retention_secs.saturating_mul(1000),
         };

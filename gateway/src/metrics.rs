@@ -3,6 +3,7 @@
 //! Label values are `Arc<String>` so the hot path clones a pointer, not a string.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -76,6 +77,8 @@ pub struct Metrics {
     store_commit_duration: Histogram,
     store_errors: Family<ErrorKindLabel, Counter>,
     store_writable: Gauge,
+    store_writer_busy: Gauge<f64, AtomicU64>,
+    store_wal_bytes: Gauge,
     fleet_takeovers: Counter,
     lease_renewal: Histogram,
 }
@@ -108,6 +111,8 @@ impl Metrics {
         let store_errors = Family::default();
         let store_writable = Gauge::default();
         store_writable.set(1);
+        let store_writer_busy = Gauge::<f64, AtomicU64>::default();
+        let store_wal_bytes = Gauge::default();
         let fleet_takeovers = Counter::default();
         let lease_renewal = latency_histogram();
         let prefix = |name: &str| format!("txgate_{name}");
@@ -163,6 +168,17 @@ impl Metrics {
             store_writable.clone(),
         );
         registry.register(
+            prefix("store_writer_busy_seconds"),
+            "How long the store's writer has been in the commit under way (0 while it waits for \
+             work); with the commit count, what a watchdog reads",
+            store_writer_busy.clone(),
+        );
+        registry.register(
+            prefix("store_wal_bytes"),
+            "Size of the embedded store's write-ahead log",
+            store_wal_bytes.clone(),
+        );
+        registry.register(
             prefix("fleet_takeovers"),
             "Sagas this gateway took over from gateways whose lease ran out",
             fleet_takeovers.clone(),
@@ -185,6 +201,8 @@ impl Metrics {
             store_commit_duration,
             store_errors,
             store_writable,
+            store_writer_busy,
+            store_wal_bytes,
             fleet_takeovers,
             lease_renewal,
         }
@@ -262,6 +280,16 @@ impl Metrics {
     /// Whether the store can write.
     pub fn store_writable(&self, writable: bool) {
         self.store_writable.set(i64::from(writable));
+    }
+
+    /// What the store's writer is doing now (set when the metrics are read).
+    pub fn store_progress(&self, busy: Option<Duration>, wal_bytes: Option<u64>) {
+        self.store_writer_busy
+            .set(busy.map_or(0.0, |b| b.as_secs_f64()));
+        if let Some(bytes) = wal_bytes {
+            self.store_wal_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts sagas taken over from a dead gateway.

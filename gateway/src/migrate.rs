@@ -18,12 +18,13 @@ pub fn migrate(path: &Path) -> Result<String, Error> {
             let migrated = postgres::migrate(&config.store.database_url())?;
             let what = match migrated {
                 Migrated::Created => "schema created",
+                Migrated::Upgraded => "schema upgraded",
                 Migrated::Current => "schema already current",
             };
             Ok(format!("{}: {what}", path.display()))
         }
         Backend::Embedded => {
-            let store = crate::gateway::open_store(&config, &Arc::new(Metrics::new()))?;
+            let store = crate::gateway::open_store(&config, &Arc::new(Metrics::new()), "migrate")?;
             store.close();
             let dir = config.resolve(&config.store.dir);
             Ok(format!(

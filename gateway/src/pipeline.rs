@@ -1,15 +1,16 @@
 //! One request's lifecycle, top to bottom:
 //!
 //! 1. the live config version, taken once: the request keeps it to its end;
-//! 2. the path (400 on a dot-segment), then the route (404, 405);
+//! 2. `Host` (400 unless exactly one, and the one h2's `:authority` names), the path (400 on a
+//!    dot-segment in any encoding), then the route (404, 405; 405 for `CONNECT` and `TRACE`);
 //! 3. `X-Request-ID` (400 when invalid, or missing on a saga route; generated elsewhere);
 //! 4. header and body limits (431, 413, 408): the body is read whole, bounded;
 //! 5. the route's plugins, `on-request`, inside a request scope that releases their holds
 //!    however the request ends;
 //! 6. the route's target: a plain upstream call (pool, retries, breaker) or a saga, which the
 //!    engine owns from then on;
-//! 7. `on-response` in reverse (a saga's outcome is then sent only once it is on disk), then
-//!    `X-Request-ID` echoed and metrics recorded.
+//! 7. `on-response` in reverse, once, on what the client gets (a saga's outcome only once it is
+//!    on disk), then `X-Request-ID` echoed and metrics recorded.
 //!
 //! Every failure is an [`Error`]; it becomes a response only through [`Error::into_response`].
 
@@ -26,24 +27,20 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::plugin::{RequestFacts, RequestScope, RequestStep};
 use crate::request_id;
-use crate::saga::{Durable, SagaRequest, fingerprint};
+use crate::saga::{BACKEND_CONTRACT_HEADERS, SagaRequest, fingerprint, is_engine_key};
 use crate::server::listener::{ConnInfo, Handler};
 use crate::upstream::{self, OutboundRequest, Upstream};
 use crate::version::{Route, Target, Version};
 
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// The backend contract's headers: only the saga engine sends them (SPEC §4).
-const SAGA_HEADERS: [HeaderName; 2] = [
-    HeaderName::from_static("x-saga-id"),
-    HeaderName::from_static("x-saga-step"),
-];
 
 impl Handler for Gateway {
     async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let version = self.version();
         let (parts, body) = request.into_parts();
-        let found = crate::request_path::check(parts.uri.path())
+        let found = check_host(&parts)
+            .and_then(|()| crate::request_path::check(parts.uri.path()))
             .and_then(|()| version.router.find(&parts.method, parts.uri.path()));
         let (label, response) = match found {
             Ok(route) => (
@@ -135,14 +132,13 @@ async fn admit(
         })??
     };
     let Some(chain) = request.version.chain(&request.route.name) else {
-        let (response, durable) = target(request, parts, body).await?;
-        return Ok(once_saved(response, durable).await);
+        return target(request, parts, body).await;
     };
     // Dropped when this future ends, or is dropped because the client went away: either way
     // the plugins' holds for this request are released.
     let scope = RequestScope::new(request.gateway.store().clone());
     let mut seen = plugin_view(request, &mut parts, &body);
-    let (response, durable) = match chain.on_request(&mut seen, &scope).await? {
+    let response = match chain.on_request(&mut seen, &scope).await? {
         RequestStep::Respond {
             response,
             answered_by,
@@ -160,35 +156,12 @@ async fn admit(
             };
             target(request, parts, body)
                 .await
-                .unwrap_or_else(|error| (error.into_response(request.id.to_str().ok()), None))
+                .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()))
         }
     };
-    // A saga's outcome goes through the plugins while its save is under way, and leaves only
-    // once it is on disk; if it is not by the deadline, the plugins see the 202 sent instead.
-    let response = chain
+    chain
         .on_response(chain.len(), &seen, response, &scope)
-        .await?;
-    let Some(durable) = durable else {
-        return Ok(response);
-    };
-    match durable.wait().await {
-        Ok(()) => Ok(response),
-        Err(instead) => chain.on_response(chain.len(), &seen, instead, &scope).await,
-    }
-}
-
-/// The answer, once what it reports is on disk.
-async fn once_saved(
-    response: Response<Full<Bytes>>,
-    durable: Option<Durable>,
-) -> Response<Full<Bytes>> {
-    match durable {
-        Some(durable) => durable
-            .wait()
-            .await
-            .map_or_else(|instead| instead, |()| response),
-        None => response,
-    }
+        .await
 }
 
 /// The request as plugins see it: shared, so lending it to each plugin copies nothing. It holds
@@ -211,17 +184,16 @@ fn path_and_query(uri: &http::Uri) -> &str {
     uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
-/// The route's target: a plain upstream call, or a saga (whose outcome may still be on its way
-/// to disk: see [`Durable`]).
+/// The route's target: a plain upstream call, or a saga (answered once its outcome is on disk).
 async fn target(
     request: &Admitted<'_>,
     parts: Parts,
     body: Bytes,
-) -> Result<(Response<Full<Bytes>>, Option<Durable>), Error> {
+) -> Result<Response<Full<Bytes>>, Error> {
     match &request.route.target {
         Target::Plain(upstream) => {
             let path = upstream_path(&parts.uri, request.route.strip_prefix.as_deref());
-            Ok((proxy(upstream, parts, path, body, request).await?, None))
+            proxy(upstream, parts, path, body, request).await
         }
         Target::Saga(route) => {
             let saga = SagaRequest {
@@ -239,8 +211,7 @@ async fn target(
                 body,
                 started: request.started,
             };
-            let answer = request.gateway.engine().serve(saga).await?;
-            Ok((answer.response, answer.durable))
+            request.gateway.engine().serve(saga).await
         }
     }
 }
@@ -263,8 +234,9 @@ async fn proxy(
     request: &Admitted<'_>,
 ) -> Result<Response<Full<Bytes>>, Error> {
     let mut headers = parts.headers;
+    refuse_engine_keys(&headers)?;
     upstream::strip_hop_by_hop(&mut headers);
-    for name in &SAGA_HEADERS {
+    for name in &BACKEND_CONTRACT_HEADERS {
         headers.remove(name);
     }
     let host = headers.remove(header::HOST).or_else(|| {
@@ -292,8 +264,64 @@ async fn proxy(
     Ok(response)
 }
 
-/// Header count and total bytes, counted as on the wire (`name: value\r\n`).
+/// A client may never send an `Idempotency-Key` of the form the saga engine uses: a backend
+/// would take it for a saga's call (SPEC §3).
+fn refuse_engine_keys(headers: &HeaderMap) -> Result<(), Error> {
+    let key = HeaderName::from_static("idempotency-key");
+    if headers
+        .get_all(&key)
+        .iter()
+        .any(|value| is_engine_key(value.as_bytes()))
+    {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "this Idempotency-Key has the form of the gateway's own saga calls (`txgate-…`), which \
+             only the gateway may send; choose another key",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request names its host in exactly one `Host`; in h2, a `host`
+/// beside `:authority` must name the same one (RFC 9113 §8.3.1). Anything else lets a backend
+/// and the gateway disagree on whom the request is for.
+fn check_host(parts: &Parts) -> Result<(), Error> {
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let fine = match parts.version {
+        http::Version::HTTP_11 => hosts == 1,
+        http::Version::HTTP_2 => match (parts.headers.get(header::HOST), authority) {
+            (Some(host), Some(authority)) => {
+                hosts == 1 && host.as_bytes().eq_ignore_ascii_case(authority.as_bytes())
+            }
+            _ => hosts <= 1,
+        },
+        _ => hosts <= 1,
+    };
+    if fine {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::BadRequest,
+        format!(
+            "the request has {hosts} Host headers{}; it needs exactly one, naming the same host as the request target",
+            authority.map_or(String::new(), |a| format!(" and the authority `{a}`"))
+        ),
+    ))
+}
+
+/// Header count and total bytes, counted as on the wire (`name: value\r\n`), and values that
+/// are text. A value that is not UTF-8 is refused: plugins and client keys read values as text,
+/// and a lossy reading would make two different values one (two clients, one identity).
 fn check_headers(headers: &HeaderMap, bytes_max: u64, count_max: u32) -> Result<(), Error> {
+    if let Some((name, _)) = headers.iter().find(|(_, value)| {
+        value.to_str().is_err() && std::str::from_utf8(value.as_bytes()).is_err()
+    }) {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            format!("the value of header `{name}` is not UTF-8 text"),
+        ));
+    }
     let total: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)

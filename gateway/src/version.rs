@@ -97,9 +97,28 @@ impl Version {
     /// A route's plugin chain.
     pub fn chain(&self, route: &str) -> Option<Chain> {
         let plugins = self.plugins.chain(route)?.clone();
-        let body_bytes_max =
-            usize::try_from(self.config.server.max_response_bytes).unwrap_or(usize::MAX);
-        Some(Chain::new(plugins, body_bytes_max))
+        Some(Chain::new(plugins, self.response_bytes_max()))
+    }
+
+    /// The chain of these plugins, by name (a saga's, whatever its route is called now).
+    /// `Err` names a plugin this version does not have.
+    pub fn chain_of(&self, names: &[String]) -> Result<Option<Chain>, String> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let plugins = names
+            .iter()
+            .map(|name| {
+                self.plugins.plugin(name).cloned().ok_or_else(|| {
+                    format!("plugin `{name}` of the saga's route is not in the running config")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Chain::new(plugins.into(), self.response_bytes_max())))
+    }
+
+    fn response_bytes_max(&self) -> usize {
+        usize::try_from(self.config.server.max_response_bytes).unwrap_or(usize::MAX)
     }
 }
 
@@ -159,7 +178,10 @@ impl Running {
         let _one_at_a_time = self.reloading.lock().expect("reload lock");
         let started = Instant::now();
         let old = self.current();
-        let config = config::load(&old.config.path)?;
+        // A file that does not parse or validate is the operator's to fix: 422, like any other
+        // reload that cannot be applied, never a 500.
+        let config = config::load(&old.config.path)
+            .map_err(|e| Error::new(ErrorKind::ReloadFailed, e.to_string()))?;
         if let Some(key) = needs_restart(&old.config, &config) {
             return Err(Error::new(
                 ErrorKind::ReloadRefused,
@@ -199,6 +221,10 @@ impl Live for Running {
         self.current.load().chain(route)
     }
 
+    fn chain_of(&self, plugins: &[String]) -> Result<Option<Chain>, String> {
+        self.current.load().chain_of(plugins)
+    }
+
     fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.current.load().config.server.request_timeout_ms)
     }
@@ -214,6 +240,10 @@ fn needs_restart(old: &Config, new: &Config) -> Option<String> {
         ("tls", a.tls != b.tls),
         ("workers", a.workers != b.workers),
         ("max_connections", a.max_connections != b.max_connections),
+        (
+            "max_connections_per_client",
+            a.max_connections_per_client != b.max_connections_per_client,
+        ),
         ("max_header_bytes", a.max_header_bytes != b.max_header_bytes),
         ("max_header_count", a.max_header_count != b.max_header_count),
         (

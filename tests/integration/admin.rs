@@ -17,7 +17,7 @@ async fn admin_token_is_enforced() {
     // /healthz and /readyz stay open for probes.
     let bank = Bank::start(&[]).await;
     let gateway = GatewayBuilder::new(config(&bank))
-        .server("admin_token = \"s3cret\"")
+        .server("admin_token = \"s3cret-0123456789abcdef\"")
         .start()
         .await;
     let missing = client()
@@ -32,7 +32,7 @@ async fn admin_token_is_enforced() {
     );
     let wrong = client()
         .get(gateway.admin_url("/metrics"))
-        .bearer_auth("s3creT")
+        .bearer_auth("s3creT-0123456789abcdef")
         .send()
         .await
         .unwrap();

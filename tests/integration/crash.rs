@@ -82,8 +82,25 @@ pub async fn send(url: String, planned: Planned) -> Option<(u16, Value)> {
     Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
-/// Retries each transfer with its X-Request-ID until it has a final answer (anything but 202,
-/// 409 and 503), each round on the next of `gateways`, within `bound`.
+/// Whether a saga route's answer is final: not a 202 (still running), a 503 (try again), or a
+/// 409 from the idempotency plugin (in flight). A saga compensated after a backend's own 409
+/// ("in progress", SPEC §4) answers 409 too, and that one is final.
+pub fn is_final(status: u16, body: &Value) -> bool {
+    match status {
+        202 | 503 => false,
+        409 => body["status"] == "compensated",
+        _ => true,
+    }
+}
+
+/// Whether a final answer is one a transfer may end with: done, refused by a bank (400, 404,
+/// 409 "in progress", 422), or undone after a bank stayed unavailable (502).
+pub fn is_outcome(status: u16) -> bool {
+    matches!(status, 200 | 400 | 404 | 409 | 422 | 502)
+}
+
+/// Retries each transfer with its X-Request-ID until it has a final answer (see [`is_final`]),
+/// each round on the next of `gateways`, within `bound`.
 pub async fn settle(
     gateways: &[&Gateway],
     planned: &[Planned],
@@ -117,7 +134,7 @@ pub async fn settle(
         last.clear();
         for (id, retry) in retries {
             match retry.await {
-                Ok(Some((status, body))) if !matches!(status, 202 | 409 | 503) => {
+                Ok(Some((status, body))) if is_final(status, &body) => {
                     finals.insert(id, (status, body));
                 }
                 answer => {
@@ -213,7 +230,7 @@ async fn round(seed: u64) -> u64 {
     let finals = settle(&[&gateway], &planned, SETTLE_TIMEOUT, &replay).await;
     for (id, (status, body)) in &finals {
         assert!(
-            matches!(status, 200 | 404 | 422 | 502),
+            is_outcome(*status),
             "seed {seed}: {id} got {status} {body} ({replay})"
         );
     }

@@ -2,8 +2,6 @@
 //! run. The gateway stops taking work it could not record (503, `/readyz` 503), keeps what it
 //! acknowledged, holds its memory, and finishes everything once space is back.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,49 +10,10 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::sagas::transfer_routes;
-use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
+use crate::support::{Bank, Gateway, GatewayBuilder, Tmpfs, client, wait_until};
 
-/// The tmpfs's size: room for the database, its WAL, and the filler.
-const TMPFS_BYTES: u64 = 32 * 1024 * 1024;
 /// How far RSS may grow while the store refuses writes.
 const RSS_GROWTH_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_BYTES}")])
-            .arg("tmpfs")
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root)"
-        );
-        Self(at.to_path_buf())
-    }
-
-    /// Writes zeros into `name` until the file system is full.
-    fn fill(&self, name: &str) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.join(name);
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.flush();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn rss_bytes(gateway: &Gateway) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.pid())).unwrap();

@@ -14,6 +14,7 @@ mod wasm {
 }
 
 mod admin;
+mod answers;
 mod backends;
 mod bad_input;
 mod bank;
@@ -22,6 +23,7 @@ mod clients;
 mod config_check;
 mod crash;
 mod disk_full;
+mod edge;
 mod faults;
 mod fleet;
 mod fleet_clients;
@@ -36,3 +38,4 @@ mod resilience;
 mod sagas;
 mod shipped_plugins;
 mod store;
+mod store_contract;

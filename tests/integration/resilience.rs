@@ -1,11 +1,12 @@
 //! Upstream failure handling on plain routes: bounded retries that never apply a request twice,
-//! and the circuit breaker.
+//! and the circuit breaker, which counts only what the backend did.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Bank, GatewayBuilder, client, free_port};
+use crate::support::{Bank, GatewayBuilder, client, free_port, raw, wait_until};
+use crate::wasm;
 
 fn routes(url: &str, upstream_extra: &str) -> String {
     format!(
@@ -186,4 +187,80 @@ async fn failed_half_open_trial_reopens_the_breaker() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["type"], "urn:txgate:problem:breaker-open");
     assert_eq!(bank.hits("/echo").await, 2);
+}
+
+#[tokio::test]
+async fn clients_hanging_up_on_a_slow_backend_never_open_its_breaker() {
+    // Proves SPEC §4: a call cut short by its own client says nothing about the backend. Forty
+    // clients hang up while their calls to a slow backend run, on a bare plain route and on one
+    // with plugins; the next client still gets through (before, the breaker opened after 20 and
+    // everyone got 503 `breaker-open` for the cooldown).
+    let bank = Bank::start(&[]).await;
+    let config = format!(
+        "[plugins.tag]\nmodule = \"{}\"\n{}\n[[routes]]\nname = \"plugged\"\npath_prefix = \"/plugged\"\nstrip_prefix = true\nupstream = \"bank\"\nplugins = [\"tag\"]\n",
+        wasm::ADD_HEADER,
+        routes(&bank.base(), "breaker_cooldown_ms = 60000")
+            .replace("timeout_ms = 1000", "timeout_ms = 20000")
+    );
+    let gateway = GatewayBuilder::new(config).start().await;
+    for prefix in ["", "/plugged"] {
+        let path = format!("{prefix}/echo?delay_ms=5000");
+        let request = raw::request("GET", &path, &[], "");
+        let mut hanging = Vec::new();
+        for _ in 0..40 {
+            hanging.push(raw::send_and_keep(gateway.port, &request).await);
+        }
+        wait_until(
+            Duration::from_secs(10),
+            "every call to reach the bank",
+            || async { bank.connections().await >= 40 },
+        )
+        .await;
+        drop(hanging);
+        // The gateway drops each abandoned call, and with it its upstream connection.
+        wait_until(
+            Duration::from_secs(10),
+            "the abandoned calls to end",
+            || async { bank.connections().await == 0 },
+        )
+        .await;
+        let next = client()
+            .get(gateway.url(&format!("{prefix}/echo")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            next.status(),
+            200,
+            "{prefix}: {}",
+            next.text().await.unwrap()
+        );
+    }
+    assert!(
+        !gateway.metrics().await.contains("result=\"breaker_open\""),
+        "no call was refused by the breaker"
+    );
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_close_after_their_idle_timeout() {
+    // Proves an upstream's idle keep-alive connections are closed after `idle_timeout_ms` even
+    // when no traffic comes to prune them (before, they stayed open for as long as the process).
+    let bank = Bank::start(&[]).await;
+    let gateway = GatewayBuilder::new(routes(&bank.base(), "idle_timeout_ms = 300"))
+        .start()
+        .await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| client().get(gateway.url("/echo?delay_ms=50")).send())
+        .collect();
+    for answer in futures_util::future::join_all(calls).await {
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    assert!(bank.connections().await > 0, "the pool kept some open");
+    wait_until(
+        Duration::from_secs(5),
+        "the idle connections to close",
+        || async { bank.connections().await == 0 },
+    )
+    .await;
 }

@@ -68,9 +68,27 @@ pub struct Bank {
     journal: Option<Mutex<Journal>>,
     faults: Mutex<Faults>,
     requests: AtomicU64,
+    /// Connections open now (tests watch a gateway's pool close idle ones, and drop abandoned
+    /// calls).
+    connections: AtomicU64,
     paths: Mutex<BTreeMap<String, u64>>,
     /// The request log, and how many business requests arrived in all (each entry's `seq`).
     log: Mutex<(std::collections::VecDeque<Logged>, u64)>,
+    /// Idempotency-Keys whose request is being served: a repeat meanwhile gets 409 "in
+    /// progress", as payment APIs answer (the first call may still apply).
+    in_progress: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A key being served; dropped however the request ends.
+struct InProgress<'a> {
+    bank: &'a Bank,
+    key: String,
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.bank.in_progress.lock().unwrap().remove(&self.key);
+    }
 }
 
 /// A business request as kept for `GET /_requests`: kept raw and turned into JSON only when
@@ -136,8 +154,24 @@ impl Bank {
             journal: journal.map(Mutex::new),
             faults: Mutex::new(Faults::default()),
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             paths: Mutex::new(BTreeMap::new()),
             log: Mutex::new((std::collections::VecDeque::new(), 0)),
+            in_progress: Mutex::new(std::collections::HashSet::new()),
+        })
+    }
+
+    /// Marks a business request's key in progress; `None` when a request with it already is.
+    fn begin(&self, headers: &HeaderMap) -> Option<Option<InProgress<'_>>> {
+        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
+            return Some(None);
+        };
+        let fresh = self.in_progress.lock().unwrap().insert(key.to_string());
+        fresh.then(|| {
+            Some(InProgress {
+                bank: self,
+                key: key.to_string(),
+            })
         })
     }
 
@@ -154,6 +188,19 @@ impl Bank {
                 }
             }
         }
+        let _in_progress = if management {
+            None
+        } else {
+            match self.begin(request.headers()) {
+                Some(guard) => guard,
+                None => {
+                    return Ok(reply(
+                        409,
+                        &json!({"error": "in_progress", "detail": "a request with this Idempotency-Key is in progress"}),
+                    ));
+                }
+            }
+        };
         let fault = if management {
             None
         } else {
@@ -345,7 +392,12 @@ impl Bank {
         let requests = self.requests.load(Ordering::Relaxed);
         reply(
             200,
-            &json!({"bank": self.name, "requests": requests, "paths": paths}),
+            &json!({
+                "bank": self.name,
+                "requests": requests,
+                "connections": self.connections.load(Ordering::Relaxed),
+                "paths": paths,
+            }),
         )
     }
 
@@ -553,14 +605,24 @@ pub async fn serve(addr: SocketAddr, bank: Arc<Bank>) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         let bank = bank.clone();
         let builder = builder.clone();
+        bank.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let counted = bank.clone();
+            // Each request runs in a task of its own, as a real bank's processing outlives a
+            // caller who hangs up: a call the gateway timed out on still applies, and its key
+            // stays "in progress" until it has.
             let service = service_fn(move |request| {
                 let bank = bank.clone();
-                async move { bank.handle(request).await }
+                async move {
+                    tokio::spawn(async move { bank.handle(request).await })
+                        .await
+                        .unwrap_or(Err(DropConnection))
+                }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            counted.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// Concurrent client connections; more are answered 503 and closed.
     pub max_connections: u32,
+    /// Concurrent client connections from one IP address; more are answered 503 and closed, so
+    /// that one client cannot hold every slot. Behind a load balancer (one address for all),
+    /// raise it to `max_connections`.
+    pub max_connections_per_client: u32,
     /// Threads serving the client port; 0 means one per core.
     pub workers: u32,
     /// A saga still running at this deadline answers 202.
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             max_connections: 4096,
+            max_connections_per_client: 1024,
             workers: 0,
             request_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
@@ -183,6 +188,9 @@ pub struct UpstreamConfig {
     /// Time an open breaker waits before letting one trial request through.
     #[serde(default = "defaults::breaker_cooldown_ms")]
     pub breaker_cooldown_ms: u64,
+    /// An idle keep-alive connection to the upstream is closed after this.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 /// Where a plugin's key-value state lives.
@@ -340,6 +348,9 @@ mod defaults {
     }
     pub(super) fn breaker_cooldown_ms() -> u64 {
         5000
+    }
+    pub(super) fn idle_timeout_ms() -> u64 {
+        30_000
     }
     pub(super) fn plugin_timeout_ms() -> u64 {
         10

@@ -64,6 +64,21 @@ pub(super) fn validate(config: &Config, broken: &[String]) -> Vec<ConfigIssue> {
     issues.0
 }
 
+/// An admin token shorter than this is refused: it would be guessed.
+pub(crate) const ADMIN_TOKEN_CHARS_MIN: usize = 16;
+
+/// Refuses an admin token that could be guessed: a few characters, or blanks. (Empty means no
+/// token, which only a loopback listener may have.)
+fn token_strength(token: &str) -> Result<(), String> {
+    let visible = token.bytes().all(|b| b.is_ascii_graphic());
+    if token.is_empty() || (visible && token.len() >= ADMIN_TOKEN_CHARS_MIN) {
+        return Ok(());
+    }
+    Err(format!(
+        "too weak: use at least {ADMIN_TOKEN_CHARS_MIN} visible ASCII characters and no blanks (for example the output of `openssl rand -hex 16`)"
+    ))
+}
+
 struct Issues(Vec<ConfigIssue>, Vec<String>);
 
 impl Issues {
@@ -93,12 +108,19 @@ fn server(config: &Config, issues: &mut Issues) {
             "required when admin_listen is not a loopback address",
         );
     }
+    if let Err(reason) = token_strength(&server.admin_token) {
+        issues.push("server.admin_token", reason);
+    }
     for (key, value) in [
         ("max_body_bytes", server.max_body_bytes),
         ("max_response_bytes", server.max_response_bytes),
         ("header_read_timeout_ms", server.header_read_timeout_ms),
         ("body_read_timeout_ms", server.body_read_timeout_ms),
         ("max_connections", u64::from(server.max_connections)),
+        (
+            "max_connections_per_client",
+            u64::from(server.max_connections_per_client),
+        ),
         ("request_timeout_ms", server.request_timeout_ms),
     ] {
         issues.positive(format!("server.{key}"), value);
@@ -174,6 +196,7 @@ fn upstream_checks(key: &str, upstream: &UpstreamConfig, issues: &mut Issues) {
         format!("{key}.breaker_cooldown_ms"),
         upstream.breaker_cooldown_ms,
     );
+    issues.positive(format!("{key}.idle_timeout_ms"), upstream.idle_timeout_ms);
 }
 
 fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Issues) {
@@ -209,6 +232,10 @@ fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Is
         if http::Method::from_bytes(method.as_bytes()).is_err() || method.to_uppercase() != *method
         {
             let reason = format!("`{method}` is not an upper-case HTTP method");
+            issues.push(format!("{key}.methods[{i}]"), reason);
+        } else if matches!(method.as_str(), "CONNECT" | "TRACE") {
+            let reason =
+                format!("{method} is never proxied (a tunnel, or an echo of the client's headers)");
             issues.push(format!("{key}.methods[{i}]"), reason);
         }
     }
@@ -345,6 +372,16 @@ mod tests {
     fn public_admin_listener_needs_a_token() {
         let text = "[server]\nadmin_listen = \"0.0.0.0:9080\"\n";
         assert_eq!(issues_of(text), ["server.admin_token"]);
+    }
+
+    #[test]
+    fn a_weak_admin_token_is_refused() {
+        for token in [" ", "x", "short-token", "sixteen chars  x"] {
+            let text = format!("[server]\nadmin_token = \"{token}\"\n");
+            assert_eq!(issues_of(&text), ["server.admin_token"], "{token:?}");
+        }
+        let strong = "[server]\nadmin_token = \"0123456789abcdef\"\n";
+        assert!(issues_of(strong).is_empty());
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! "in flight" longer than its request runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::store::Store;
 
 /// Most keys one request may hold.
 pub(crate) const HOLDS_PER_REQUEST_MAX: usize = 16;
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Holder ids: from a random start in each process, so that two processes that share a name (a
+/// restart, or twins, refused but briefly alive) never hand out the same id. Below 2^62, so an
+/// id stays positive and distinct as a database `BIGINT`.
+static NEXT_ID: LazyLock<AtomicU64> =
+    LazyLock::new(|| AtomicU64::new(fastrand::u64(1 << 32..1 << 61)));
 
 /// A request under way, as plugin hooks see it.
 #[derive(Debug)]

@@ -24,6 +24,7 @@ const MODULE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct PluginSet {
     chains: HashMap<String, Arc<[Arc<LoadedPlugin>]>>,
+    by_name: HashMap<String, Arc<LoadedPlugin>>,
     names: Vec<String>,
     quotas: Vec<(String, Quota)>,
     store: Arc<dyn Store>,
@@ -46,6 +47,11 @@ impl PluginSet {
     /// The plugins of a route, in request order (empty when it has none).
     pub fn chain(&self, route: &str) -> Option<&Arc<[Arc<LoadedPlugin>]>> {
         self.chains.get(route)
+    }
+
+    /// A plugin, by name.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.by_name.get(name)
     }
 
     /// The loaded plugins' names.
@@ -112,10 +118,11 @@ fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::Conf
             (name.clone(), quota)
         })
         .collect();
-    let mut names: Vec<String> = loaded.into_keys().collect();
+    let mut names: Vec<String> = loaded.keys().cloned().collect();
     names.sort();
     Ok(PluginSet {
         chains,
+        by_name: loaded,
         names,
         quotas,
         store: env.store.clone(),

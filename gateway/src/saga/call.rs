@@ -17,6 +17,10 @@ const SAGA_STEP: HeaderName = HeaderName::from_static("x-saga-step");
 /// Names the gateway that sent the call, so a backend's journal tells who sent what.
 const GATEWAY: HeaderName = HeaderName::from_static("x-txgate-gateway");
 
+/// The backend contract's headers: only the engine sends them, so plain routes remove a
+/// client's copies (SPEC §3).
+pub const BACKEND_CONTRACT_HEADERS: [HeaderName; 3] = [SAGA_ID, SAGA_STEP, GATEWAY];
+
 /// The gateway's own reading (SPEC §4); plugins may override it.
 pub(super) fn default_verdict(result: &Result<UpstreamResponse, Error>) -> Verdict {
     match result {
@@ -46,10 +50,7 @@ pub(super) fn build(
     let method = Method::from_bytes(planned.method.as_bytes()).ok()?;
     let mut headers = HeaderMap::with_capacity(6);
     headers.insert(crate::request_id::HEADER, value(&record.request_id));
-    headers.insert(
-        IDEMPOTENCY_KEY,
-        value(&format!("{}.{}.{}", record.id, step.name, phase.as_str())),
-    );
+    headers.insert(IDEMPOTENCY_KEY, value(&record.idempotency_key(i, phase)));
     headers.insert(SAGA_ID, value(&record.id));
     headers.insert(SAGA_STEP, value(&step.name));
     headers.insert(GATEWAY, value(gateway));

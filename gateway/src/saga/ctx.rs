@@ -25,6 +25,8 @@ pub trait Live: Send + Sync + std::fmt::Debug {
     fn upstream(&self, name: &str) -> Option<Arc<Upstream>>;
     /// A route's plugins.
     fn chain(&self, route: &str) -> Option<Chain>;
+    /// These plugins, in this order; `Err` names one that is not in the running config.
+    fn chain_of(&self, plugins: &[String]) -> Result<Option<Chain>, String>;
     /// The client's deadline on saga routes.
     fn request_timeout(&self) -> Duration;
 }
@@ -47,19 +49,14 @@ pub(super) struct Lost;
 /// The one persist-and-wait: writes the record durably (waiting while the store cannot), then
 /// shows it to the requests waiting on the saga. `Lost` when the write was fenced.
 ///
-/// The final record is shown to them as its save starts: they run their plugins' `on-response`
-/// while the commit is under way, so a durable write there (the idempotency plugin's stored
-/// answer) joins the same group commit when the writer is busy, and they send the answer only
-/// once the record is saved ([`super::Durable`]).
+/// Nothing is shown before it is saved: a waiting request answers (and its plugins' `on-response`
+/// stores, for the idempotency plugin) only an outcome that is on disk, so no answer ever reports
+/// an outcome that a crash, or another gateway's takeover, could still change (SPEC §8).
 pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<(), Lost> {
     let mut row = record.row(ctx.retention_ms);
     row.epoch = handle.epoch;
     row.replaces_bytes = handle.persisted_bytes.load(Ordering::Relaxed);
     let len = row.record.len();
-    let shown = Arc::new(record.clone());
-    if record.status.is_final() {
-        handle.finishing.send_replace(Some(shown.clone()));
-    }
     loop {
         match ctx.store.save_saga(row.clone()).await {
             Ok(()) => break,
@@ -71,7 +68,7 @@ pub(super) async fn persist(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> 
         }
     }
     handle.persisted_bytes.store(len, Ordering::Relaxed);
-    handle.record.send_replace(shown);
+    handle.record.send_replace(Arc::new(record.clone()));
     Ok(())
 }
 
@@ -103,6 +100,30 @@ async fn gate(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<Option<
                 tracing::warn!(saga = %record.id, %error, "cannot confirm the saga is still ours; waiting");
                 tokio::time::sleep(STORE_RETRY).await;
             }
+        }
+    }
+}
+
+/// The saga's plugins as the running config has them: those its record names (or, for a record
+/// of the first encoding, its route's). While one of them is missing, the saga blocks (stuck,
+/// persisted) rather than run its hooks without it, and looks again later. `Err(())` when it
+/// blocked.
+pub(super) async fn chain_of(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+    phase: Phase,
+) -> Result<Result<Option<Chain>, ()>, Lost> {
+    let found = match &record.plugins {
+        Some(plugins) => ctx.live.chain_of(plugins),
+        None => Ok(ctx.live.chain(&record.route)),
+    };
+    match found {
+        Ok(chain) => Ok(Ok(chain)),
+        Err(error) => {
+            block(ctx, record, handle, i, phase, error).await?;
+            Ok(Err(()))
         }
     }
 }

@@ -19,7 +19,6 @@ use http_body_util::Full;
 
 use super::answer;
 use super::ctx::{Ctx, Live};
-use super::durable::{Durable, SagaAnswer};
 use super::handle::{Admission, Handle};
 use super::record::{NewSaga, SagaRecord};
 use super::route::SagaRoute;
@@ -99,7 +98,10 @@ impl Engine {
 
     /// Serves a request on a saga route: starts its saga, or follows the one its key already
     /// started, and answers within the deadline.
-    pub async fn serve(self: &Arc<Self>, request: SagaRequest<'_>) -> Result<SagaAnswer, Error> {
+    pub async fn serve(
+        self: &Arc<Self>,
+        request: SagaRequest<'_>,
+    ) -> Result<Response<Full<Bytes>>, Error> {
         let deadline = request.started + self.ctx.live.request_timeout();
         let fingerprint = request.fingerprint;
         let key = SagaKey {
@@ -111,7 +113,7 @@ impl Engine {
             return self.follow(&handle, &fingerprint, deadline).await;
         }
         if let Some(record) = self.finished.get(&key) {
-            return existing(&record, &fingerprint).map(SagaAnswer::now);
+            return existing(&record, &fingerprint);
         }
         if let Health::Failing(reason) = self.ctx.store.health() {
             return Err(Error::new(ErrorKind::StoreUnavailable, reason));
@@ -126,6 +128,7 @@ impl Engine {
             plan: request.route.plan.clone(),
             content_type: request.content_type,
             body: request.body,
+            plugins: request.route.plugins.clone(),
         });
         let handle = match self.by_key.entry(key) {
             // Another request with this key got here first: follow its saga.
@@ -184,23 +187,25 @@ impl Engine {
         self.by_id.insert(id.clone(), handle.clone());
         self.metrics.sagas_in_flight().inc();
         handle.admission.send_replace(Admission::Accepted);
-        match run::run(self.ctx.clone(), record, handle, resumed).await {
-            Some(done) => self.finished(done),
+        match run::run(self.ctx.clone(), record, handle.clone(), resumed).await {
+            Some(done) => self.finished(done, &handle),
             None => {
                 tracing::warn!(saga = %id, "another gateway owns this saga now; this one stops working on it");
-                self.forget(&key, &id);
+                self.forget(&key, &id, &handle);
             }
         }
     }
 
-    /// A request waits for the saga of its key: its answer, or 202 at the deadline. A request
-    /// whose method, path or body differ from the saga's gets 422 and never sees its answer.
+    /// A request waits for the saga of its key: its answer once the outcome is on disk, or 202
+    /// at the deadline. A request whose method, path or body differ from the saga's gets 422 and
+    /// never sees its answer. A saga whose claim is not on disk by the deadline may never exist:
+    /// its request gets 503, never a saga id.
     async fn follow(
         &self,
         handle: &Arc<Handle>,
         fingerprint: &[u8; 32],
         deadline: Instant,
-    ) -> Result<SagaAnswer, Error> {
+    ) -> Result<Response<Full<Bytes>>, Error> {
         let mut admission = handle.admission.subscribe();
         let _ = tokio::time::timeout_at(
             deadline.into(),
@@ -209,33 +214,25 @@ impl Engine {
         .await;
         let state = admission.borrow().clone();
         match state {
-            Admission::Existing(record) if !record.status.is_final() => self
-                .follow_elsewhere(record, fingerprint, deadline)
-                .await
-                .map(SagaAnswer::now),
-            Admission::Existing(record) => existing(&record, fingerprint).map(SagaAnswer::now),
+            Admission::Existing(record) if !record.status.is_final() => {
+                self.follow_elsewhere(record, fingerprint, deadline).await
+            }
+            Admission::Existing(record) => existing(&record, fingerprint),
             Admission::Refused(reason) => {
                 Err(Error::new(ErrorKind::StoreUnavailable, reason.to_string()))
             }
-            Admission::Claiming | Admission::Accepted => {
+            Admission::Claiming => Err(not_recorded()),
+            Admission::Accepted => {
                 if handle.fingerprint != *fingerprint {
                     return Err(mismatch());
                 }
-                let mut finishing = handle.finishing.subscribe();
-                let _ =
-                    tokio::time::timeout_at(deadline.into(), finishing.wait_for(Option::is_some))
-                        .await;
-                let shown = finishing.borrow().clone();
-                Ok(match shown {
-                    Some(outcome) => SagaAnswer {
-                        response: answer::client(&outcome),
-                        durable: Some(Durable {
-                            handle: handle.clone(),
-                            deadline,
-                        }),
-                    },
-                    None => SagaAnswer::now(answer::client(&handle.latest())),
-                })
+                let mut saved = handle.record.subscribe();
+                let _ = tokio::time::timeout_at(
+                    deadline.into(),
+                    saved.wait_for(|r| r.status.is_final()),
+                )
+                .await;
+                Ok(answer::client(&handle.latest()))
             }
         }
     }
@@ -267,20 +264,22 @@ impl Engine {
         }
     }
 
-    /// A saga no longer runs here: out of the running maps and the in-flight gauge.
-    fn forget(&self, key: &SagaKey, id: &str) {
-        self.by_key.remove(key);
-        self.by_id.remove(id);
+    /// A saga's task no longer runs here: out of the running maps and the in-flight gauge. Only
+    /// its own entries go: a newer task of the same saga (taken over again at a later epoch)
+    /// keeps its own.
+    fn forget(&self, key: &SagaKey, id: &str, handle: &Arc<Handle>) {
+        self.by_key.remove_if(key, |_, h| Arc::ptr_eq(h, handle));
+        self.by_id.remove_if(id, |_, h| Arc::ptr_eq(h, handle));
         self.metrics.sagas_in_flight().dec();
     }
 
     /// A saga's task is over.
-    fn finished(&self, record: SagaRecord) {
+    fn finished(&self, record: SagaRecord, handle: &Arc<Handle>) {
         let key = record.key();
         let record = Arc::new(record);
         // Cached before it leaves the running map, so a repeat always finds it somewhere.
         self.finished.insert(key.clone(), record.clone());
-        self.forget(&key, &record.id);
+        self.forget(&key, &record.id, handle);
         self.metrics
             .saga_finished(&Arc::new(record.route.to_string()), record.status.as_str());
     }
@@ -301,6 +300,14 @@ pub(super) fn mismatch() -> Error {
     Error::new(
         ErrorKind::FingerprintMismatch,
         "this X-Request-ID was used for a different request (method, path or body); nothing ran",
+    )
+}
+
+/// The claim of a new saga was still on its way to disk at the client's deadline.
+fn not_recorded() -> Error {
+    Error::new(
+        ErrorKind::StoreUnavailable,
+        "the saga could not be recorded in time, so it may not exist; retry with the same X-Request-ID",
     )
 }
 

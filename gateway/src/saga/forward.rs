@@ -4,7 +4,7 @@
 //! reached the backend, which decides whether the step is undone (SPEC §4).
 
 use super::call::{self, Sending};
-use super::ctx::{Ctx, Lost, block, send, shape, upstream_of};
+use super::ctx::{Ctx, Lost, block, chain_of, send, shape, upstream_of};
 use super::handle::Handle;
 use super::record::{Cause, Failed, SagaRecord};
 use super::route::forward_phase;
@@ -24,7 +24,9 @@ pub(super) async fn forward(
     let Some(upstream) = upstream_of(ctx, record, handle, i, phase).await? else {
         return Ok(());
     };
-    let chain = ctx.live.chain(&record.route);
+    let Ok(chain) = chain_of(ctx, record, handle, i, phase).await? else {
+        return Ok(());
+    };
     let Some(call) = call::build(record, i, phase, ctx.store.gateway()) else {
         let error = format!(
             "step `{}` has no valid {} call in its plan",
@@ -48,11 +50,13 @@ pub(super) async fn forward(
     };
     let sending = Sending::new(&upstream, &call, chain.as_ref());
     let config = upstream.config();
-    let mut reached = resumed;
+    // Whether an attempt before this one (or a run before this process) may have applied the
+    // step: a rejection after one leaves the step in doubt (SPEC §4).
+    let mut reached_before = resumed;
     for attempt in 1..=config.max_attempts {
         let outcome = send(ctx, record, handle, i, &sending).await?;
-        reached |= outcome.reached;
-        let failed = |cause, error: String| Failed {
+        let reached = reached_before || outcome.reached;
+        let failed = |cause, error: String, reached| Failed {
             cause,
             answer: outcome.answer.clone(),
             error,
@@ -65,16 +69,17 @@ pub(super) async fn forward(
                 return Ok(());
             }
             Verdict::Reject => {
-                record.forward_failed(i, failed(Cause::Rejected, error));
+                record.forward_failed(i, failed(Cause::Rejected, error, reached_before));
                 return Ok(());
             }
             Verdict::Retry if attempt < config.max_attempts => {
+                reached_before = reached;
                 let wait = backoff_delay(attempt, config.backoff_base_ms, config.backoff_max_ms);
                 tokio::time::sleep(wait).await;
             }
             Verdict::Retry => {
                 let error = format!("unavailable after {attempt} attempts: {error}");
-                record.forward_failed(i, failed(Cause::Unavailable, error));
+                record.forward_failed(i, failed(Cause::Unavailable, error, reached));
                 return Ok(());
             }
         }

@@ -28,10 +28,8 @@ pub(super) struct Handle {
     pub(super) fingerprint: [u8; 32],
     /// Where the claim stands.
     pub(super) admission: watch::Sender<Admission>,
-    /// The record as last persisted.
+    /// The record as last persisted: what a waiting request may answer, since it is on disk.
     pub(super) record: watch::Sender<Arc<SagaRecord>>,
-    /// The final record, shown as soon as its save starts (see [`super::Durable`]).
-    pub(super) finishing: watch::Sender<Option<Arc<SagaRecord>>>,
     /// Wakes the saga from a retry wait (admin retry, resolve).
     pub(super) wake: Notify,
     /// An operator's resolution waiting to be applied by the saga's task.
@@ -50,7 +48,6 @@ impl Handle {
             fingerprint: record.fingerprint,
             admission: watch::channel(admission).0,
             record: watch::channel(Arc::new(record)).0,
-            finishing: watch::channel(None).0,
             wake: Notify::new(),
             resolution: Mutex::new(None),
             persisted_bytes: AtomicUsize::new(0),

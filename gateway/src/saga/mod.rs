@@ -12,7 +12,6 @@
 //! - `handle.rs`: a saga being admitted or run, as waiting requests and operators see it;
 //! - `engine.rs`: dedup per (route, client, X-Request-ID), admission owned by the engine, the
 //!   client's deadline;
-//! - `durable.rs`: a saga's answer, sent only once the outcome is on disk;
 //! - `resume.rs`: recovery at start, and in a fleet, takeover of dead gateways' sagas;
 //! - `operate.rs`: the admin calls, for sagas run here or anywhere in the fleet;
 //! - `answer.rs`: the JSON clients and operators see.
@@ -25,7 +24,6 @@
 mod answer;
 mod call;
 mod ctx;
-mod durable;
 mod engine;
 mod forward;
 mod handle;
@@ -38,10 +36,10 @@ mod run;
 mod settle;
 
 pub use answer::{admin as admin_view, client as client_answer};
+pub use call::BACKEND_CONTRACT_HEADERS;
 pub use ctx::Live;
-pub use durable::{Durable, SagaAnswer};
 pub use engine::{Engine, EngineParts, SagaRequest};
 pub use operate::LIST_LIMIT_MAX;
 pub use plan::{PlannedCall, PlannedStep};
-pub use record::{Mode, SagaRecord, Status, fingerprint};
+pub use record::{ENGINE_KEY_PREFIX, Mode, SagaRecord, Status, fingerprint, is_engine_key};
 pub use route::{ClientKey, SagaRoute};

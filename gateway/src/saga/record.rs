@@ -24,6 +24,31 @@ use serde::{Deserialize, Serialize};
 use super::plan::PlannedStep;
 use crate::step::Phase;
 
+mod encoding;
+
+/// How every `Idempotency-Key` the engine sends begins; plain routes refuse client keys of this
+/// form (SPEC §3).
+pub const ENGINE_KEY_PREFIX: &str = "txgate-";
+
+/// Whether an `Idempotency-Key` has the form of one the engine sends: `txgate-…`, or the first
+/// encoding's `<saga id>.<step>.<phase>`, which sagas started before the secret keys still send.
+pub fn is_engine_key(key: &[u8]) -> bool {
+    let lower = key.to_ascii_lowercase();
+    if lower.starts_with(ENGINE_KEY_PREFIX.as_bytes()) {
+        return true;
+    }
+    let Ok(text) = std::str::from_utf8(&lower) else {
+        return false;
+    };
+    let phases = ["action", "compensate", "try", "confirm", "cancel"];
+    match (text.split_once('.'), text.rsplit_once('.')) {
+        (Some((id, _)), Some((_, phase))) => {
+            uuid::Uuid::try_parse(id).is_ok() && phases.contains(&phase)
+        }
+        _ => false,
+    }
+}
+
 /// Most attempts kept per saga (the count of all is kept too).
 pub(super) const ATTEMPTS_KEPT_MAX: usize = 64;
 /// Consecutive failures of an undo or confirm after which a saga is `stuck`.
@@ -168,7 +193,9 @@ pub struct Failed {
     pub answer: Option<Answer>,
     /// What went wrong, for humans.
     pub error: String,
-    /// Whether any attempt may have reached the backend.
+    /// Whether an attempt may have applied the step: one that may have reached the backend
+    /// without a definite answer (here or before a restart). For a rejection, only the attempts
+    /// before it count: a backend's 409 "in progress" rejects a repeat, not the first call.
     pub reached: bool,
 }
 
@@ -230,6 +257,14 @@ pub struct SagaRecord {
     pub attempts: Vec<Attempt>,
     /// Every attempt ever made.
     pub attempts_total: u64,
+    /// The secret the engine derives its `Idempotency-Key`s from (SPEC §3, §4): never shown to
+    /// a client, so no client can send one of them first. `None` in records of the first
+    /// encoding, whose keys were `<saga id>.<step>.<phase>`.
+    pub key_secret: Option<[u8; 16]>,
+    /// The route's plugins when the saga started, by name: its hooks keep running with them
+    /// whatever the route is called later. `None` in records of the first encoding (the route's
+    /// plugins, by the route's name).
+    pub plugins: Option<Arc<[String]>>,
 }
 
 /// SHA-256 of a request's method, path and body: what a repeat of its X-Request-ID must match.
@@ -263,6 +298,8 @@ pub struct NewSaga {
     pub content_type: Option<String>,
     /// The client's body.
     pub body: Bytes,
+    /// The route's plugins, by name.
+    pub plugins: Arc<[String]>,
 }
 
 impl SagaRecord {
@@ -301,7 +338,36 @@ impl SagaRecord {
             resolution: None,
             attempts: Vec::new(),
             attempts_total: 0,
+            key_secret: Some(uuid::Uuid::new_v4().into_bytes()),
+            plugins: Some(start.plugins),
         }
+    }
+
+    /// The `Idempotency-Key` of step `i`'s call in `phase`: the same for every attempt, from
+    /// any gateway, and different for every other call. Derived from the saga's secret, so a
+    /// client that knows the saga id still cannot compute it.
+    pub fn idempotency_key(&self, i: usize, phase: Phase) -> String {
+        let step = self.step_name(i);
+        let Some(secret) = self.key_secret else {
+            return format!("{}.{step}.{}", self.id, phase.as_str());
+        };
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [
+            &secret[..],
+            step.as_bytes(),
+            b"\0",
+            phase.as_str().as_bytes(),
+        ] {
+            hash.update(part);
+        }
+        let digest = hash.finalize();
+        let mut key = String::with_capacity(ENGINE_KEY_PREFIX.len() + 32);
+        key.push_str(ENGINE_KEY_PREFIX);
+        for byte in &digest[..16] {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key
     }
 
     /// A step's name.
@@ -338,14 +404,15 @@ impl SagaRecord {
         }
     }
 
-    /// Encodes for the store.
+    /// Encodes for the store: a version tag, then the record (see `record/encoding.rs`).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("a saga record always encodes")
+        encoding::encode(self)
     }
 
-    /// Decodes from the store.
+    /// Decodes from the store, whichever encoding wrote it; `None` for bytes that are no
+    /// record, or one of a newer encoding.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        postcard::from_bytes(bytes).ok()
+        encoding::decode(bytes)
     }
 
     fn touch(&mut self) {
@@ -415,11 +482,14 @@ impl SagaRecord {
         }
         self.touch();
         self.steps[i].answer = failed.answer;
-        // A rejection applied nothing, but TCC cancels every try it made: a cancel of nothing
-        // is a no-op for a backend that keeps the barrier. A call that never reached its
-        // backend applied nothing either, and its undo would wait on the same dead backend.
+        // A rejection of the first attempt applied nothing, but TCC cancels every try it made:
+        // a cancel of nothing is a no-op for a backend that keeps the barrier. A rejection after
+        // an attempt in doubt (a timeout, then 409 "in progress") may sit on top of an effect
+        // still to come, so the step stays compensable; the barrier makes the undo safe in
+        // either order (SPEC §4). A call that never reached its backend applied nothing, and
+        // its undo would wait on the same dead backend.
         self.steps[i].touched = match failed.cause {
-            Cause::Rejected => self.mode == Mode::Tcc,
+            Cause::Rejected => self.mode == Mode::Tcc || failed.reached,
             Cause::Unavailable | Cause::Plugin | Cause::Missing => failed.reached,
         };
         self.failure = Some(Failure {
@@ -555,198 +625,4 @@ impl SagaRecord {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::saga::plan::PlannedCall;
-
-    fn call(path: &str) -> PlannedCall {
-        PlannedCall {
-            method: "POST".into(),
-            path: path.into(),
-        }
-    }
-
-    fn saga(mode: Mode, steps: usize) -> SagaRecord {
-        let plan: Vec<PlannedStep> = (0..steps)
-            .map(|i| PlannedStep {
-                name: format!("s{i}"),
-                upstream: "bank".into(),
-                forward: call("/do"),
-                undo: call("/undo"),
-                confirm: (mode == Mode::Tcc).then(|| call("/confirm")),
-            })
-            .collect();
-        SagaRecord::new(NewSaga {
-            id: "s".into(),
-            route: "r".into(),
-            client: "".into(),
-            request_id: "q".into(),
-            fingerprint: [0; 32],
-            mode,
-            plan: plan.into(),
-            content_type: None,
-            body: Bytes::new(),
-        })
-    }
-
-    fn ok() -> Answer {
-        Answer {
-            status: 200,
-            body: b"{}".to_vec(),
-        }
-    }
-
-    fn failed(cause: Cause, reached: bool) -> Failed {
-        Failed {
-            cause,
-            answer: None,
-            error: "no".into(),
-            reached,
-        }
-    }
-
-    #[test]
-    fn saga_completes_step_by_step() {
-        let mut record = saga(Mode::Saga, 2);
-        record.forward_done(0, Some(ok()));
-        assert_eq!(record.stage, Stage::Forward(1));
-        assert!(record.steps[1].touched);
-        record.forward_done(1, Some(ok()));
-        assert_eq!(record.status, Status::Completed);
-    }
-
-    #[test]
-    fn rejection_compensates_only_the_steps_before_it() {
-        let mut record = saga(Mode::Saga, 3);
-        record.forward_done(0, Some(ok()));
-        record.forward_done(1, Some(ok()));
-        record.forward_failed(2, failed(Cause::Rejected, true));
-        assert_eq!(record.stage, Stage::Undo(1));
-        record.undo_done(1, false);
-        assert_eq!(record.stage, Stage::Undo(0));
-        record.undo_done(0, false);
-        assert_eq!(record.status, Status::Compensated);
-    }
-
-    #[test]
-    fn a_step_in_doubt_is_compensated_too() {
-        let mut record = saga(Mode::Saga, 2);
-        record.forward_done(0, Some(ok()));
-        record.forward_failed(1, failed(Cause::Unavailable, true));
-        assert_eq!(record.stage, Stage::Undo(1));
-    }
-
-    #[test]
-    fn a_step_that_never_reached_its_backend_is_not_compensated() {
-        let mut record = saga(Mode::Saga, 2);
-        record.forward_done(0, Some(ok()));
-        record.forward_failed(1, failed(Cause::Unavailable, false));
-        assert_eq!(
-            record.stage,
-            Stage::Undo(0),
-            "straight to the first step's undo"
-        );
-        assert!(!record.steps[1].touched);
-    }
-
-    #[test]
-    fn a_plugin_failure_on_a_resumed_step_keeps_it_compensable() {
-        let mut record = saga(Mode::Saga, 2);
-        record.forward_done(0, Some(ok()));
-        record.forward_failed(1, failed(Cause::Plugin, true));
-        assert_eq!(record.stage, Stage::Undo(1));
-    }
-
-    #[test]
-    fn rejection_at_the_first_step_needs_no_undo() {
-        let mut record = saga(Mode::Saga, 2);
-        record.forward_failed(0, failed(Cause::Rejected, true));
-        assert_eq!(record.status, Status::Compensated);
-    }
-
-    #[test]
-    fn tcc_confirms_after_every_try_and_cancels_everything_tried() {
-        let mut done = saga(Mode::Tcc, 2);
-        done.forward_done(0, Some(ok()));
-        done.forward_done(1, Some(ok()));
-        assert_eq!(done.stage, Stage::Confirm(0));
-        done.confirm_done(0);
-        done.confirm_done(1);
-        assert_eq!(done.status, Status::Completed);
-        let mut cancelled = saga(Mode::Tcc, 3);
-        cancelled.forward_done(0, Some(ok()));
-        cancelled.forward_failed(1, failed(Cause::Rejected, true));
-        assert_eq!(
-            cancelled.stage,
-            Stage::Undo(1),
-            "the rejected try is cancelled too"
-        );
-    }
-
-    #[test]
-    fn twenty_failures_make_it_stuck_and_success_unsticks() {
-        let mut record = saga(Mode::Saga, 1);
-        record.forward_failed(0, failed(Cause::Unavailable, true));
-        let stuck: Vec<bool> = (0..STUCK_AFTER_FAILURES)
-            .map(|_| record.retry_failed())
-            .collect();
-        assert_eq!(stuck.iter().filter(|s| **s).count(), 1);
-        assert_eq!(record.status, Status::Stuck);
-        record.undo_done(0, false);
-        assert_eq!(record.status, Status::Compensated);
-    }
-
-    #[test]
-    fn a_missing_upstream_blocks_the_saga_until_it_can_go_on() {
-        let mut record = saga(Mode::Saga, 2);
-        record.blocked("upstream `bank` is not in the config".into());
-        assert_eq!(record.status, Status::Stuck);
-        assert_eq!(record.failure.as_ref().unwrap().cause, Cause::Missing);
-        record.forward_done(0, Some(ok()));
-        assert_eq!(record.status, Status::Pending);
-        assert!(
-            record.failure.is_none(),
-            "the block is forgotten once it moves"
-        );
-    }
-
-    #[test]
-    fn a_finished_saga_never_moves_again() {
-        let mut record = saga(Mode::Saga, 1);
-        record.forward_done(0, Some(ok()));
-        let before = record.clone();
-        let moved = std::panic::catch_unwind(move || {
-            let mut record = record;
-            record.forward_failed(0, failed(Cause::Rejected, true));
-            record
-        });
-        // Debug builds assert (the closure panics); release builds refuse and change nothing.
-        if let Ok(after) = moved {
-            assert_eq!(after.status, before.status);
-        }
-    }
-
-    #[test]
-    fn only_stuck_or_compensating_sagas_can_be_resolved() {
-        let mut running = saga(Mode::Saga, 1);
-        assert!(!running.resolve("{}".into()));
-        running.forward_failed(0, failed(Cause::Unavailable, true));
-        assert!(running.resolve("{\"by\":\"ops\"}".into()));
-        assert_eq!(running.status, Status::Compensated);
-    }
-
-    #[test]
-    fn records_round_trip_through_the_store_encoding() {
-        let mut record = saga(Mode::Tcc, 2);
-        record.body = Bytes::from_static(b"{\"amount\":1}");
-        record.attempt(Attempt {
-            step: 0,
-            phase: Phase::Try,
-            at_ms: 1,
-            status: Some(200),
-            latency_ms: 3,
-            error: None,
-        });
-        assert_eq!(SagaRecord::decode(&record.encode()), Some(record));
-    }
-}
+mod tests;

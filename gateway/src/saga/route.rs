@@ -62,6 +62,8 @@ pub struct SagaRoute {
     pub client_key: ClientKey,
     /// The steps every new saga of the route runs.
     pub plan: Arc<[PlannedStep]>,
+    /// The route's plugins, by name: a saga keeps running its hooks with them.
+    pub plugins: Arc<[String]>,
 }
 
 impl SagaRoute {
@@ -120,6 +122,7 @@ impl SagaRoute {
             },
             client_key: ClientKey::parse(&saga.client_key).map_err(fail)?,
             plan: plan.into(),
+            plugins: route.plugins.clone().into(),
         })
     }
 }

@@ -5,7 +5,7 @@
 //! gateway's.
 
 use super::call::{self, Sending};
-use super::ctx::{Ctx, Lost, persist, send, shape, upstream_of, wait_to_retry};
+use super::ctx::{Ctx, Lost, chain_of, persist, send, shape, upstream_of, wait_to_retry};
 use super::handle::Handle;
 use super::record::SagaRecord;
 use super::route::forward_phase;
@@ -26,7 +26,9 @@ pub(super) async fn settle(
         return Ok(());
     };
     let config = upstream.config();
-    let chain = ctx.live.chain(&record.route);
+    let Ok(chain) = chain_of(ctx, record, handle, j, phase).await? else {
+        return Ok(());
+    };
     let call = loop {
         match prepare(record, j, phase, chain.as_ref(), ctx.store.gateway()).await {
             Prepared::Send(call) => break call,

@@ -1,15 +1,21 @@
 //! The accept loop shared by the client and admin listeners: HTTP/1.1 and h2c on one port (or h2
-//! through ALPN under TLS), a cap on concurrent connections, a deadline for each request head, and
-//! graceful shutdown.
+//! through ALPN under TLS), caps on concurrent connections (in all, and per client address), a
+//! deadline for each request head, and graceful shutdown.
+//!
+//! A connection over a cap is answered, not dropped: it gets a 503 problem+json written at once
+//! (without waiting for its request, so a flood costs no parsing), then is closed. While
+//! [`REFUSALS_MAX`] refusals are already waiting for their clients to read, one more is written
+//! without waiting at all, which a fresh socket's buffer always takes.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -17,7 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -30,10 +36,10 @@ use crate::error::{Error, ErrorKind};
 const HEAD_BUFFER_FACTOR: usize = 2;
 /// Concurrent HTTP/2 streams per connection.
 const H2_STREAMS_MAX: u32 = 256;
-/// How long a connection refused for overload may take to send its request and read the 503.
-/// Connections being refused at once.
-const REFUSALS_MAX: usize = 64;
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Refused connections waiting for their clients to read the 503, at most.
+const REFUSALS_MAX: usize = 1024;
+/// How long a refused connection is kept open for its client to read the 503.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -74,7 +80,65 @@ pub struct ListenerLimits {
 pub struct Accepted {
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+/// A listener's connection slots: `max_connections` in all, and at most `per_client_max` from
+/// one IP address, so that one client's idle sockets cannot hold every slot.
+#[derive(Debug)]
+pub struct Slots {
+    all: Arc<Semaphore>,
+    per_client: Arc<DashMap<IpAddr, u32>>,
+    per_client_max: u32,
+}
+
+/// One connection's slot, given back when it closes.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    per_client: Arc<DashMap<IpAddr, u32>>,
+    client: IpAddr,
+}
+
+impl Slots {
+    /// `all` connections at most, `per_client_max` of them from one address.
+    pub fn new(all: usize, per_client_max: u32) -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(all)),
+            per_client: Arc::new(DashMap::new()),
+            per_client_max,
+        }
+    }
+
+    /// A slot for a connection from `client`, or why there is none.
+    fn take(&self, client: IpAddr) -> Result<Slot, &'static str> {
+        let permit = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many connections; retry shortly")?;
+        let mut count = self.per_client.entry(client).or_insert(0);
+        if *count >= self.per_client_max {
+            return Err(
+                "too many connections from this address; close idle ones, or retry shortly",
+            );
+        }
+        *count += 1;
+        Ok(Slot {
+            _permit: permit,
+            per_client: self.per_client.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.per_client.remove_if_mut(&self.client, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+    }
 }
 
 /// Once `ready`, accepts connections until `shutdown` flips to true, handing them round-robin to the workers'
@@ -85,7 +149,7 @@ pub async fn accept(
     listener: TcpListener,
     mut ready: watch::Receiver<bool>,
     workers: Vec<mpsc::UnboundedSender<Accepted>>,
-    connections: Arc<Semaphore>,
+    slots: Slots,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Until the gateway is ready, connections wait in the kernel's backlog.
@@ -99,19 +163,16 @@ pub async fn accept(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    // Refusals are capped too: past the cap the socket is simply closed.
-                    if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                        tokio::spawn(async move {
-                            refuse_overloaded(stream).await;
-                            drop(refusal);
-                        });
+                let slot = match slots.take(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        refuse_overloaded(stream, reason, &refusals);
+                        continue;
                     }
-                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let Ok(stream) = stream.into_std() else { continue };
-                let _ = workers[next].send(Accepted { stream, peer, permit });
+                let _ = workers[next].send(Accepted { stream, peer, slot });
                 next = (next + 1) % workers.len();
             }
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -129,12 +190,7 @@ pub async fn serve<H: Handler>(
 ) -> usize {
     let builder = Arc::new(http_builder(&limits));
     let graceful = GracefulShutdown::new();
-    while let Some(Accepted {
-        stream,
-        peer,
-        permit,
-    }) = queue.recv().await
-    {
+    while let Some(Accepted { stream, peer, slot }) = queue.recv().await {
         let Ok(stream) = TcpStream::from_std(stream) else {
             continue;
         };
@@ -148,7 +204,7 @@ pub async fn serve<H: Handler>(
         };
         tokio::spawn(async move {
             conn.run(stream).await;
-            drop(permit);
+            drop(slot);
         });
     }
     let open = graceful.count();
@@ -253,19 +309,30 @@ impl<H: Handler> Connection<H> {
     }
 }
 
-/// Over the connection limit: the client's first request is answered 503 problem+json, then the
-/// connection closes. Bounded in time, so a refused client cannot hold a task for long.
-async fn refuse_overloaded(stream: TcpStream) {
-    let service = service_fn(|_request: Request<Incoming>| async {
-        let error = Error::new(ErrorKind::Overloaded, "too many connections; retry shortly")
-            .with_header(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-        Ok::<_, Infallible>(error.into_response(None))
+/// Over a connection cap: 503 problem+json, written at once, then the connection closes. The
+/// socket stays open (bounded in number and time) while the client reads the answer, since
+/// closing with its request unread would reset the connection before it could.
+fn refuse_overloaded(stream: TcpStream, reason: &'static str, refusals: &Arc<Semaphore>) {
+    let answer = Error::new(ErrorKind::Overloaded, reason)
+        .with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        )
+        .to_http1_bytes();
+    let Ok(refusal) = refusals.clone().try_acquire_owned() else {
+        let _ = stream.try_write(&answer);
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            stream.write_all(&answer).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        drop(refusal);
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn).await;
 }

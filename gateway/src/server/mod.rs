@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use listener::ListenerLimits;
+use listener::{ListenerLimits, Slots};
 
 /// Admin connections at once: operators and scrapers, never a crowd.
 const ADMIN_CONNECTIONS_MAX: usize = 64;
@@ -62,7 +62,10 @@ pub fn serve(config: Config) -> Result<(), Error> {
         client: client_listener,
         admin: admin_listener,
         queues,
-        connections: Arc::new(Semaphore::new(server.max_connections as usize)),
+        slots: Slots::new(
+            server.max_connections as usize,
+            server.max_connections_per_client,
+        ),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_signal = stop_tx.clone();
@@ -113,7 +116,7 @@ struct Front {
     client: std::net::TcpListener,
     admin: std::net::TcpListener,
     queues: Vec<mpsc::UnboundedSender<listener::Accepted>>,
-    connections: Arc<Semaphore>,
+    slots: Slots,
 }
 
 /// One thread's share of the client connections.
@@ -167,11 +170,11 @@ fn start_front(
         client,
         gateway.ready_watch(),
         front.queues,
-        front.connections,
+        front.slots,
         stop.clone(),
     ));
     let (admin_queue, admin_receiver) = mpsc::unbounded_channel();
-    let admin_connections = Arc::new(Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    let admin_connections = Slots::new(ADMIN_CONNECTIONS_MAX, u32::MAX);
     tokio::spawn(listener::accept(
         admin,
         watch::channel(true).1,

@@ -1,10 +1,24 @@
 //! Route matching (SPEC §2): routes in file order, exact path or prefix. The first route whose path
 //! and method both match wins; a path that some route matches with another method gets 405 with
-//! `Allow`; anything else gets 404.
+//! `Allow`; anything else gets 404. `CONNECT` and `TRACE` are never proxied (SPEC §3): one would
+//! open a tunnel through the gateway, the other echo the client's headers back; both get 405.
 
 use http::{HeaderValue, Method, header};
 
 use crate::error::{Error, ErrorKind};
+
+/// Methods no route ever serves.
+const NEVER_ROUTED: [Method; 2] = [Method::CONNECT, Method::TRACE];
+/// What a route without `methods` serves.
+const ANY_METHOD: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 /// How a route matches paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +68,9 @@ impl<T> Router<T> {
 
     /// Finds the route for a request.
     pub fn find(&self, method: &Method, path: &str) -> Result<&T, Error> {
+        if NEVER_ROUTED.contains(method) {
+            return Err(self.not_allowed(method, path));
+        }
         let mut path_matched = false;
         for entry in &self.entries {
             if !entry.path.matches(path) {
@@ -77,7 +94,12 @@ impl<T> Router<T> {
     fn not_allowed(&self, method: &Method, path: &str) -> Error {
         let mut allowed: Vec<&str> = Vec::new();
         for entry in self.entries.iter().filter(|e| e.path.matches(path)) {
-            for m in &entry.methods {
+            let methods = if entry.methods.is_empty() {
+                &ANY_METHOD[..]
+            } else {
+                &entry.methods[..]
+            };
+            for m in methods {
                 if !allowed.contains(&m.as_str()) {
                     allowed.push(m.as_str());
                 }
@@ -137,5 +159,20 @@ mod tests {
         assert_eq!(response.headers()[header::ALLOW], "POST");
         let error = router.find(&Method::GET, "/transfers/1").unwrap_err();
         assert_eq!(error.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn connect_and_trace_are_never_routed() {
+        let router = router();
+        for method in [Method::CONNECT, Method::TRACE] {
+            let error = router.find(&method, "/api/x").unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::MethodNotAllowed);
+            let allow = error.into_response(None).headers()[header::ALLOW].clone();
+            assert!(
+                allow.to_str().unwrap().contains("GET")
+                    && !allow.to_str().unwrap().contains("TRACE"),
+                "{allow:?}"
+            );
+        }
     }
 }

@@ -87,7 +87,7 @@ impl Store for Embedded {
     }
 
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
-        Box::pin(std::future::ready(self.sqlite.sagas(filter)))
+        Box::pin(self.sqlite.sagas(filter))
     }
 
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
@@ -149,6 +149,10 @@ impl Store for Embedded {
 
     fn health(&self) -> Health {
         self.sqlite.health()
+    }
+
+    fn progress(&self) -> super::Progress {
+        self.sqlite.progress()
     }
 
     fn expire(&self) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -27,6 +27,7 @@ pub mod cache;
 pub mod embedded;
 mod holds;
 pub mod postgres;
+mod progress;
 mod quota;
 mod sqlite;
 mod volatile;
@@ -41,6 +42,7 @@ use tokio::sync::mpsc;
 
 pub use embedded::{Embedded, EmbeddedLimits};
 pub use postgres::{FleetSettings, Postgres};
+pub use progress::Progress;
 pub use quota::Quota;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn Store>`).
@@ -121,8 +123,9 @@ pub enum StoreError {
     /// A hold was asked for outside a request.
     #[error("a hold needs a request under way")]
     NoRequest,
-    /// Another gateway of the fleet owns the saga now: this one must not act on it again.
-    #[error("the saga belongs to another gateway now")]
+    /// The saga is not this gateway's to write any more: another gateway of the fleet owns it
+    /// now, or its row is gone. This one must not act on it again.
+    #[error("the saga belongs to another gateway now, or its row is gone")]
     Fenced,
 }
 
@@ -243,8 +246,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Sets a namespace's quota (a plugin's `kv_keys_max` and `kv_bytes_max`).
     fn set_quota(&self, namespace: &str, quota: Quota);
 
-    /// Whether writes succeed.
+    /// Whether writes succeed, and the store's writer and threads are alive and moving.
     fn health(&self) -> Health;
+
+    /// What a watchdog sees of the store's writer.
+    fn progress(&self) -> Progress;
 
     /// Removes expired rows in small batches; returns how many went.
     fn expire(&self) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -1,6 +1,11 @@
 //! A circuit breaker per upstream: after `breaker_failures` consecutive failures it opens and
 //! refuses calls for `breaker_cooldown_ms`; then it lets exactly one trial through (half-open). The
 //! trial's success closes it, its failure opens it again.
+//!
+//! It counts only what the backend did (SPEC §4). A call cut short by its own client (who hung
+//! up, so hyper dropped the request's future) says nothing about the backend: it counts neither
+//! way, and a trial cut short lets the next call be the trial. Otherwise any client could switch
+//! a backend off by hanging up on slow calls, and a load test that ends would do it by accident.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,9 +25,9 @@ pub struct Breaker {
     cooldown: Duration,
 }
 
-/// Leave to make one call. It must be settled with [`Permit::record`]; a permit dropped unsettled
-/// (the caller gave up mid-call) counts as a failure, so a lost half-open trial cannot wedge the
-/// breaker shut.
+/// Leave to make one call, settled with [`Permit::record`]. A permit dropped unsettled (the
+/// caller gave up mid-call) counts for nothing; if it was the half-open trial, the next call is
+/// the trial, so a lost trial never wedges the breaker shut.
 #[derive(Debug)]
 pub struct Permit<'a> {
     breaker: &'a Breaker,
@@ -66,6 +71,16 @@ impl Breaker {
         )
     }
 
+    /// The trial ended without a verdict: the next call may try again at once.
+    fn abandon_trial(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        if *state == State::HalfOpen {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
     fn settle(&self, trial: bool, success: bool) {
         let mut state = self.state.lock().expect("breaker lock");
         *state = match (*state, success) {
@@ -95,8 +110,8 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if !self.settled {
-            self.breaker.settle(self.trial, false);
+        if !self.settled && self.trial {
+            self.breaker.abandon_trial();
         }
     }
 }
@@ -120,12 +135,36 @@ mod tests {
     }
 
     #[test]
-    fn failed_or_abandoned_trial_reopens() {
+    fn a_failed_trial_reopens() {
         let breaker = Breaker::new(1, Duration::from_millis(10));
         breaker.try_acquire().unwrap().record(false);
         std::thread::sleep(Duration::from_millis(15));
-        drop(breaker.try_acquire().unwrap());
+        breaker.try_acquire().unwrap().record(false);
         assert!(breaker.try_acquire().is_none());
+    }
+
+    #[test]
+    fn calls_cut_short_by_their_clients_count_for_nothing() {
+        let breaker = Breaker::new(2, Duration::from_secs(60));
+        for _ in 0..10 {
+            drop(breaker.try_acquire().unwrap());
+        }
+        assert!(!breaker.is_open(), "hang-ups never open it");
+        breaker.try_acquire().unwrap().record(false);
+        drop(breaker.try_acquire().unwrap());
+        breaker.try_acquire().unwrap().record(false);
+        assert!(breaker.is_open(), "two real failures still do");
+    }
+
+    #[test]
+    fn an_abandoned_trial_lets_the_next_call_be_the_trial() {
+        let breaker = Breaker::new(1, Duration::from_millis(10));
+        breaker.try_acquire().unwrap().record(false);
+        std::thread::sleep(Duration::from_millis(15));
+        drop(breaker.try_acquire().expect("the trial"));
+        let next = breaker.try_acquire().expect("a new trial at once");
+        next.record(true);
+        assert!(!breaker.is_open());
     }
 
     #[test]

@@ -116,7 +116,11 @@ pub fn build_all(
                 .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
             let built = Upstream {
                 name: Arc::new(name.clone()),
-                pool: Pool::new(authority.to_string(), workers),
+                pool: Pool::new(
+                    authority.to_string(),
+                    workers,
+                    Duration::from_millis(upstream.idle_timeout_ms),
+                ),
                 host,
                 base_path,
                 breaker: Breaker::new(

@@ -8,9 +8,15 @@
 //!
 //! A request that hyper hands back unsent (the pooled connection closed before it was written)
 //! is safe to send again on another connection; that is the only retry this module makes.
+//!
+//! An idle connection is closed once it has been idle for the upstream's `idle_timeout_ms`, traffic or not: a
+//! shelf that holds idle connections has a sweeper task on its worker, which ends when the shelf
+//! is empty. Backends and the load balancers in front of them close idle connections too; one
+//! kept past their limit would fail its next request.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,8 +29,6 @@ use tokio::net::TcpStream;
 
 use super::fence::{Fence, FencedIo, Slot};
 
-/// How long an idle connection is kept before it is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream per worker.
 const IDLE_PER_WORKER_MAX: usize = 256;
 /// Unsent requests re-tried on another connection before giving up.
@@ -57,10 +61,47 @@ pub(super) struct Lease {
     connection: Connection,
 }
 
+/// One worker's idle connections to one upstream, oldest first.
+struct Shelf {
+    idle: Mutex<VecDeque<Idle>>,
+    /// Whether a sweeper task is running for this shelf.
+    swept: AtomicBool,
+    /// How long a connection may stay idle.
+    timeout: Duration,
+}
+
+impl Shelf {
+    /// Closes the connections idle for too long (the oldest are at the front).
+    fn prune(&self, idle: &mut VecDeque<Idle>) {
+        while idle
+            .front()
+            .is_some_and(|e| e.since.elapsed() >= self.timeout || e.connection.sender.is_closed())
+        {
+            idle.pop_front();
+        }
+    }
+
+    /// Prunes every half timeout until the shelf is empty, on the current worker.
+    fn sweep(shelf: Weak<Shelf>, every: Duration) {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(shelf) = shelf.upgrade() else { return };
+                let mut idle = shelf.idle.lock().expect("pool lock");
+                shelf.prune(&mut idle);
+                if idle.is_empty() {
+                    shelf.swept.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+}
+
 /// The pool of one upstream.
 pub(super) struct Pool {
     address: String,
-    slots: Vec<Mutex<Vec<Idle>>>,
+    slots: Vec<Arc<Shelf>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -72,15 +113,21 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A pool for `host:port`, with one slot per worker.
-    pub(super) fn new(address: String, workers: usize) -> Self {
+    /// A pool for `host:port`, with one slot per worker, closing connections idle for `idle`.
+    pub(super) fn new(address: String, workers: usize, idle: Duration) -> Self {
         let slots = (0..workers.max(1))
-            .map(|_| Mutex::new(Vec::new()))
+            .map(|_| {
+                Arc::new(Shelf {
+                    idle: Mutex::new(VecDeque::new()),
+                    swept: AtomicBool::new(false),
+                    timeout: idle,
+                })
+            })
             .collect();
         Self { address, slots }
     }
 
-    fn slot(&self) -> &Mutex<Vec<Idle>> {
+    fn slot(&self) -> &Arc<Shelf> {
         let index = crate::worker::index() % self.slots.len();
         &self.slots[index]
     }
@@ -133,19 +180,28 @@ impl Pool {
         if lease.connection.sender.is_closed() {
             return;
         }
-        let mut idle = self.slot().lock().expect("pool lock");
+        let shelf = self.slot();
+        let mut idle = shelf.idle.lock().expect("pool lock");
+        shelf.prune(&mut idle);
         if idle.len() < IDLE_PER_WORKER_MAX {
-            idle.push(Idle {
+            idle.push_back(Idle {
                 connection: lease.connection,
                 since: Instant::now(),
             });
         }
+        if !shelf.swept.swap(true, Ordering::AcqRel) {
+            Shelf::sweep(Arc::downgrade(shelf), shelf.timeout / 2);
+        }
     }
 
+    /// The most recently used idle connection: the warmest, and the least likely to have been
+    /// closed by the other side.
     fn checkout(&self) -> Option<Connection> {
-        let mut idle = self.slot().lock().expect("pool lock");
-        while let Some(entry) = idle.pop() {
-            if !entry.connection.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+        let shelf = self.slot();
+        let mut idle = shelf.idle.lock().expect("pool lock");
+        shelf.prune(&mut idle);
+        while let Some(entry) = idle.pop_back() {
+            if !entry.connection.sender.is_closed() {
                 return Some(entry.connection);
             }
         }

@@ -104,6 +104,21 @@ impl Bank {
         stats["paths"][path].as_u64().unwrap_or(0)
     }
 
+    /// The connections open to the bank now, other than the one that asks.
+    pub async fn connections(&self) -> u64 {
+        let stats: Value = client()
+            .get(self.url("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["connections"]
+            .as_u64()
+            .map_or(u64::MAX, |n| n.saturating_sub(1))
+    }
+
     /// Every business request the bank saw.
     pub async fn total_hits(&self) -> u64 {
         let stats: Value = client()

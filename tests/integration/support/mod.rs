@@ -6,6 +6,7 @@ mod fleet;
 mod gateway;
 pub mod postgres;
 pub mod raw;
+mod tmpfs;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use bank::Bank;
 pub use fleet::Fleet;
 pub use gateway::{Gateway, GatewayBuilder};
+pub use tmpfs::Tmpfs;
 
 /// A built workspace binary (`txgate`, `txgate-bank`), next to this test executable.
 pub fn bin(name: &str) -> PathBuf {

@@ -1,4 +1,6 @@
-//! The embedded store against a real SQLite file in a temp directory.
+//! What only the embedded store has, against a real SQLite file in a temp directory: its files,
+//! pragmas, group commit, the sagas' quota and the directory's lock. The behaviour both backends
+//! share is the contract suite's (`tests/integration/store_contract.rs`).
 
 use std::sync::Arc;
 
@@ -82,113 +84,12 @@ async fn durable_writes_survive_a_reopen_and_volatile_ones_do_not() {
 }
 
 #[tokio::test]
-async fn a_saga_key_is_claimed_once_and_the_loser_sees_the_winner() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let first = store
-        .claim_saga(saga("s1", "r1", "pending", None))
-        .await
-        .unwrap();
-    assert_eq!(first, Claim::Won);
-    let second = store
-        .claim_saga(saga("s2", "r1", "pending", None))
-        .await
-        .unwrap();
-    match second {
-        Claim::Exists(row) => assert_eq!(&*row.id, "s1"),
-        Claim::Won => panic!("two sagas for one key"),
-    }
-    let other_client = SagaRow {
-        key: SagaKey {
-            client: "acme".into(),
-            ..saga("s3", "r1", "pending", None).key
-        },
-        ..saga("s3", "r1", "pending", None)
-    };
-    assert_eq!(
-        store.claim_saga(other_client).await.unwrap(),
-        Claim::Won,
-        "clients are apart"
-    );
-}
-
-#[tokio::test]
-async fn finished_sagas_expire_and_the_unfinished_are_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    for (id, status) in [("00a", "pending"), ("00b", "pending"), ("00c", "stuck")] {
-        store.claim_saga(saga(id, id, status, None)).await.unwrap();
-    }
-    store
-        .save_saga(saga("00a", "00a", "completed", Some(1)))
-        .await
-        .unwrap();
-    let unfinished: Vec<_> = store
-        .unfinished_sagas()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
-    assert_eq!(unfinished, ["00b", "00c"]);
-    let stuck = store
-        .sagas(SagaFilter {
-            status: Some("stuck"),
-            limit: 10,
-        })
-        .await
-        .unwrap();
-    assert_eq!(stuck.len(), 1);
-    assert_eq!(store.expire().await.unwrap(), 1);
-    assert_eq!(store.saga_by_id("00a").await.unwrap(), None);
-    assert_eq!(
-        store.saga_by_id("00b").await.unwrap().unwrap().status,
-        "pending"
-    );
-    assert_eq!(store.describe()["usage"]["sagas"]["keys"], 2);
-}
-
-#[tokio::test]
 async fn the_running_store_reports_wal_and_full_synchronous_from_its_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let described = store.describe();
     assert_eq!(described["journal_mode"], "wal");
     assert_eq!(described["synchronous"], "full");
-}
-
-#[tokio::test]
-async fn a_plugin_at_its_byte_quota_is_refused_while_others_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let small = Quota {
-        keys_max: 100,
-        bytes_max: 64,
-    };
-    store.set_quota("flood", small);
-    store
-        .mutate("flood", "a", put(&"x".repeat(40)), Durability::Durable)
-        .await
-        .unwrap();
-    let refused = store
-        .mutate("flood", "b", put(&"x".repeat(40)), Durability::Durable)
-        .await;
-    assert!(
-        matches!(refused, Err(StoreError::LimitReached { what: "bytes", .. })),
-        "{refused:?}"
-    );
-    store
-        .mutate("other", "b", put(&"x".repeat(40)), Durability::Durable)
-        .await
-        .unwrap();
-    store
-        .mutate("flood", "a", Mutation::Delete, Durability::Durable)
-        .await
-        .unwrap();
-    store
-        .mutate("flood", "b", put(&"x".repeat(40)), Durability::Durable)
-        .await
-        .expect("room again after a delete");
 }
 
 #[tokio::test]
@@ -319,4 +220,28 @@ fn a_damaged_schema_refuses_to_start_without_a_panic() {
     std::fs::write(&file, &bytes).unwrap();
     let error = Embedded::open(dir.path(), ROOMY, None).unwrap_err();
     assert!(error.to_string().contains("txgate.db"), "{error}");
+}
+
+#[tokio::test]
+async fn an_operators_listing_of_one_status_reads_through_the_status_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    let conn = rusqlite::Connection::open(dir.path().join("txgate.db")).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::store::sqlite::SAGAS_BY_STATUS
+        ))
+        .unwrap()
+        .query_map(rusqlite::params!["compensated", 50], |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("USING INDEX sagas_status")),
+        "{plan:?}"
+    );
 }

@@ -10,10 +10,11 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::deadline::TCP_USER_TIMEOUT;
 use super::schema::{self, Migrated};
 use crate::error::{Error, ErrorKind};
 
-/// Connections the pool keeps at most.
+/// Connections the pool keeps at most (the presence and notification connections are apart).
 const POOL_CONNECTIONS_MAX: usize = 16;
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,32 +39,54 @@ pub(super) fn describe(config: &Config) -> String {
     )
 }
 
-/// Parses `url` and names this gateway to the database (`application_name`). A transaction left
-/// open longer than `idle_in_transaction` is ended by the server: a gateway paused in the middle
-/// of one (SIGSTOP, a stalled VM) must not keep its row locks, or the fleet could neither take
-/// its sagas over nor claim the keys it was claiming.
-pub(super) fn config(
-    url: &str,
-    gateway: &str,
-    idle_in_transaction: Duration,
-) -> Result<Config, Error> {
+/// What a session of the gateway's asks of the server.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Session {
+    /// A transaction left open longer than this is ended by the server: a gateway paused in the
+    /// middle of one (SIGSTOP, a stalled VM) must not keep its row locks, or the fleet could
+    /// neither take its sagas over nor claim the keys it was claiming.
+    pub(super) idle_in_transaction: Duration,
+    /// The server cancels a statement that runs longer (`None`: a migration, which may count a
+    /// large table).
+    pub(super) statement_timeout: Option<Duration>,
+}
+
+/// Parses `url` and names this gateway to the database (`application_name`). Every session
+/// commits synchronously whatever the server's default (an acknowledged write is on the
+/// database's disk), keeps its statements and idle transactions short, and has both ends probe a
+/// silent peer: the server ends the session of a gateway that vanished, releasing what it held,
+/// and the gateway closes a connection the network stopped carrying (see `deadline.rs`).
+pub(super) fn config(url: &str, gateway: &str, session: Session) -> Result<Config, Error> {
     let mut config: Config = url.parse().map_err(|e| {
         Error::new(
             ErrorKind::Config,
             format!("store.url: not a PostgreSQL URL ({e})"),
         )
     })?;
-    let idle_ms = idle_in_transaction.as_millis().max(1);
+    let mut ours = format!(
+        "-c synchronous_commit=on -c idle_in_transaction_session_timeout={} \
+         -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3",
+        session.idle_in_transaction.as_millis().max(1)
+    );
+    if let Some(timeout) = session.statement_timeout {
+        ours.push_str(&format!(
+            " -c statement_timeout={}",
+            timeout.as_millis().max(1)
+        ));
+    }
     let options = match config.get_options() {
-        Some(given) => format!("{given} -c idle_in_transaction_session_timeout={idle_ms}"),
-        None => format!("-c idle_in_transaction_session_timeout={idle_ms}"),
+        Some(given) => format!("{given} {ours}"),
+        None => ours,
     };
     config
         .application_name(format!("txgate {gateway}"))
         .options(options)
         .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_user_timeout(TCP_USER_TIMEOUT)
         .keepalives(true)
-        .keepalives_idle(Duration::from_secs(10));
+        .keepalives_idle(Duration::from_secs(2))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3);
     Ok(config)
 }
 

@@ -6,7 +6,9 @@
 //!   each for one lease. A hold whose release did not reach the database (it was down) is not
 //!   renewed, so it ends by itself within `lease_ms`; so do the holds of a dead gateway;
 //! - the renewal is an upsert: after a crash of the database itself empties the table, the holds
-//!   of requests still running come back with the next renewal.
+//!   of requests still running come back with the next renewal;
+//! - expiry is in the database's clock, like the leases, so gateways whose clocks disagree still
+//!   agree on when a hold has ended.
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -14,6 +16,7 @@ use deadpool_postgres::Pool;
 
 use super::super::{StoreError, to_i64, unavailable};
 use super::kv::client;
+use super::lease::DB_NOW_MS;
 
 /// This gateway's live holds, by (namespace, key): the holder and its value.
 #[derive(Debug, Default)]
@@ -37,32 +40,32 @@ impl Holds {
         pool: &Pool,
         gateway: &str,
         ask: Ask<'_>,
-        now_ms: u64,
         lease_ms: u64,
     ) -> Result<Option<Bytes>, StoreError> {
         let client = client(pool).await?;
         let take = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "INSERT INTO holds (namespace, key, gateway, holder, value, expires_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                 VALUES ($1, $2, $3, $4, $5, {DB_NOW_MS} + $6)
                  ON CONFLICT (namespace, key) DO UPDATE SET gateway = excluded.gateway,
-                     holder = excluded.holder, value = excluded.value,
+                     holder = excluded.holder,
+                     value = CASE WHEN holds.gateway = excluded.gateway
+                                   AND holds.holder = excluded.holder
+                                  THEN holds.value ELSE excluded.value END,
                      expires_at_ms = excluded.expires_at_ms
-                 WHERE holds.expires_at_ms <= $7
+                 WHERE holds.expires_at_ms <= {DB_NOW_MS}
                     OR (holds.gateway = excluded.gateway AND holds.holder = excluded.holder)
-                 RETURNING 1",
-            )
+                 RETURNING 1"
+            ))
             .await
             .map_err(unavailable)?;
-        let until = to_i64(now_ms.saturating_add(lease_ms));
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &ask.namespace,
             &ask.key,
             &gateway,
             &to_i64(ask.holder),
             &&ask.value[..],
-            &until,
-            &to_i64(now_ms),
+            &to_i64(lease_ms),
         ];
         if client
             .query_opt(&take, &params)
@@ -70,8 +73,16 @@ impl Holds {
             .map_err(unavailable)?
             .is_some()
         {
+            // A holder that takes its key again keeps the value it gave first.
             let id = (ask.namespace.to_string(), ask.key.to_string());
-            self.live.insert(id, (ask.holder, ask.value));
+            self.live
+                .entry(id)
+                .and_modify(|held| {
+                    if held.0 != ask.holder {
+                        *held = (ask.holder, ask.value.clone());
+                    }
+                })
+                .or_insert((ask.holder, ask.value));
             return Ok(None);
         }
         let read = client
@@ -123,7 +134,7 @@ impl Holds {
         &self,
         pool: &Pool,
         gateway: &str,
-        until_ms: u64,
+        lease_ms: u64,
     ) -> Result<(), String> {
         if self.live.is_empty() {
             return Ok(());
@@ -139,14 +150,16 @@ impl Holds {
         let client = pool.get().await.map_err(|e| e.to_string())?;
         client
             .execute(
-                "INSERT INTO holds (namespace, key, gateway, holder, value, expires_at_ms)
-                 SELECT n, k, $1, h, v, $2
-                 FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BYTEA[]) AS t(n, k, h, v)
-                 ON CONFLICT (namespace, key) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
-                 WHERE holds.gateway = excluded.gateway AND holds.holder = excluded.holder",
+                &format!(
+                    "INSERT INTO holds (namespace, key, gateway, holder, value, expires_at_ms)
+                     SELECT n, k, $1, h, v, {DB_NOW_MS} + $2
+                     FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BYTEA[]) AS t(n, k, h, v)
+                     ON CONFLICT (namespace, key) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+                     WHERE holds.gateway = excluded.gateway AND holds.holder = excluded.holder"
+                ),
                 &[
                     &gateway,
-                    &to_i64(until_ms),
+                    &to_i64(lease_ms),
                     &namespaces,
                     &keys,
                     &holders,

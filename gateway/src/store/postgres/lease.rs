@@ -1,19 +1,26 @@
 //! A gateway's lease on its sagas, and fencing.
 //!
-//! Each gateway has a row in `gateways`; its heartbeat (the database's clock) is its lease, renewed
-//! with one statement per interval, whatever the number of its sagas. After `lease_ms` without a
-//! renewal, other gateways take its unfinished sagas over: in bounded batches, `FOR UPDATE SKIP
-//! LOCKED`, bumping each saga's epoch.
+//! Each gateway has a row in `gateways`: its heartbeat, in the database's clock, and the lease it
+//! declared. Its presence connection (`presence.rs`) renews both with one statement per interval,
+//! whatever the number of its sagas. A gateway is taken over once the database's clock is past its
+//! heartbeat plus its *own* declared lease, so gateways with different `lease_ms` (a rolling
+//! change) judge each other by what each promised, never by their own setting. Takeover goes in
+//! bounded batches, `FOR UPDATE SKIP LOCKED`, bumping each saga's epoch.
 //!
 //! Fencing, both ways:
 //! - every saga write is conditional on (owner, epoch) (`writer.rs`): a gateway that lost a saga
 //!   cannot write it;
 //! - before each call, a saga asks [`Lease::may_send`]. While the lease is valid by this
-//!   gateway's own clock (renewed less than `lease_ms` minus a margin ago), nobody else can have
-//!   taken the saga, and the answer costs nothing. Once the lease has lapsed — the gateway was
-//!   paused, or cut off from the database — no call goes out until the lease is renewed and the
-//!   saga's row shows it still belongs to this gateway at its epoch. So a gateway that wakes after
-//!   its sagas were taken over stops working on them before it sends another call.
+//!   gateway's own clock (renewed less than `lease_ms` minus a margin ago, counted from before the
+//!   renewal was sent), nobody else can have taken the saga, and the answer costs nothing. Once
+//!   the lease has lapsed — the gateway was paused, cut off from the database, or a renewal was
+//!   slow — the generation goes up, every ticket given before is void, and no call goes out until
+//!   the lease is renewed and the saga's row shows it still belongs to this gateway at its epoch.
+//!   The connection checks its ticket again right before it writes the call's bytes
+//!   ([`Lease::holds`]). So a gateway that wakes after its sagas were taken over stops working on
+//!   them before it sends another call.
+//!
+//! The model in `lease_model.rs` checks these rules over every interleaving of a few gateways.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +30,7 @@ use dashmap::DashMap;
 use deadpool_postgres::Pool;
 
 use super::super::{StoreError, to_i64, unavailable};
+use super::deadline::within;
 use super::kv::client;
 
 /// The database's clock, in ms since the Unix epoch.
@@ -39,8 +47,8 @@ pub(super) struct Lease {
     generation: AtomicU64,
     /// When the lease last lapsed and came back (no takeover until a whole lease after it).
     settled_since: Mutex<Instant>,
-    /// Sagas checked in the current generation.
-    checked: DashMap<String, u64>,
+    /// Sagas checked, by (id, epoch), and the generation they were checked in.
+    checked: DashMap<(String, u64), u64>,
 }
 
 impl Lease {
@@ -69,28 +77,16 @@ impl Lease {
             .is_some_and(|until| Instant::now() < until)
     }
 
-    /// Renews the lease: one statement, whatever the number of sagas. Returns how long it took.
-    pub(super) async fn renew(&self, pool: &Pool) -> Result<Duration, String> {
-        let started = Instant::now();
-        let lapsed = !self.valid();
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO gateways (id, started_ms, heartbeat_ms) VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
-                     ON CONFLICT (id) DO UPDATE SET heartbeat_ms = {DB_NOW_MS}"
-                ),
-                &[&self.gateway],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if lapsed {
+    /// A renewal that the database applied: `sent` is when its statement was sent (the
+    /// database's heartbeat is at least that late). Had the lease lapsed meanwhile, even while
+    /// the renewal itself was slow, the generation goes up before the lease is valid again, so
+    /// no ticket of before the lapse is ever honoured after it.
+    pub(super) fn renewed(&self, sent: Instant) {
+        if !self.valid() {
             self.generation.fetch_add(1, Ordering::AcqRel);
             *self.settled_since.lock().expect("lease") = Instant::now();
         }
-        // Counted from before the statement: the database's heartbeat is at least that late.
-        *self.valid_until.lock().expect("lease") = Some(started + self.lease - self.margin());
-        Ok(started.elapsed())
+        *self.valid_until.lock().expect("lease") = Some(sent + self.lease - self.margin());
     }
 
     /// Whether this gateway may take over others' sagas: its own lease valid, and valid for a
@@ -106,16 +102,16 @@ impl Lease {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Records that this gateway became the owner of `id` by a statement that started in
-    /// `generation`. Had the lease lapsed since, the saga is checked again before its next call:
-    /// another gateway may have taken it while this one was away.
-    pub(super) fn owned(&self, id: &str, generation: u64) {
-        self.checked.insert(id.to_string(), generation);
+    /// Records that this gateway became the owner of `id` at `epoch` by a statement that started
+    /// in `generation`. Had the lease lapsed since, the saga is checked again before its next
+    /// call: another gateway may have taken it while this one was away.
+    pub(super) fn owned(&self, id: &str, epoch: u64, generation: u64) {
+        self.checked.insert((id.to_string(), epoch), generation);
     }
 
-    /// Forgets a saga (finished or lost).
-    pub(super) fn forget(&self, id: &str) {
-        self.checked.remove(id);
+    /// Forgets a saga at one epoch (finished, or lost); a later epoch's entry stays.
+    pub(super) fn forget(&self, id: &str, epoch: u64) {
+        self.checked.remove(&(id.to_string(), epoch));
     }
 
     /// Whether a ticket from [`Lease::may_send`] still holds: the lease is valid, and has not
@@ -131,9 +127,10 @@ impl Lease {
         id: &str,
         epoch: u64,
     ) -> Result<u64, StoreError> {
+        let key = (id.to_string(), epoch);
         loop {
             let generation = self.generation.load(Ordering::Acquire);
-            let checked = self.checked.get(id).map(|g| *g) == Some(generation);
+            let checked = self.checked.get(&key).map(|g| *g) == Some(generation);
             if self.valid() && checked {
                 return Ok(generation);
             }
@@ -142,6 +139,17 @@ impl Lease {
                 tokio::time::sleep(self.lease / 20).await;
                 continue;
             }
+            if !self.still_ours(pool, id, epoch).await? {
+                self.forget(id, epoch);
+                return Err(StoreError::Fenced);
+            }
+            self.checked.insert(key.clone(), generation);
+        }
+    }
+
+    /// Whether the saga's row says this gateway owns it at `epoch`.
+    async fn still_ours(&self, pool: &Pool, id: &str, epoch: u64) -> Result<bool, StoreError> {
+        within(async {
             let client = client(pool).await?;
             let statement = client
                 .prepare_cached("SELECT owner, epoch FROM sagas WHERE id = $1")
@@ -151,14 +159,43 @@ impl Lease {
                 .query_opt(&statement, &[&id])
                 .await
                 .map_err(unavailable)?;
-            let ours = row.is_some_and(|r| {
+            Ok(row.is_some_and(|r| {
                 r.get::<_, &str>(0) == self.gateway && r.get::<_, i64>(1) == to_i64(epoch)
-            });
-            if !ours {
-                self.forget(id);
-                return Err(StoreError::Fenced);
-            }
-            self.checked.insert(id.to_string(), generation);
-        }
+            }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lapse_during_a_slow_renewal_voids_every_earlier_ticket() {
+        let lease = Lease::new("gw".into(), Duration::from_millis(40));
+        lease.renewed(Instant::now());
+        let ticket = lease.generation();
+        assert!(lease.holds(ticket));
+        // The renewal statement is sent, then the gateway stalls past its lease before the
+        // answer comes back.
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(50));
+        lease.renewed(sent);
+        assert!(lease.valid() || sent.elapsed() >= Duration::from_millis(30));
+        assert!(
+            !lease.holds(ticket),
+            "a ticket from before the lapse is void"
+        );
+    }
+
+    #[test]
+    fn checks_are_per_epoch_and_forgetting_one_keeps_the_other() {
+        let lease = Lease::new("gw".into(), Duration::from_secs(10));
+        lease.owned("s", 1, 1);
+        lease.owned("s", 2, 1);
+        lease.forget("s", 1);
+        assert!(lease.checked.contains_key(&("s".to_string(), 2)));
+        assert!(!lease.checked.contains_key(&("s".to_string(), 1)));
     }
 }

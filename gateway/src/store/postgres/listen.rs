@@ -4,11 +4,13 @@
 //! dedicated connection listens; when it breaks, it is opened again, and every waiter is woken so
 //! that it reads the saga afresh instead of trusting a notification it may have missed.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::StreamExt;
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, mpsc};
 use tokio_postgres::{AsyncMessage, Config};
 
@@ -22,18 +24,57 @@ pub(super) struct Listener {
     admin: std::sync::Mutex<Option<mpsc::UnboundedSender<Arc<str>>>>,
 }
 
+/// A wait for saga `id`'s notification, registered at once (so one sent before the wait is
+/// awaited still counts). However it ends (notified, timed out, or dropped with its request),
+/// the waiter's entry goes once nobody else waits on the saga: the map holds the sagas waited
+/// on now, never every saga ever followed.
+pub(super) struct Waiting<'a> {
+    listener: &'a Listener,
+    id: Arc<str>,
+    notified: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl Waiting<'_> {
+    /// Resolves when the saga's notification comes (or the connection was opened again).
+    pub(super) async fn notified(&mut self) {
+        if let Some(notified) = self.notified.as_mut() {
+            notified.as_mut().await;
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Our share of the waiter first, so that the count below sees only the others.
+        self.notified = None;
+        self.listener
+            .waiters
+            .remove_if(&self.id, |_, n| Arc::strong_count(n) == 1);
+    }
+}
+
 impl Listener {
-    /// A notification for `id`, to wait on.
-    pub(super) fn waiter(&self, id: &str) -> Arc<Notify> {
-        self.waiters
-            .entry(id.into())
+    /// A registered wait for saga `id`'s notification.
+    pub(super) fn wait(&self, id: &str) -> Waiting<'_> {
+        let id: Arc<str> = id.into();
+        let notify = self
+            .waiters
+            .entry(id.clone())
             .or_insert_with(|| Arc::new(Notify::new()))
-            .clone()
+            .clone();
+        let mut notified = Box::pin(notify.notified_owned());
+        notified.as_mut().enable();
+        Waiting {
+            listener: self,
+            id,
+            notified: Some(notified),
+        }
     }
 
-    /// Drops the waiter of `id` when nobody else waits on it.
-    pub(super) fn done(&self, id: &str) {
-        self.waiters.remove_if(id, |_, n| Arc::strong_count(n) == 1);
+    /// How many sagas are waited on now.
+    #[cfg(test)]
+    pub(super) fn waited_on(&self) -> usize {
+        self.waiters.len()
     }
 
     /// The stream of saga ids an operator asked something of.
@@ -104,5 +145,27 @@ impl Listener {
         }
         drop(client);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_leaves_nothing_behind_however_it_ends() {
+        let listener = Listener::default();
+        {
+            let mut notified = listener.wait("a");
+            let _both = listener.wait("a");
+            listener.notified("txgate_sagas", "a");
+            notified.notified().await;
+        }
+        {
+            let mut abandoned = listener.wait("b");
+            let _ = tokio::time::timeout(Duration::from_millis(5), abandoned.notified()).await;
+        }
+        drop(listener.wait("c"));
+        assert_eq!(listener.waited_on(), 0);
     }
 }

@@ -1,24 +1,31 @@
 //! The fleet's backend: PostgreSQL, shared by every gateway of a fleet (SPEC §8), through
 //! `tokio-postgres` and a `deadpool-postgres` pool, with prepared statements and pipelining.
 //!
-//! - `schema.rs`: the tables (the embedded store's shape, plus owners, leases and holds), created
-//!   or migrated at start and by `txgate migrate`;
-//! - `connect.rs`: connections, all driven on this store's own runtime thread;
+//! - `schema.rs`: the tables (the embedded store's shape, plus owners, leases, holds and the
+//!   usage triggers), created or migrated at start and by `txgate migrate`;
+//! - `connect.rs`: connections and the session settings every one of them gets, all driven on
+//!   this store's own runtime thread (`runtime.rs`);
+//! - `deadline.rs`: why every statement has a deadline, and how it is kept;
 //! - `writer.rs`: saga claims and updates, batched into one transaction each (group commit),
 //!   fenced by (owner, epoch);
-//! - `kv.rs`: plugin keys, one statement per read-modify-write;
+//! - `kv.rs`: plugin keys, one statement per read-modify-write; `usage.rs`: their quotas;
 //! - `holds.rs`: the keys requests under way hold, renewed while they run;
-//! - `usage.rs`: quota bookkeeping, one row per gateway;
-//! - `lease.rs`: the gateway's lease, takeover and fencing before each call;
+//! - `presence.rs`: the connection that holds this gateway's id and renews its lease;
+//! - `lease.rs`: the lease itself, and fencing before each call;
+//! - `background.rs`: the loops beside the requests: renewals, and takeover's statement;
 //! - `listen.rs`: LISTEN/NOTIFY for finished sagas and operator requests;
-//! - `sagas.rs`: saga reads, takeover, operator requests and expiry;
-//! - `runtime.rs`: the store's own runtime thread.
+//! - `sagas.rs`: saga reads, takeover, operator requests and expiry.
 
+mod background;
 mod connect;
+mod deadline;
 mod holds;
 mod kv;
 mod lease;
+#[cfg(test)]
+mod lease_model;
 mod listen;
+mod presence;
 mod runtime;
 mod sagas;
 pub mod schema;
@@ -34,15 +41,19 @@ use deadpool_postgres::Pool;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use super::progress::Tracker;
 use super::{
     Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaRow, Store,
     StoreError, now_unix_ms, unavailable,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
+use connect::Session;
+use deadline::{STATEMENT_DEADLINE, within};
 use holds::{Ask, Holds};
 use lease::Lease;
 use listen::Listener;
+use presence::Presence;
 use runtime::{BlockOnSpawned, runtime};
 use usage::Usage;
 use writer::{Done, Job, Op, Writer};
@@ -55,7 +66,7 @@ const QUEUE_MAX: usize = 16_384;
 /// reads the saga again anyway (a safety net: notifications wake it as soon as the saga ends).
 pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How long `txgate migrate` may leave its transaction idle.
+/// How long a migration may leave its transaction idle.
 const MIGRATE_IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// Where the fleet's database is, and how this gateway takes part.
@@ -65,6 +76,8 @@ pub struct FleetSettings {
     pub url: String,
     /// This gateway's name in the fleet.
     pub gateway: String,
+    /// This process, among every run of the gateway (its boot id).
+    pub instance: String,
     /// A gateway silent this long loses its sagas to the others.
     pub lease: Duration,
     /// How long finished sagas are kept.
@@ -81,7 +94,10 @@ pub struct Postgres {
     settings: FleetSettings,
     queue: mpsc::Sender<Job>,
     failing: Arc<Mutex<Option<String>>>,
+    progress: Arc<Tracker>,
+    writer: tokio::task::JoinHandle<()>,
     lease: Arc<Lease>,
+    presence: Arc<Presence>,
     listener: Arc<Listener>,
     usage: Arc<Usage>,
     holds: Arc<Holds>,
@@ -91,41 +107,58 @@ pub struct Postgres {
 
 /// Creates or migrates the schema, alone (`txgate migrate`).
 pub fn migrate(url: &str) -> Result<Migrated, Error> {
-    let config = connect::config(url, "migrate", MIGRATE_IDLE_MAX)?;
+    let config = connect::config(url, "migrate", migration_session())?;
     let (runtime, _thread) = runtime()?;
     runtime.block_on_spawned(connect::open_and_migrate(config))
 }
 
+/// A migration's session: it may count a large table, so no statement timeout.
+fn migration_session() -> Session {
+    Session {
+        idle_in_transaction: MIGRATE_IDLE_MAX,
+        statement_timeout: None,
+    }
+}
+
 impl Postgres {
     /// Connects (an unreachable database is an error that names it), migrates the schema,
-    /// takes this gateway's lease, and starts the writer, the listener and the lease loop.
+    /// takes this gateway's id and lease (a live twin is an error that names the id), and starts
+    /// the writer, the listener and the lease loop.
     pub fn open(settings: FleetSettings, metrics: Option<Arc<Metrics>>) -> Result<Self, Error> {
-        let config = connect::config(&settings.url, &settings.gateway, settings.lease / 2)?;
+        let session = Session {
+            idle_in_transaction: settings.lease / 2,
+            statement_timeout: Some(STATEMENT_DEADLINE),
+        };
+        let config = connect::config(&settings.url, &settings.gateway, session)?;
         let database = connect::describe(&config);
         let (runtime, thread) = runtime()?;
-        let migrated = runtime.block_on_spawned(connect::open_and_migrate(config.clone()))?;
+        let migration = connect::config(&settings.url, &settings.gateway, migration_session())?;
+        let migrated = runtime.block_on_spawned(connect::open_and_migrate(migration))?;
         tracing::info!(database, ?migrated, "database schema ready");
         let pool = connect::pool(config.clone(), runtime.clone())?;
         let lease = Arc::new(Lease::new(settings.gateway.clone(), settings.lease));
+        let presence = Arc::new(Presence::new(
+            config.clone(),
+            runtime.clone(),
+            &settings.gateway,
+            &settings.instance,
+        ));
         let first = {
-            let (lease, pool) = (lease.clone(), pool.clone());
-            runtime.block_on_spawned(async move { lease.renew(&pool).await })
+            let (lease, presence) = (lease.clone(), presence.clone());
+            runtime.block_on_spawned(async move { presence.start(&lease).await })
         };
-        first.map_err(|e| {
-            Error::new(
-                ErrorKind::Store,
-                format!("{database}: cannot take a lease: {e}"),
-            )
-        })?;
+        first.map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))?;
         let failing = Arc::new(Mutex::new(None));
+        let progress = Arc::new(Tracker::default());
         let (queue, jobs) = mpsc::channel(QUEUE_MAX);
         let writer = Writer {
             pool: pool.clone(),
             gateway: settings.gateway.as_str().into(),
             failing: failing.clone(),
             metrics: metrics.clone(),
+            progress: progress.clone(),
         };
-        runtime.spawn(writer.run(jobs));
+        let writer = runtime.spawn(writer.run(jobs));
         let listener = Arc::new(Listener::default());
         runtime.spawn(listener.clone().run(config));
         let store = Self {
@@ -136,7 +169,10 @@ impl Postgres {
             settings,
             queue,
             failing,
+            progress,
+            writer,
             lease,
+            presence,
             listener,
             usage: Arc::new(Usage::default()),
             holds: Arc::new(Holds::default()),
@@ -145,46 +181,6 @@ impl Postgres {
         };
         store.runtime.spawn(store.lease_loop());
         Ok(store)
-    }
-
-    /// Renews the lease and this gateway's holds, and flushes quota bookkeeping, every quarter
-    /// lease.
-    fn lease_loop(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (lease, pool, usage, metrics) = (
-            self.lease.clone(),
-            self.pool.clone(),
-            self.usage.clone(),
-            self.metrics.clone(),
-        );
-        let holds = self.holds.clone();
-        let (gateway, every, lease_ms) = (
-            self.gateway.clone(),
-            self.settings.lease / 4,
-            u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX),
-        );
-        async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match lease.renew(&pool).await {
-                    Ok(took) => {
-                        if let Some(metrics) = &metrics {
-                            metrics.lease_renewal(took);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "the lease was not renewed");
-                        continue;
-                    }
-                }
-                let until = now_unix_ms().saturating_add(lease_ms);
-                if let Err(error) = holds.renew(&pool, &gateway, until).await {
-                    tracing::debug!(%error, "holds were not renewed");
-                }
-                if let Err(error) = usage.flush(&pool, &gateway).await {
-                    tracing::debug!(%error, "quota bookkeeping was not flushed");
-                }
-            }
-        }
     }
 
     async fn submit(&self, op: Op) -> Result<Done, StoreError> {
@@ -204,6 +200,11 @@ impl Postgres {
             None => Ok(()),
         }
     }
+
+    /// The lease in whole milliseconds.
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl Store for Postgres {
@@ -212,9 +213,10 @@ impl Store for Postgres {
             self.writable()?;
             let id = row.id.clone();
             let generation = self.lease.generation();
+            let epoch = row.epoch;
             match self.submit(Op::Claim(row)).await? {
                 Done::Claim(Claim::Won) => {
-                    self.lease.owned(&id, generation);
+                    self.lease.owned(&id, epoch, generation);
                     Ok(Claim::Won)
                 }
                 Done::Claim(claim) => Ok(claim),
@@ -225,29 +227,29 @@ impl Store for Postgres {
 
     fn save_saga(&self, row: SagaRow) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let (id, finished) = (row.id.clone(), row.expires_at_ms.is_some());
+            let (id, epoch, finished) = (row.id.clone(), row.epoch, row.expires_at_ms.is_some());
             let saved = self.submit(Op::Save(row)).await.map(|_| ());
             if finished || saved == Err(StoreError::Fenced) {
-                self.lease.forget(&id);
+                self.lease.forget(&id, epoch);
             }
             saved
         })
     }
 
     fn saga_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
-        Box::pin(sagas::by_id(&self.pool, id))
+        Box::pin(within(sagas::by_id(&self.pool, id)))
     }
 
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
-        Box::pin(sagas::list(&self.pool, filter))
+        Box::pin(within(sagas::list(&self.pool, filter)))
     }
 
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(async move {
             let generation = self.lease.generation();
-            let rows = sagas::own_unfinished(&self.pool, &self.gateway).await?;
+            let rows = within(sagas::own_unfinished(&self.pool, &self.gateway)).await?;
             for row in &rows {
-                self.lease.owned(&row.id, generation);
+                self.lease.owned(&row.id, row.epoch, generation);
             }
             Ok(rows)
         })
@@ -259,13 +261,13 @@ impl Store for Postgres {
         key: &'a str,
         durability: Durability,
     ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
-        Box::pin(kv::get(
+        Box::pin(within(kv::get(
             &self.pool,
             durability,
             namespace,
             key,
             now_unix_ms(),
-        ))
+        )))
     }
 
     fn mutate<'a>(
@@ -279,7 +281,7 @@ impl Store for Postgres {
             if durability == Durability::Durable {
                 self.writable()?;
             }
-            kv::mutate(
+            within(kv::mutate(
                 &self.pool,
                 &self.usage,
                 durability,
@@ -287,7 +289,7 @@ impl Store for Postgres {
                 key,
                 mutation,
                 now_unix_ms(),
-            )
+            ))
             .await
         })
     }
@@ -299,7 +301,6 @@ impl Store for Postgres {
         holder: u64,
         value: Bytes,
     ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
-        let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
         Box::pin(async move {
             let ask = Ask {
                 namespace,
@@ -307,9 +308,11 @@ impl Store for Postgres {
                 holder,
                 value,
             };
-            self.holds
-                .take(&self.pool, &self.gateway, ask, now_unix_ms(), lease_ms)
-                .await
+            within(
+                self.holds
+                    .take(&self.pool, &self.gateway, ask, self.lease_ms()),
+            )
+            .await
         })
     }
 
@@ -317,9 +320,15 @@ impl Store for Postgres {
         let (pool, gateway, holds) = (self.pool.clone(), self.gateway.clone(), self.holds.clone());
         let (namespace, key) = (namespace.to_string(), key.to_string());
         self.runtime.spawn(async move {
-            holds
-                .release(&pool, &gateway, &namespace, &key, holder)
-                .await;
+            let released = within(async {
+                holds
+                    .release(&pool, &gateway, &namespace, &key, holder)
+                    .await;
+                Ok::<_, String>(())
+            });
+            if let Err(error) = released.await {
+                tracing::debug!(%error, "a hold was not released; it expires within a lease");
+            }
         });
     }
 
@@ -328,13 +337,30 @@ impl Store for Postgres {
     }
 
     fn health(&self) -> Health {
-        match &*self.failing.lock().expect("failing") {
-            Some(reason) => Health::Failing(reason.clone()),
-            None if !self.lease.valid() => {
-                Health::Failing("the lease on the database lapsed".into())
-            }
+        let failing = self.failing.lock().expect("failing").clone();
+        let reason = self
+            .presence
+            .usurped()
+            .or(failing)
+            .or_else(|| self.progress.stalled())
+            .or_else(|| {
+                self.writer
+                    .is_finished()
+                    .then(|| "the store's writer stopped".to_string())
+            })
+            .or_else(|| {
+                (!self.lease.valid()).then(|| {
+                    "the lease on the database lapsed (the database is unreachable or slow)".into()
+                })
+            });
+        match reason {
+            Some(reason) => Health::Failing(reason),
             None => Health::Writable,
         }
+    }
+
+    fn progress(&self) -> super::Progress {
+        self.progress.progress()
     }
 
     fn expire(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -388,11 +414,11 @@ impl Store for Postgres {
             if !self.lease.may_take_over() {
                 return Ok(Vec::new());
             }
-            let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
             let generation = self.lease.generation();
-            let rows = sagas::take_over(&self.pool, &self.gateway, lease_ms, limit).await?;
+            let taking = sagas::take_over(&self.pool, &self.gateway, self.lease_ms(), limit);
+            let rows = within(taking).await?;
             for row in &rows {
-                self.lease.owned(&row.id, generation);
+                self.lease.owned(&row.id, row.epoch, generation);
             }
             if let (Some(metrics), false) = (&self.metrics, rows.is_empty()) {
                 metrics.fleet_takeovers(rows.len() as u64);
@@ -404,12 +430,9 @@ impl Store for Postgres {
     fn changed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
         // Registered now, before the caller reads the saga: a notification that comes between
         // the read and the wait still wakes it.
-        let mut notified = Box::pin(self.listener.waiter(id).notified_owned());
-        notified.as_mut().enable();
+        let mut waiting = self.listener.wait(id);
         Box::pin(async move {
-            let _ = tokio::time::timeout(FOLLOW_INTERVAL, notified.as_mut()).await;
-            drop(notified);
-            self.listener.done(id);
+            let _ = tokio::time::timeout(FOLLOW_INTERVAL, waiting.notified()).await;
         })
     }
 
@@ -418,7 +441,7 @@ impl Store for Postgres {
         id: &'a str,
         action: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(sagas::request(&self.pool, id, action))
+        Box::pin(within(sagas::request(&self.pool, id, action)))
     }
 
     fn requests(&self) -> Option<mpsc::UnboundedReceiver<Arc<str>>> {

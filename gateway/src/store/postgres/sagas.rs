@@ -8,8 +8,10 @@ use tokio_postgres::types::ToSql;
 use super::super::{
     EXPIRE_BATCH, SagaFilter, SagaKey, SagaRow, StoreError, saga_id_prefix, to_i64, unavailable,
 };
+use super::deadline::within;
 use super::kv::client;
 use super::lease::DB_NOW_MS;
+use super::usage::FOLD_USAGE;
 use super::writer::saga_row;
 
 const SAGA_COLUMNS: &str = "id, status, created_ms, updated_ms, expires_at_ms, record, epoch, admin, route, client, request_id";
@@ -78,9 +80,12 @@ pub(super) async fn own_unfinished(pool: &Pool, gateway: &str) -> Result<Vec<Sag
     query(pool, &sql, &[&gateway]).await
 }
 
-/// Takes over at most `limit` unfinished sagas of gateways silent for longer than `lease_ms` (by
-/// the database's clock), bumping each one's epoch. Rows another transaction holds are skipped,
-/// so gateways taking over at once never wait on each other.
+/// Takes over at most `limit` unfinished sagas of gateways whose lease ran out, bumping each
+/// one's epoch. A gateway's lease is judged by the database's clock against the lease *it*
+/// declared (`lease_ms`, when its heartbeat was written by the first schema's gateways: the
+/// taker's own), so a rolling change of `lease_ms` takes nothing over from a live gateway. Rows
+/// another transaction holds are skipped, so gateways taking over at once never wait on each
+/// other.
 pub(super) async fn take_over(
     pool: &Pool,
     gateway: &str,
@@ -92,7 +97,7 @@ pub(super) async fn take_over(
         "UPDATE sagas SET owner = $1, epoch = epoch + 1 WHERE id IN (
              SELECT s.id FROM sagas s JOIN gateways g ON g.id = s.owner
              WHERE s.expires_at_ms IS NULL AND s.owner <> $1
-               AND g.heartbeat_ms < {DB_NOW_MS} - $2
+               AND g.heartbeat_ms + coalesce(g.lease_ms, $2) < {DB_NOW_MS}
              ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED)
          RETURNING {SAGA_COLUMNS}"
     );
@@ -120,39 +125,51 @@ pub(super) async fn request(pool: &Pool, id: &str, action: &str) -> Result<bool,
 }
 
 /// Deletes, in batches, finished sagas older than `retention_ms` (by their id's time, so no
-/// expiry index is needed), and expired keys and holds. Returns how many rows went.
+/// expiry index is needed), expired keys (their usage goes down with them, by the triggers) and
+/// holds (by the database's clock, as they were given); then folds the usage rows of closed
+/// connections. Returns how many rows went. Each statement has its deadline.
 pub(super) async fn expire(pool: &Pool, now_ms: u64, retention_ms: u64) -> Result<u64, StoreError> {
-    let client = client(pool).await?;
+    let client = within(client(pool)).await?;
     let (now, batch) = (to_i64(now_ms), to_i64(EXPIRE_BATCH));
     let before = saga_id_prefix(now_ms.saturating_sub(retention_ms));
     let sagas = "DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE id < $3
                      AND expires_at_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)";
     let mut removed = 0;
     loop {
-        let n = client
-            .execute(sagas, &[&now, &batch, &before])
-            .await
-            .map_err(unavailable)?;
+        let n = within(async {
+            client
+                .execute(sagas, &[&now, &batch, &before])
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
         removed += n;
         if n < EXPIRE_BATCH {
             break;
         }
     }
-    for table in ["kv", "kv_volatile", "holds"] {
+    for (table, clock) in [("kv", "$1"), ("kv_volatile", "$1"), ("holds", DB_NOW_MS)] {
         let sql = format!(
             "DELETE FROM {table} WHERE (namespace, key) IN (SELECT namespace, key FROM {table}
-                 WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                 WHERE expires_at_ms <= {clock} AND $1::BIGINT IS NOT NULL
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)"
         );
         loop {
-            let n = client
-                .execute(&sql, &[&now, &batch])
-                .await
-                .map_err(unavailable)?;
+            let n = within(async {
+                client
+                    .execute(&sql, &[&now, &batch])
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
             removed += n;
             if n < EXPIRE_BATCH {
                 break;
             }
         }
+    }
+    for fold in FOLD_USAGE {
+        within(async { client.execute(fold, &[]).await.map_err(unavailable) }).await?;
     }
     Ok(removed)
 }

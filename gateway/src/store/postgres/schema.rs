@@ -6,21 +6,31 @@
 //!   fencing token that a takeover bumps. `admin` holds an operator's request for the owner;
 //! - `kv`: durable plugin keys; `kv_volatile`: the volatile ones, `UNLOGGED` (shared by the
 //!   fleet and fast, and emptied if the database itself crashes);
+//! - `kv_usage`, `kv_volatile_usage`: the keys and bytes each namespace holds, kept by triggers
+//!   on `kv` and `kv_volatile` in the same transaction as every change, whoever makes it (a
+//!   write, the expiry sweep, an operator's `DELETE`): so a quota counts the keys that exist,
+//!   and expired keys give their room back. Each connection adds to its own row (its backend
+//!   pid), so no two writers ever wait on one row; the sum is the namespace's usage. The volatile
+//!   one is `UNLOGGED` too, so a crash empties it with the keys it counts;
 //! - `holds`: the keys requests under way hold, `UNLOGGED`, each with an expiry its gateway
 //!   renews, so a dead gateway's holds end by themselves;
-//! - `gateways`: one row per gateway, with the heartbeat that is its lease;
-//! - `usage`: keys and bytes per plugin namespace, one row per gateway (the fleet's usage is the
-//!   sum), so gateways never contend on one row;
+//! - `gateways`: one row per gateway: its heartbeat (the database's clock) and the lease it
+//!   declared, which is what it is judged by; the process (`instance`) that renews it;
+//! - `usage`: the first schema's quota bookkeeping, read by no gateway of this one;
 //! - `txgate_schema`: the schema version.
+//!
+//! Version 2 added the usage triggers (counting what `kv` holds once, as they are created), each
+//! gateway's declared lease and instance, and an index of sagas by status for operators.
 
 use tokio_postgres::Client;
 
 /// The schema this build reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
 /// `pg_advisory_xact_lock` key for migrations: "TXGT".
 const MIGRATION_LOCK: i64 = 0x5458_4754;
 
-const SCHEMA: &str = "
+/// The first schema.
+const SCHEMA_1: &str = "
 CREATE TABLE IF NOT EXISTS sagas (
     id TEXT PRIMARY KEY,
     route TEXT NOT NULL,
@@ -77,11 +87,99 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 ";
 
+/// From the first schema to the second. The triggers are created before the count, in one
+/// transaction: creating a trigger waits for the writers of its table and holds new ones off
+/// until the commit, so no write is counted twice or missed.
+const SCHEMA_2: &str = "
+ALTER TABLE gateways ADD COLUMN IF NOT EXISTS lease_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN IF NOT EXISTS instance TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, id);
+CREATE TABLE IF NOT EXISTS kv_usage (
+    namespace TEXT NOT NULL,
+    slot INT NOT NULL,
+    keys BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    PRIMARY KEY (namespace, slot)
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS kv_volatile_usage (
+    namespace TEXT NOT NULL,
+    slot INT NOT NULL,
+    keys BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    PRIMARY KEY (namespace, slot)
+);
+CREATE OR REPLACE FUNCTION txgate_kv_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ns TEXT;
+    keys BIGINT := 0;
+    bytes BIGINT := 0;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        ns := OLD.namespace;
+        keys := keys - 1;
+        bytes := bytes - octet_length(OLD.key) - octet_length(OLD.value);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        ns := NEW.namespace;
+        keys := keys + 1;
+        bytes := bytes + octet_length(NEW.key) + octet_length(NEW.value);
+    END IF;
+    IF keys <> 0 OR bytes <> 0 THEN
+        INSERT INTO kv_usage (namespace, slot, keys, bytes)
+        VALUES (ns, pg_backend_pid(), keys, bytes)
+        ON CONFLICT (namespace, slot) DO UPDATE
+        SET keys = kv_usage.keys + excluded.keys, bytes = kv_usage.bytes + excluded.bytes;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION txgate_kv_volatile_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ns TEXT;
+    keys BIGINT := 0;
+    bytes BIGINT := 0;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        ns := OLD.namespace;
+        keys := keys - 1;
+        bytes := bytes - octet_length(OLD.key) - octet_length(OLD.value);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        ns := NEW.namespace;
+        keys := keys + 1;
+        bytes := bytes + octet_length(NEW.key) + octet_length(NEW.value);
+    END IF;
+    IF keys <> 0 OR bytes <> 0 THEN
+        INSERT INTO kv_volatile_usage (namespace, slot, keys, bytes)
+        VALUES (ns, pg_backend_pid(), keys, bytes)
+        ON CONFLICT (namespace, slot) DO UPDATE
+        SET keys = kv_volatile_usage.keys + excluded.keys,
+            bytes = kv_volatile_usage.bytes + excluded.bytes;
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS kv_usage ON kv;
+CREATE TRIGGER kv_usage AFTER INSERT OR UPDATE OR DELETE ON kv
+    FOR EACH ROW EXECUTE FUNCTION txgate_kv_usage();
+DROP TRIGGER IF EXISTS kv_volatile_usage ON kv_volatile;
+CREATE TRIGGER kv_volatile_usage AFTER INSERT OR UPDATE OR DELETE ON kv_volatile
+    FOR EACH ROW EXECUTE FUNCTION txgate_kv_volatile_usage();
+DELETE FROM kv_usage;
+INSERT INTO kv_usage (namespace, slot, keys, bytes)
+    SELECT namespace, 0, count(*), sum(octet_length(key) + octet_length(value)) FROM kv
+    GROUP BY namespace;
+DELETE FROM kv_volatile_usage;
+INSERT INTO kv_volatile_usage (namespace, slot, keys, bytes)
+    SELECT namespace, 0, count(*), sum(octet_length(key) + octet_length(value)) FROM kv_volatile
+    GROUP BY namespace;
+";
+
 /// What the migration found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Migrated {
     /// The tables were created.
     Created,
+    /// They were of an older version, and were brought to this one.
+    Upgraded,
     /// They were there, at this version.
     Current,
 }
@@ -90,6 +188,10 @@ pub enum Migrated {
 /// build is refused.
 pub(super) async fn migrate(client: &mut Client) -> Result<Migrated, String> {
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    // `IF NOT EXISTS` and `IF EXISTS` report what they skipped as notices: not news here.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(|e| e.to_string())?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| e.to_string())?;
@@ -108,8 +210,15 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Migrated, String> {
                 "the database holds txgate schema {v}; this build reads {SCHEMA_VERSION}: upgrade txgate"
             ));
         }
-        _ => {
-            tx.batch_execute(SCHEMA).await.map_err(|e| e.to_string())?;
+        found => {
+            if found.is_none() {
+                tx.batch_execute(SCHEMA_1)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            tx.batch_execute(SCHEMA_2)
+                .await
+                .map_err(|e| e.to_string())?;
             tx.execute("DELETE FROM txgate_schema", &[])
                 .await
                 .map_err(|e| e.to_string())?;
@@ -119,7 +228,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Migrated, String> {
             )
             .await
             .map_err(|e| e.to_string())?;
-            Migrated::Created
+            if found.is_none() {
+                Migrated::Created
+            } else {
+                Migrated::Upgraded
+            }
         }
     };
     tx.commit().await.map_err(|e| e.to_string())?;

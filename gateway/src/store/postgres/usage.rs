@@ -1,9 +1,11 @@
-//! What each plugin namespace holds, across the fleet. Each gateway books its own changes in
-//! memory and adds them to its own row of `usage` every flush; the fleet's usage is the sum of
-//! the rows, read back at the same time. No two gateways ever write one row, so bookkeeping
-//! never contends. Between flushes a gateway sees its own changes at once and the others' a
-//! flush late, so a quota may be overshot by what the other gateways wrote in that interval; a
-//! gateway that dies loses at most its unflushed changes from the count.
+//! What each plugin namespace holds, across the fleet, for its quota.
+//!
+//! The database keeps the count itself: triggers on `kv` and `kv_volatile` add every change to
+//! `kv_usage` and `kv_volatile_usage` in the same transaction (see `schema.rs`), whoever makes it,
+//! so keys that expire, and are swept, give their room back, and a gateway that dies loses nothing
+//! from the count. This gateway reads the sums every quarter lease, and adds its own changes
+//! since to them, so it refuses a write past a quota at once; the other gateways' changes reach
+//! it a read later, so the fleet may overshoot a quota by what they wrote in that interval.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +15,7 @@ use deadpool_postgres::Pool;
 
 use super::super::quota::{Delta, Quota, Usage as Held};
 use super::super::{Durability, StoreError};
+use super::deadline::within;
 
 /// The usage key of a namespace: `kv:<plugin>` (durable) or `volatile:<plugin>`.
 fn key(durability: Durability, namespace: &str) -> String {
@@ -28,7 +31,7 @@ pub(super) struct Usage {
     quotas: DashMap<String, Quota>,
     /// The fleet's committed usage, as last read.
     fleet: Mutex<HashMap<String, Held>>,
-    /// This gateway's changes since the last flush.
+    /// This gateway's changes since the last read.
     pending: Mutex<HashMap<String, Delta>>,
 }
 
@@ -73,7 +76,7 @@ impl Usage {
             .admit(delta, quota, namespace)
     }
 
-    /// Books a change this gateway made.
+    /// Books a change this gateway made, until the next read counts it.
     pub(super) fn book(&self, durability: Durability, namespace: &str, delta: Delta) {
         if delta == Delta::default() {
             return;
@@ -86,64 +89,36 @@ impl Usage {
             .add(delta);
     }
 
-    /// Adds this gateway's changes to its rows, and reads the fleet's sums back.
-    pub(super) async fn flush(&self, pool: &Pool, gateway: &str) -> Result<(), String> {
-        let pending: Vec<(String, Delta)> = self.pending.lock().expect("usage").drain().collect();
-        let result = self.write_and_read(pool, gateway, &pending).await;
-        if result.is_err() {
-            // Not written: keep the changes for the next flush.
-            let mut kept = self.pending.lock().expect("usage");
-            for (key, delta) in pending {
-                kept.entry(key).or_default().add(delta);
-            }
-        }
-        result
-    }
-
-    async fn write_and_read(
-        &self,
-        pool: &Pool,
-        gateway: &str,
-        pending: &[(String, Delta)],
-    ) -> Result<(), String> {
-        let mut client = pool.get().await.map_err(|e| e.to_string())?;
-        // One transaction: the changes are added all or not at all (kept for the next flush).
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        let add = tx
-            .prepare_cached(
-                "INSERT INTO usage (namespace, gateway, keys, bytes) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (namespace, gateway)
-                 DO UPDATE SET keys = usage.keys + excluded.keys, bytes = usage.bytes + excluded.bytes",
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        for (namespace, delta) in pending {
-            tx.execute(&add, &[namespace, &gateway, &delta.keys, &delta.bytes])
+    /// Reads the fleet's sums, which now count this gateway's changes.
+    pub(super) async fn refresh(&self, pool: &Pool) -> Result<(), String> {
+        let read = within(async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .query(
+                    "SELECT 'kv:' || namespace, sum(keys)::BIGINT, sum(bytes)::BIGINT
+                         FROM kv_usage GROUP BY namespace
+                     UNION ALL
+                     SELECT 'volatile:' || namespace, sum(keys)::BIGINT, sum(bytes)::BIGINT
+                         FROM kv_volatile_usage GROUP BY namespace",
+                    &[],
+                )
                 .await
-                .map_err(|e| e.to_string())?;
-        }
-        tx.commit().await.map_err(|e| e.to_string())?;
-        let rows = client
-            .query(
-                "SELECT namespace, sum(keys)::BIGINT, sum(bytes)::BIGINT FROM usage GROUP BY namespace",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let fleet = rows
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        let fleet = read
             .iter()
             .map(|row| {
                 let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
-                (
-                    row.get::<_, String>(0),
-                    Held {
-                        keys: count(1),
-                        bytes: count(2),
-                    },
-                )
+                let held = Held {
+                    keys: count(1),
+                    bytes: count(2),
+                };
+                (row.get::<_, String>(0), held)
             })
             .collect();
         *self.fleet.lock().expect("usage") = fleet;
+        self.pending.lock().expect("usage").clear();
         Ok(())
     }
 
@@ -160,3 +135,22 @@ impl Usage {
         all
     }
 }
+
+/// Folds the rows of connections that are gone into one row per namespace, so the tables stay
+/// as small as the number of live connections. Exact whatever runs meanwhile: a row is moved,
+/// never dropped, and one still written to is waited for and moved with its latest value.
+pub(super) const FOLD_USAGE: [&str; 2] = [
+    "WITH gone AS (DELETE FROM kv_usage WHERE slot <> 0
+         AND slot NOT IN (SELECT pid FROM pg_stat_activity) RETURNING namespace, keys, bytes)
+     INSERT INTO kv_usage (namespace, slot, keys, bytes)
+     SELECT namespace, 0, sum(keys), sum(bytes) FROM gone GROUP BY namespace ORDER BY namespace
+     ON CONFLICT (namespace, slot) DO UPDATE
+     SET keys = kv_usage.keys + excluded.keys, bytes = kv_usage.bytes + excluded.bytes",
+    "WITH gone AS (DELETE FROM kv_volatile_usage WHERE slot <> 0
+         AND slot NOT IN (SELECT pid FROM pg_stat_activity) RETURNING namespace, keys, bytes)
+     INSERT INTO kv_volatile_usage (namespace, slot, keys, bytes)
+     SELECT namespace, 0, sum(keys), sum(bytes) FROM gone GROUP BY namespace ORDER BY namespace
+     ON CONFLICT (namespace, slot) DO UPDATE
+     SET keys = kv_volatile_usage.keys + excluded.keys,
+         bytes = kv_volatile_usage.bytes + excluded.bytes",
+];

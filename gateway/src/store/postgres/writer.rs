@@ -4,10 +4,16 @@
 //! what takes the fleet past the per-statement cost of a round trip.
 //!
 //! Every update is fenced: it changes the row only while this gateway owns the saga at the epoch
-//! it holds. When the database cannot be reached, the batch is tried again every
-//! [`PROBE_INTERVAL`] and new claims are refused meanwhile (fail-stop, as embedded). A batch whose
-//! commit may or may not have happened before the connection broke is safe to run again: a claim
-//! finds its own row, and an update writes the same values.
+//! it holds. When the database cannot be reached, or does not answer within the statement
+//! deadline, the batch is tried again every [`PROBE_INTERVAL`] and new claims are refused
+//! meanwhile (fail-stop, as embedded). A batch whose commit may or may not have happened before
+//! the connection broke is safe to run again: a claim finds its own row, and an update writes the
+//! same values.
+//!
+//! Gateways claiming the same keys at once must not deadlock: each batch takes its row locks in
+//! one global order, claims by key first, then updates by id. Should the database still report
+//! contention (a deadlock, a serialization failure), the batch is run again at once; contention
+//! is counted, and is never reported as the database being unavailable (SPEC §8).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,11 +25,15 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
+use super::super::progress::Tracker;
 use super::super::{Claim, SagaKey, SagaRow, StoreError, status_name, to_i64};
+use super::deadline::within;
 use crate::metrics::Metrics;
 
 /// Most writes in one transaction.
 const BATCH_OPS_MAX: usize = 512;
+/// Runs of one batch that met contention before it counts as a failure.
+const CONTENTION_RETRIES_MAX: u32 = 20;
 /// How often a failing database is tried again.
 pub(super) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -65,6 +75,65 @@ pub(super) struct Writer {
     pub(super) gateway: Arc<str>,
     pub(super) failing: Arc<Mutex<Option<String>>>,
     pub(super) metrics: Option<Arc<Metrics>>,
+    pub(super) progress: Arc<Tracker>,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug)]
+enum Failure {
+    /// Another transaction was in the way: run it again.
+    Contention(String),
+    /// The database failed, or could not be reached.
+    Other(String),
+}
+
+impl Failure {
+    fn into_reason(self) -> String {
+        match self {
+            Self::Contention(reason) | Self::Other(reason) => reason,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let contention = error.code().is_some_and(|code| {
+            [
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::LOCK_NOT_AVAILABLE,
+            ]
+            .contains(code)
+        });
+        if contention {
+            Self::Contention(error.to_string())
+        } else {
+            Self::Other(error.to_string())
+        }
+    }
+}
+
+impl From<super::deadline::TimedOut> for Failure {
+    fn from(timed_out: super::deadline::TimedOut) -> Self {
+        Self::Other(timed_out.to_string())
+    }
+}
+
+/// Puts a batch in the one order every gateway takes row locks in: claims by key, then
+/// updates by id. Two gateways claiming the same keys then wait on each other, at worst, but
+/// never each on the other.
+fn order(batch: &mut [Job]) {
+    batch.sort_by(|a, b| match (&a.op, &b.op) {
+        (Op::Claim(a), Op::Claim(b)) => (&a.key.route, &a.key.client, &a.key.request_id).cmp(&(
+            &b.key.route,
+            &b.key.client,
+            &b.key.request_id,
+        )),
+        (Op::Claim(_), Op::Save(_)) => std::cmp::Ordering::Less,
+        (Op::Save(_), Op::Claim(_)) => std::cmp::Ordering::Greater,
+        (Op::Save(a), Op::Save(b)) => a.id.cmp(&b.id),
+    });
 }
 
 fn millis(value: i64) -> u64 {
@@ -108,9 +177,24 @@ impl Writer {
 
     async fn commit_until_done(&self, batch: &mut Vec<Job>) {
         let mut failures = 0u64;
+        let mut contended = 0u32;
+        order(batch);
         loop {
             let started = Instant::now();
-            match self.commit(batch).await {
+            self.progress.started();
+            let committed = within(self.commit(batch)).await;
+            self.progress.ended(committed.is_ok());
+            if let Err(Failure::Contention(reason)) = &committed
+                && contended < CONTENTION_RETRIES_MAX
+            {
+                contended += 1;
+                tracing::debug!(%reason, "contention with another gateway; running the batch again");
+                if let Some(metrics) = &self.metrics {
+                    metrics.store_error("contention");
+                }
+                continue;
+            }
+            match committed.map_err(Failure::into_reason) {
                 Ok(results) => {
                     if let Some(metrics) = &self.metrics {
                         metrics.store_commit(started.elapsed());
@@ -147,15 +231,19 @@ impl Writer {
     }
 
     /// One transaction, its statements pipelined.
-    async fn commit(&self, batch: &[Job]) -> Result<Vec<Result<Done, StoreError>>, String> {
-        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    async fn commit(&self, batch: &[Job]) -> Result<Vec<Result<Done, StoreError>>, Failure> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let tx = client.transaction().await.map_err(Failure::from)?;
         let results = join_all(batch.iter().map(|job| self.run_one(&tx, &job.op))).await;
         let results = results
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+            .map_err(Failure::from)?;
+        tx.commit().await.map_err(Failure::from)?;
         Ok(results)
     }
 

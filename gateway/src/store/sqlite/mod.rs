@@ -34,6 +34,7 @@ use rusqlite::Connection;
 use tokio::sync::mpsc;
 
 use super::cache::Recent;
+use super::progress::{self, Progress};
 use super::quota::{Quota, Usage};
 use super::{Applied, Claim, Health, Mutation, SagaFilter, SagaRow, StoreError};
 use crate::error::{Error, ErrorKind};
@@ -41,6 +42,8 @@ use crate::metrics::Metrics;
 use answer::Job;
 use ops::{Book, Done, Op, SAGAS};
 use read::Readers;
+#[cfg(test)]
+pub(super) use read::SAGAS_BY_STATUS;
 use writer::{Shared, Writer};
 
 /// The database file's name in the store directory.
@@ -116,6 +119,7 @@ impl Sqlite {
             cache: Recent::new(settings.cache_entries_max),
             usage: Mutex::new(committed.clone()),
             metrics,
+            progress: Default::default(),
         });
         shared.quotas.insert(SAGAS.into(), settings.sagas);
         let (queue, jobs) = mpsc::channel(QUEUE_MAX);
@@ -240,9 +244,13 @@ impl Sqlite {
         self.readers.saga_by_id(id)
     }
 
-    /// The newest sagas.
-    pub(super) fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
-        self.readers.sagas(filter)
+    /// The newest sagas, read on a blocking thread: an operator's listing never holds up the
+    /// thread that asked (a worker serving clients).
+    pub(super) async fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.sagas(filter))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
     /// Every unfinished saga.
@@ -257,11 +265,29 @@ impl Sqlite {
             .insert(format!("kv:{namespace}").into(), quota);
     }
 
-    /// Whether writes succeed.
+    /// Whether writes succeed, the writer moves, and the writer and checkpointer run.
     pub(super) fn health(&self) -> Health {
-        match &*self.shared.failing.lock().expect("failing") {
-            Some(reason) => Health::Failing(reason.clone()),
+        if let Some(reason) = self.shared.failing.lock().expect("failing").clone() {
+            return Health::Failing(reason);
+        }
+        let stopped = || {
+            let stopping = self.shared.stopping.load(Ordering::Acquire);
+            let threads = self.threads.lock().expect("threads");
+            (!stopping).then(|| progress::stopped(&threads)).flatten()
+        };
+        match self.shared.progress.stalled().or_else(stopped) {
+            Some(reason) => Health::Failing(reason),
             None => Health::Writable,
+        }
+    }
+
+    /// The writer's progress, and the size of the write-ahead log.
+    pub(super) fn progress(&self) -> Progress {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        Progress {
+            wal_bytes: std::fs::metadata(wal).ok().map(|m| m.len()),
+            ..self.shared.progress.progress()
         }
     }
 

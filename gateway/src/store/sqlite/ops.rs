@@ -124,7 +124,7 @@ pub(super) fn run(
 ) -> rusqlite::Result<Result<Done, StoreError>> {
     match op {
         Op::Claim(row) => claim(tx, row, cx),
-        Op::Save(row) => save(tx, row, cx).map(|()| Ok(Done::Saved)),
+        Op::Save(row) => save(tx, row, cx),
         Op::Kv {
             namespace,
             key,
@@ -196,7 +196,11 @@ fn claim(
     })
 }
 
-fn save(tx: &Transaction<'_>, row: &SagaRow, cx: &mut Context<'_>) -> rusqlite::Result<()> {
+fn save(
+    tx: &Transaction<'_>,
+    row: &SagaRow,
+    cx: &mut Context<'_>,
+) -> rusqlite::Result<Result<Done, StoreError>> {
     let updated = tx
         .prepare_cached(
             "UPDATE sagas SET status = ?2, updated_ms = ?3, expires_at_ms = ?4, record = ?5
@@ -210,14 +214,15 @@ fn save(tx: &Transaction<'_>, row: &SagaRow, cx: &mut Context<'_>) -> rusqlite::
             &row.record[..],
         ])?;
     if updated == 0 {
-        // Removed by an operator's hand meanwhile: nothing to update, and nothing to recreate.
-        tracing::warn!(saga = %row.id, "the saga's row is gone; its update is dropped");
-        return Ok(());
+        // Removed by an operator's hand meanwhile: nothing to update, nothing to recreate, and
+        // the saga's task must stop rather than believe its step recorded.
+        tracing::warn!(saga = %row.id, "the saga's row is gone; its update is refused");
+        return Ok(Err(StoreError::Fenced));
     }
     let delta = Delta::between(Some(row.replaces_bytes), Some(row.record.len()));
     // A running saga's growth is booked but never refused: it must not lose a step.
     let _ = cx.book.charge(SAGAS, delta, None);
-    Ok(())
+    Ok(Ok(Done::Saved))
 }
 
 fn kv(

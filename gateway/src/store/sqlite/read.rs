@@ -22,13 +22,18 @@ const READ_WAIT: Duration = Duration::from_secs(5);
 const READ_CACHE_KIB: i64 = 4096;
 
 /// The read pool.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Readers {
     pool: Pool<SqliteConnectionManager>,
 }
 
 const SAGA_COLUMNS: &str =
     "id, status, created_ms, updated_ms, expires_at_ms, record, route, client, request_id";
+
+/// The newest sagas of one status (`?1`), at most `?2`: through the status index.
+pub(in crate::store) const SAGAS_BY_STATUS: &str = "SELECT id, status, created_ms, updated_ms, \
+     expires_at_ms, record, route, client, request_id FROM sagas WHERE status = ?1 \
+     ORDER BY id DESC LIMIT ?2";
 
 /// A saga row from `SAGA_COLUMNS` (the first six are enough when the key is known).
 pub(super) fn saga_columns(row: &Row<'_>, key: SagaKey) -> rusqlite::Result<SagaRow> {
@@ -120,24 +125,12 @@ impl Readers {
         })
     }
 
-    /// The newest sagas: unfinished ones through their partial index, the others by id.
+    /// The newest sagas: of one status through the status index, or all by id.
     pub(super) fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         self.with(|conn| {
             let (sql, status) = match filter.status {
-                Some(status @ ("pending" | "compensating" | "stuck")) => (
-                    format!(
-                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL AND status = ?1
-                         ORDER BY id DESC LIMIT ?2"
-                    ),
-                    status,
-                ),
-                Some(status) => (
-                    format!(
-                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
-                    ),
-                    status,
-                ),
+                Some(status) => (SAGAS_BY_STATUS.to_string(), status),
                 None => (
                     format!(
                         "SELECT {SAGA_COLUMNS} FROM sagas WHERE ?1 = '' ORDER BY id DESC LIMIT ?2"

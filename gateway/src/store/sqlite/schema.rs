@@ -14,6 +14,9 @@
 //!   rows, so quotas hold across restarts without a scan at start;
 //! - the schema version in `PRAGMA user_version`, and `PRAGMA application_id` set to "TXGT", so
 //!   that a file that is not ours is never written to.
+//!
+//! Version 2 indexes sagas by status, so that an operator's listing of one status (`?status=
+//! compensated` among millions of completed sagas) reads the rows it returns, not the table.
 
 use std::path::Path;
 
@@ -24,7 +27,10 @@ use crate::error::{Error, ErrorKind};
 /// `PRAGMA application_id`: "TXGT".
 const APPLICATION_ID: i32 = 0x5458_4754;
 /// The schema this build reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
+
+/// From version 1 to 2.
+const UPGRADE_2: &str = "CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, id);";
 
 const SCHEMA: &str = "
 CREATE TABLE sagas (
@@ -42,6 +48,7 @@ CREATE TABLE sagas (
     UNIQUE (route, client, request_id)
 );
 CREATE INDEX sagas_unfinished ON sagas (id) WHERE expires_at_ms IS NULL;
+CREATE INDEX sagas_status ON sagas (status, id);
 CREATE TABLE kv (
     namespace TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -120,6 +127,7 @@ pub(super) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     match (application_id, version) {
         (0, 0) if tables == 0 => create(conn).map_err(fail)?,
         (APPLICATION_ID, SCHEMA_VERSION) => {}
+        (APPLICATION_ID, 1) => upgrade(conn).map_err(fail)?,
         (APPLICATION_ID, newer) if newer > SCHEMA_VERSION => {
             return Err(Error::new(
                 ErrorKind::Store,
@@ -154,6 +162,13 @@ pub(super) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     conn.execute_batch("PRAGMA synchronous = FULL")
         .map_err(fail)?;
     Ok(())
+}
+
+fn upgrade(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(UPGRADE_2)?;
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+    tx.commit()
 }
 
 fn create(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::super::StoreError;
 use super::super::cache::Recent;
 use super::super::now_unix_ms;
+use super::super::progress::Tracker;
 use super::super::quota::{Quota, Usage};
 use super::answer::{self, Job, Outcome};
 use super::ops::{self, Book, Context, KeyChange};
@@ -62,6 +63,8 @@ pub(super) struct Shared {
     pub(super) usage: Mutex<HashMap<String, Usage>>,
     /// Metrics, when serving.
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// The writer's progress, for the watchdog.
+    pub(super) progress: Tracker,
 }
 
 /// The writer thread's state.
@@ -95,7 +98,10 @@ impl Writer {
         let mut failures = 0u64;
         loop {
             let started = Instant::now();
-            match self.commit(batch) {
+            self.shared.progress.started();
+            let committed = self.commit(batch);
+            self.shared.progress.ended(committed.is_ok());
+            match committed {
                 Ok((results, changes)) => {
                     if let Some(metrics) = &self.shared.metrics {
                         metrics.store_commit(started.elapsed());

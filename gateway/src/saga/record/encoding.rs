@@ -1,0 +1,122 @@
+//! How a saga's record is stored: a tag naming the encoding, then the record in postcard.
+//!
+//! postcard does not describe itself: a field added to the record would make every record
+//! already stored unreadable, and a gateway upgraded with sagas in flight (or a fleet upgraded
+//! one gateway at a time) must finish them. So each record starts with [`TAG`] and a version
+//! byte, and the decoder keeps the layouts it ever wrote. The first encoding had no tag: its
+//! records start with the saga id's length (36, a UUID), never with `0xFF`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{Attempt, Failure, Mode, SagaRecord, Stage, Status, StepState};
+use crate::saga::plan::PlannedStep;
+
+/// Marks a tagged record; a version byte follows.
+const TAG: [u8; 4] = [0xFF, b'T', b'X', b'R'];
+/// The encoding this build writes: the first one plus the key secret and the plugin names.
+const VERSION: u8 = 2;
+
+/// The record, tagged.
+pub(super) fn encode(record: &SagaRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&TAG);
+    out.push(VERSION);
+    postcard::to_extend(record, out).expect("a saga record always encodes")
+}
+
+/// A record of any encoding this build knows; `None` for anything else, a newer one included.
+pub(super) fn decode(bytes: &[u8]) -> Option<SagaRecord> {
+    match bytes.strip_prefix(&TAG) {
+        Some([VERSION, rest @ ..]) => postcard::from_bytes(rest).ok(),
+        Some(_) => None,
+        None => postcard::from_bytes::<First>(bytes)
+            .ok()
+            .map(First::upgrade),
+    }
+}
+
+/// The first encoding's layout, field for field.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct First {
+    id: Arc<str>,
+    route: Arc<str>,
+    client: Arc<str>,
+    request_id: Arc<str>,
+    fingerprint: [u8; 32],
+    mode: Mode,
+    plan: Arc<[PlannedStep]>,
+    created_ms: u64,
+    updated_ms: u64,
+    content_type: Option<String>,
+    body: Bytes,
+    status: Status,
+    stage: Stage,
+    steps: Vec<StepState>,
+    failure: Option<Failure>,
+    failures_in_a_row: u32,
+    resolution: Option<String>,
+    attempts: Vec<Attempt>,
+    attempts_total: u64,
+}
+
+impl First {
+    /// Its keys stay `<saga id>.<step>.<phase>` (a retry must repeat them), and its hooks are
+    /// the route's, by the route's name.
+    fn upgrade(self) -> SagaRecord {
+        SagaRecord {
+            id: self.id,
+            route: self.route,
+            client: self.client,
+            request_id: self.request_id,
+            fingerprint: self.fingerprint,
+            mode: self.mode,
+            plan: self.plan,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            content_type: self.content_type,
+            body: self.body,
+            status: self.status,
+            stage: self.stage,
+            steps: self.steps,
+            failure: self.failure,
+            failures_in_a_row: self.failures_in_a_row,
+            resolution: self.resolution,
+            attempts: self.attempts,
+            attempts_total: self.attempts_total,
+            key_secret: None,
+            plugins: None,
+        }
+    }
+}
+
+/// A record as the first encoding wrote it (tests of the upgrade).
+#[cfg(test)]
+pub(super) fn first_encoding(record: &SagaRecord) -> Vec<u8> {
+    let record = record.clone();
+    let first = First {
+        id: record.id,
+        route: record.route,
+        client: record.client,
+        request_id: record.request_id,
+        fingerprint: record.fingerprint,
+        mode: record.mode,
+        plan: record.plan,
+        created_ms: record.created_ms,
+        updated_ms: record.updated_ms,
+        content_type: record.content_type,
+        body: record.body,
+        status: record.status,
+        stage: record.stage,
+        steps: record.steps,
+        failure: record.failure,
+        failures_in_a_row: record.failures_in_a_row,
+        resolution: record.resolution,
+        attempts: record.attempts,
+        attempts_total: record.attempts_total,
+    };
+    postcard::to_allocvec(&first).expect("encodes")
+}

@@ -1,0 +1,1 @@
+//! A model of the lease and fencing protocol (filled in below).
