@@ -29,6 +29,7 @@ mod fleet;
 mod fleet_clients;
 mod fleet_faults;
 mod fleet_takeover;
+mod fleet_trust;
 mod lifecycle;
 mod operators;
 mod plugin_authors;

@@ -103,6 +103,31 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Sets a `[store]` line of later configs, replacing the one with the same key (`lease_ms =
+    /// 500` replaces `lease_ms = ...`): the process keeps its own until it restarts.
+    pub fn set_store_line(&mut self, line: &str) {
+        let key = line.split('=').next().unwrap_or(line).trim().to_string();
+        self.store
+            .retain(|l| l.split('=').next().unwrap_or(l).trim() != key);
+        self.store.push(line.to_string());
+    }
+
+    /// A second process with this gateway's config file (the same `gateway_id`): started, and
+    /// killed on drop. Returns it and the path of its log.
+    pub fn spawn_twin(&self) -> (Child, PathBuf) {
+        let log_path = self.dir.path().join("twin.log");
+        let log = File::create(&log_path).expect("log file");
+        let child = Command::new(bin("txgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start txgate");
+        (child, log_path)
+    }
+
     /// Writes a different client listener into later configs (the process keeps its own).
     pub fn set_config_listen(&mut self, addr: &str) {
         self.listen = Some(addr.to_string());

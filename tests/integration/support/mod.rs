@@ -2,6 +2,7 @@
 //! killed when dropped. Nothing here is mocked.
 
 mod bank;
+mod blackhole;
 mod fleet;
 mod gateway;
 pub mod postgres;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use bank::Bank;
+pub use blackhole::Blackhole;
 pub use fleet::Fleet;
 pub use gateway::{Gateway, GatewayBuilder};
 pub use tmpfs::Tmpfs;

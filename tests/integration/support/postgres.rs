@@ -121,6 +121,37 @@ impl Postgres {
         self.pg_ctl(&["start", "-w"]);
     }
 
+    /// Locks the rows `select` finds (`... FOR UPDATE`) in a transaction of its own, held until the
+    /// lock is dropped: a DBA's open transaction, or a row another session is busy with.
+    pub async fn lock_rows(&self, select: &str) -> RowLock {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut child = tokio::process::Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "txgate",
+            ])
+            .args(["-d", "postgres", "-XAtq"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run psql");
+        let mut stdin = child.stdin.take().expect("psql's stdin");
+        let script = format!("BEGIN;\n{select} FOR UPDATE;\n\\echo locked\n");
+        stdin.write_all(script.as_bytes()).await.unwrap();
+        let mut lines = BufReader::new(child.stdout.take().expect("psql's stdout")).lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "locked" {
+                return RowLock { child, stdin };
+            }
+        }
+        panic!("psql ended before it held the lock");
+    }
+
     /// Runs one SQL statement with `psql`; returns its unaligned output.
     pub fn sql(&self, statement: &str) -> String {
         let output = Command::new(self.bin.join("psql"))
@@ -143,6 +174,21 @@ impl Postgres {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+/// Rows locked by a transaction of their own, until [`RowLock::release`] or drop.
+pub struct RowLock {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+}
+
+impl RowLock {
+    /// Ends the transaction (rolled back): the rows are free.
+    pub async fn release(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stdin.write_all(b"ROLLBACK;\n\\q\n").await;
+        let _ = self.child.wait().await;
     }
 }
 

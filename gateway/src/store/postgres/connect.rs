@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::deadline::TCP_USER_TIMEOUT;
+use super::deadline::{TCP_USER_TIMEOUT, within};
 use super::schema::{self, Migrated};
 use crate::error::{Error, ErrorKind};
 
@@ -147,6 +147,19 @@ impl Connect for OnRuntime {
     > {
         Box::pin(open(config.clone(), self.0.clone()))
     }
+}
+
+/// A setting as a session of the pool has it.
+pub(super) async fn setting(pool: &Pool, name: &str) -> Result<String, String> {
+    within(async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.get(0))
+    })
+    .await
 }
 
 /// The pool.

@@ -91,6 +91,9 @@ pub struct Postgres {
     runtime: Handle,
     gateway: Arc<str>,
     database: String,
+    /// `synchronous_commit` as this gateway's sessions have it (the server's default may say
+    /// otherwise; ours say `on`).
+    synchronous_commit: String,
     settings: FleetSettings,
     queue: mpsc::Sender<Job>,
     failing: Arc<Mutex<Option<String>>>,
@@ -148,6 +151,13 @@ impl Postgres {
             runtime.block_on_spawned(async move { presence.start(&lease).await })
         };
         first.map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))?;
+        let synchronous_commit = {
+            let pool = pool.clone();
+            runtime.block_on_spawned(
+                async move { connect::setting(&pool, "synchronous_commit").await },
+            )
+        }
+        .map_err(|e| Error::new(ErrorKind::Store, format!("{database}: {e}")))?;
         let failing = Arc::new(Mutex::new(None));
         let progress = Arc::new(Tracker::default());
         let (queue, jobs) = mpsc::channel(QUEUE_MAX);
@@ -166,6 +176,7 @@ impl Postgres {
             runtime,
             gateway: settings.gateway.as_str().into(),
             database,
+            synchronous_commit,
             settings,
             queue,
             failing,
@@ -386,6 +397,7 @@ impl Store for Postgres {
         serde_json::json!({
             "backend": "postgres",
             "database": self.database,
+            "synchronous_commit": self.synchronous_commit,
             "gateway": &*self.gateway,
             "lease_ms": self.settings.lease.as_millis() as u64,
             "lease_valid": self.lease.valid(),
