@@ -1,10 +1,14 @@
 //! The seeded fault-injection suite on a fleet: the transfers, banks and backend faults of
-//! `faults.rs`, sent to three gateways on one PostgreSQL, each request to any of them. The
-//! disruptions are a fleet's: a gateway killed (restarted at once, or left dead so the others
-//! take its sagas over), a gateway paused past its lease and woken, the database restarted as
-//! in a crash, a bank restarted, and a reload of every gateway. The invariants are the same:
-//! balanced books, no half-applied saga, one execution per X-Request-ID, a final answer for every
-//! client, and every saga finished within a bound once the faults stop.
+//! `faults.rs`, sent to three gateways on one PostgreSQL, each request to any of them, some by
+//! clients that hang up. The disruptions are a fleet's, crashes and ordinary operations alike: a
+//! gateway killed (restarted at once, or left dead so the others take its sagas over), a gateway
+//! paused past its lease and woken, the database restarted as in a crash, the database's packets
+//! dropped for tens of seconds, a gateway restarted with another `lease_ms`, a twin started with a
+//! live gateway's id (refused), banks slower than the gateways' timeout (so repeats meet 409 "in
+//! progress"), two gateways sent the same transfers in opposite orders, a bank restarted, and a
+//! reload of every gateway. The invariants are the same: balanced books, no half-applied saga,
+//! one execution per X-Request-ID, a final answer for every client, and every saga finished
+//! within a bound once the faults stop.
 //!
 //! CI runs seeds 1 to 3. A soak runs any number:
 //!
@@ -15,13 +19,14 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde_json::json;
 
 use crate::crash::{Planned, send, settle};
 use crate::faults::{
     BANKS, FINISH_BOUND, TRANSFERS, break_bank, check, plan, routes, seeds, start_banks,
     wait_all_finished,
 };
-use crate::support::{Bank, Fleet, Gateway};
+use crate::support::{Bank, Blackhole, Fleet, Gateway, wait_until};
 
 /// The lease of the suite's gateways.
 const LEASE_MS: u64 = 1500;
@@ -43,9 +48,28 @@ enum Disruption {
     RestartBank(usize),
     /// A reload of every gateway under traffic.
     Reload,
+    /// Every packet to and from the database dropped for this many seconds.
+    Silence(u64),
+    /// A gateway restarted with another `lease_ms`, while the others keep theirs.
+    RollingLease {
+        gateway: usize,
+        lease_ms: u64,
+    },
+    /// A second process started with a live gateway's `gateway_id`: it must refuse to start.
+    Twin(usize),
+    /// Banks slower than the gateways' timeout for a while: retries meet 409 "in progress".
+    InProgress,
+    /// The wave's transfers sent again to another gateway, in the opposite order.
+    Crossed(usize),
 }
 
-async fn disrupt(disruption: Disruption, fleet: &mut Fleet, banks: &mut [Bank], config: &str) {
+async fn disrupt(
+    disruption: Disruption,
+    fleet: &mut Fleet,
+    banks: &mut [Bank],
+    config: &str,
+    wave: &[Planned],
+) {
     match disruption {
         Disruption::Kill {
             gateway,
@@ -79,10 +103,66 @@ async fn disrupt(disruption: Disruption, fleet: &mut Fleet, banks: &mut [Bank], 
                 assert_eq!(status, 200, "reload under traffic: {body}");
             }
         }
+        Disruption::Silence(secs) => {
+            let silence = Blackhole::start(fleet.db.port);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            drop(silence);
+        }
+        Disruption::RollingLease { gateway, lease_ms } => {
+            let gateway = fleet.gw_mut(gateway);
+            if gateway.running() {
+                gateway.kill9();
+            }
+            gateway.set_store_line(&format!("lease_ms = {lease_ms}"));
+            gateway.write_config(config);
+            gateway.restart().await;
+        }
+        Disruption::Twin(chosen) => {
+            let Some(gateway) = fleet.gateways.iter().skip(chosen - 1).find(|g| g.running()) else {
+                return;
+            };
+            // Alive by the fleet's rules: renewing its lease (after a silence, a gateway is
+            // dead until it has renewed, and then a process with its id may take over).
+            wait_until(
+                Duration::from_secs(30),
+                "the gateway to be ready",
+                || async { gateway.readyz().await == 200 },
+            )
+            .await;
+            let (mut twin, log) = gateway.spawn_twin();
+            let exited = tokio::task::spawn_blocking(move || twin.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(
+                !exited.success() && said.contains("is in use by a live gateway"),
+                "{said}"
+            );
+        }
+        Disruption::InProgress => {
+            for bank in banks.iter() {
+                let slow =
+                    json!({"kind": "latency", "probability": 0.3, "count": 15, "latency_ms": 800});
+                bank.fault(slow).await;
+            }
+        }
+        Disruption::Crossed(gateway) => {
+            let other = fleet.gw(gateway);
+            let again: Vec<_> = wave
+                .iter()
+                .rev()
+                .map(|p| tokio::spawn(send(other.url(&p.path), p.clone())))
+                .collect();
+            for client in again {
+                let _ = client.await;
+            }
+        }
     }
 }
 
-/// Sends a wave, each transfer to a random gateway (dead or alive: a client does not know).
+/// Sends a wave, each transfer to a random gateway (dead or alive: a client does not know); one
+/// client in five hangs up before its answer.
 fn wave(
     fleet: &Fleet,
     planned: &[Planned],
@@ -93,8 +173,16 @@ fn wave(
         .map(|p| {
             let gateway = fleet.gw(1 + rng.usize(..GATEWAYS));
             let (url, p) = (gateway.url(&p.path), p.clone());
+            let patience = (rng.u8(..5) == 0).then(|| Duration::from_millis(rng.u64(5..200)));
             tokio::spawn(async move {
-                let _ = send(url, p).await;
+                match patience {
+                    Some(patience) => {
+                        let _ = tokio::time::timeout(patience, send(url, p)).await;
+                    }
+                    None => {
+                        let _ = send(url, p).await;
+                    }
+                }
             })
         })
         .collect()
@@ -124,6 +212,14 @@ async fn run(seed: u64) {
         Disruption::RestartDatabase,
         Disruption::RestartBank(rng.usize(..BANKS)),
         Disruption::Reload,
+        Disruption::Silence(rng.u64(10..=25)),
+        Disruption::RollingLease {
+            gateway: 1 + rng.usize(..GATEWAYS),
+            lease_ms: [LEASE_MS / 3, LEASE_MS * 2][rng.usize(..2)],
+        },
+        Disruption::Twin(1 + rng.usize(..GATEWAYS)),
+        Disruption::InProgress,
+        Disruption::Crossed(1 + rng.usize(..GATEWAYS)),
     ];
     rng.shuffle(&mut disruptions);
     for (wave_planned, disruption) in planned
@@ -132,7 +228,7 @@ async fn run(seed: u64) {
     {
         let clients = wave(&fleet, wave_planned, &mut rng);
         tokio::time::sleep(Duration::from_millis(rng.u64(20..150))).await;
-        disrupt(disruption, &mut fleet, &mut banks, &config).await;
+        disrupt(disruption, &mut fleet, &mut banks, &config, wave_planned).await;
         for client in clients {
             let _ = client.await;
         }

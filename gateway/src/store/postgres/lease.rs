@@ -89,6 +89,13 @@ impl Lease {
         *self.valid_until.lock().expect("lease") = Some(sent + self.lease - self.margin());
     }
 
+    /// Another process has this gateway's id: no call goes out any more, and every ticket given
+    /// is void.
+    pub(super) fn void(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *self.valid_until.lock().expect("lease") = None;
+    }
+
     /// Whether this gateway may take over others' sagas: its own lease valid, and valid for a
     /// whole lease since it last lapsed, so that after an outage every gateway gets the chance to
     /// renew before any is counted dead.

@@ -406,8 +406,13 @@ impl Store for Postgres {
     }
 
     // The writer acknowledges each write after its commit; what is still queued when the
-    // process exits is redone by this gateway's next start or by a takeover.
-    fn close(&self) {}
+    // process exits is redone by this gateway's next start or by a takeover. The heartbeat is
+    // given up, so neither waits for the lease.
+    fn close(&self) {
+        let presence = self.presence.clone();
+        self.runtime
+            .block_on_spawned(async move { presence.leave().await });
+    }
 
     fn may_send<'a>(
         &'a self,

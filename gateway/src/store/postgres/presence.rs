@@ -1,18 +1,23 @@
 //! This gateway's presence in the fleet: one connection of its own, apart from the pool that
 //! serves requests, through which it holds its `gateway_id` and renews its lease.
 //!
-//! - **One process per id.** The connection holds a session advisory lock on the id for as
-//!   long as the process lives. A second process started with the id of a live one cannot take
-//!   it, and refuses to start, naming the id (SPEC §8): twins would share one heartbeat, so a
-//!   dead twin's sagas would never be taken over. A process that dies loses its connection, and
-//!   the lock with it, at once; so a restart of a dead gateway's id goes ahead (waiting a moment
-//!   for the old session to end).
+//! - **One process per id.** The connection holds a session advisory lock on the id for as long
+//!   as the process lives, and the process renews the id's heartbeat. A process that starts
+//!   takes the lock (waiting a moment for the session of a process that just died to end), then
+//!   watches the id's heartbeat until the lease that heartbeat declared has run out: a live
+//!   gateway whose session was cut (a database restart, a network blip) holds no lock, but still
+//!   renews. If the heartbeat moves, a live gateway has the id: the new process refuses to start,
+//!   naming the id (SPEC §8). Twins would share one heartbeat, so a dead twin's sagas would never
+//!   be taken over. A restart of a dead gateway's id waits at most for its old lease to run out,
+//!   then resumes its sagas.
 //! - **A lease that never queues.** Renewals go through this connection, never behind the
-//!   requests in the pool, each with a deadline of half a lease. When one fails, the
-//!   connection is dropped and the next renewal opens a new one, taking the lock again. If the
-//!   old session still holds the lock (the server has not yet seen the network drop), it is
-//!   ended first; if another process holds it, a twin started while this one was cut off: this
-//!   one stays unready for good (the twin's start fenced its sagas off anyway).
+//!   requests in the pool, each within half a lease. When one fails, the connection is dropped,
+//!   and the next renewal opens a new one and takes the lock again; should the old session still
+//!   hold it (the server has not yet seen the network drop), it is ended first. A gateway that
+//!   finds its lock held by another process keeps renewing for up to a lease, so that a process
+//!   starting with its id sees it alive and gives up; past that, another process has the id for
+//!   good, and this one stands down: its lease is void (it sends nothing more) and it stays
+//!   unready.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +31,8 @@ use super::lease::{DB_NOW_MS, Lease};
 
 /// How long a start waits for the session of a dead process with the same id to end.
 const PREDECESSOR_WAIT: Duration = Duration::from_secs(3);
-/// How often the lock is tried again meanwhile.
-const LOCK_RETRY: Duration = Duration::from_millis(100);
+/// How often a held lock, or a predecessor's heartbeat, is looked at again.
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// The presence connection and what it holds.
 #[derive(Debug)]
@@ -44,21 +49,15 @@ pub(super) struct Presence {
     usurped: std::sync::Mutex<Option<String>>,
 }
 
-/// An open presence connection holding the lock.
+/// An open presence connection.
 #[derive(Debug)]
 struct Held {
     client: Client,
     /// Its server process.
     pid: i32,
+    /// Whether it holds the id's lock; since when it has tried in vain, if it does not.
+    locked: Result<(), Instant>,
     _driver: JoinHandle<()>,
-}
-
-/// Why the id could not be taken.
-enum NotTaken {
-    /// The database could not be asked.
-    Unreachable(String),
-    /// Another live session holds it: what we know of that session.
-    Held(String),
 }
 
 impl Presence {
@@ -81,55 +80,46 @@ impl Presence {
         self.usurped.lock().expect("usurped").clone()
     }
 
-    /// At start: takes the id (or says which live process holds it), then renews the lease.
+    /// At start: takes the id, or says which live process has it; then renews the lease.
     pub(super) async fn start(&self, lease: &Lease) -> Result<(), String> {
-        match self.take(PREDECESSOR_WAIT).await {
-            Ok(held) => *self.held.lock().await = Some(held),
-            Err(NotTaken::Unreachable(error)) => return Err(error),
-            Err(NotTaken::Held(holder)) => return Err(self.twin(&holder)),
+        let wait = PREDECESSOR_WAIT;
+        let mut held = self.connect(wait).await?;
+        let deadline = Instant::now() + wait;
+        while held.locked.is_err() {
+            if Instant::now() >= deadline {
+                return Err(self.twin(&self.holder(&held.client, wait).await?));
+            }
+            tokio::time::sleep(LOOK_AGAIN).await;
+            self.try_lock(&mut held, wait).await?;
         }
+        self.outlive_predecessor(&held.client).await?;
+        *self.held.lock().await = Some(held);
         self.renew(lease).await.map(|_| ())
     }
 
-    /// Renews the lease (reconnecting and taking the id again first when needed), within half a
-    /// lease: a renewal is worth waiting for while it can still extend the lease, which it does
-    /// from when it was sent. Returns how long the renewal took.
+    /// Renews the lease (reconnecting, and taking the lock again, first when needed), within
+    /// half a lease: a renewal is worth waiting for while it can still extend the lease, which
+    /// it does from when it was sent. Returns how long the renewal took.
     pub(super) async fn renew(&self, lease: &Lease) -> Result<Duration, String> {
         if let Some(reason) = self.usurped() {
             return Err(reason);
         }
+        let deadline = lease.lease / 2;
         let mut held = self.held.lock().await;
         if held.is_none() {
-            match self.take(lease.lease / 2).await {
-                Ok(taken) => *held = Some(taken),
-                Err(NotTaken::Unreachable(error)) => return Err(error),
-                Err(NotTaken::Held(holder)) => {
-                    let reason = self.twin(&holder);
-                    tracing::error!(%reason, "another process took this gateway's id; this one stops acting for it");
-                    *self.usurped.lock().expect("usurped") = Some(reason.clone());
-                    return Err(reason);
-                }
+            *held = Some(self.connect(deadline).await?);
+        }
+        let connection = held.as_mut().expect("connected above");
+        if let Err(since) = connection.locked {
+            self.try_lock(connection, deadline).await?;
+            if connection.locked.is_err() && since.elapsed() > lease.lease {
+                let holder = self.holder(&connection.client, deadline).await?;
+                return Err(self.stand_down(lease, &holder));
             }
         }
-        let client = &held.as_ref().expect("taken above").client;
         let sent = Instant::now();
-        let statement = format!(
-            "INSERT INTO gateways (id, started_ms, heartbeat_ms, lease_ms, instance)
-             VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS}, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_ms = {DB_NOW_MS}, lease_ms = $2, instance = $3"
-        );
-        let lease_ms = i64::try_from(lease.lease.as_millis()).unwrap_or(i64::MAX);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&self.gateway, &lease_ms, &self.instance];
-        let renewed = within_for(lease.lease / 2, async {
-            client
-                .execute(&statement, &params)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        match renewed {
-            Ok(_) => {
+        match self.heartbeat(&connection.client, lease).await {
+            Ok(()) => {
                 lease.renewed(sent);
                 Ok(sent.elapsed())
             }
@@ -143,84 +133,177 @@ impl Presence {
         }
     }
 
-    /// Connects and takes the lock, trying for up to `wait` while it is held by a session that
-    /// may be ending: the previous connection's (ended here), or a dead process's.
-    async fn take(&self, wait: Duration) -> Result<Held, NotTaken> {
-        let unreachable = |e: String| NotTaken::Unreachable(e);
-        let (client, driver) = within_for(wait.max(Duration::from_secs(1)), async {
+    /// A graceful stop: the heartbeat is given up, so that this gateway's next start, or the
+    /// others' takeover of what it left unfinished, need not wait for its lease to run out.
+    pub(super) async fn leave(&self) {
+        let held = self.held.lock().await;
+        let Some(held) = held.as_ref().filter(|h| h.locked.is_ok()) else {
+            return;
+        };
+        let left = within_for(PREDECESSOR_WAIT, async {
+            held.client
+                .execute(
+                    "UPDATE gateways SET heartbeat_ms = 0 WHERE id = $1 AND instance = $2",
+                    &[&self.gateway, &self.instance],
+                )
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Err(error) = left {
+            tracing::warn!(%error, "the heartbeat was not given up; the next start waits for the lease");
+        }
+    }
+
+    /// The id's heartbeat, and the lease this gateway declares with it.
+    async fn heartbeat(&self, client: &Client, lease: &Lease) -> Result<(), String> {
+        let statement = format!(
+            "INSERT INTO gateways (id, started_ms, heartbeat_ms, lease_ms, instance)
+             VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS}, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_ms = {DB_NOW_MS}, lease_ms = $2, instance = $3"
+        );
+        let lease_ms = i64::try_from(lease.lease.as_millis()).unwrap_or(i64::MAX);
+        within_for(lease.lease / 2, async {
+            client
+                .execute(&statement, &[&self.gateway, &lease_ms, &self.instance])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// Another process has had the id's lock for longer than a lease: it runs as this gateway.
+    /// This one voids its lease, so that it sends nothing more, and stays unready.
+    fn stand_down(&self, lease: &Lease, holder: &str) -> String {
+        let reason = format!(
+            "another process took store.gateway_id `{}` ({holder}); this one no longer acts for it",
+            self.gateway
+        );
+        tracing::error!(%reason, "standing down");
+        lease.void();
+        *self.usurped.lock().expect("usurped") = Some(reason.clone());
+        reason
+    }
+
+    /// Opens a presence connection and tries the lock once.
+    async fn connect(&self, deadline: Duration) -> Result<Held, String> {
+        let deadline = deadline.max(Duration::from_secs(1));
+        let (client, driver) = within_for(deadline, async {
             connect::open(self.config.clone(), self.runtime.clone())
                 .await
                 .map_err(|e| e.to_string())
         })
-        .await
-        .map_err(unreachable)?;
-        let ask = |sql: &'static str| {
-            let client = &client;
-            let key = self.lock_key;
-            async move {
-                within_for(wait.max(Duration::from_secs(1)), async {
-                    client.query(sql, &[&key]).await.map_err(|e| e.to_string())
-                })
-                .await
-            }
-        };
-        let pid: i32 = within_for(wait.max(Duration::from_secs(1)), async {
-            client
+        .await?;
+        let pid = within_for(deadline, async {
+            let row = client
                 .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<i32, String>(row.get(0))
+        })
+        .await?;
+        let mut held = Held {
+            client,
+            pid,
+            locked: Err(Instant::now()),
+            _driver: driver,
+        };
+        self.try_lock(&mut held, deadline).await?;
+        Ok(held)
+    }
+
+    /// Tries the id's lock; ends first the session of this gateway's previous connection,
+    /// should it still hold the lock.
+    async fn try_lock(&self, held: &mut Held, deadline: Duration) -> Result<(), String> {
+        let key = self.lock_key;
+        let ask = |sql: &'static str| {
+            let client = &held.client;
+            within_for(deadline.max(Duration::from_secs(1)), async move {
+                let row = client.query_one(sql, &[&key]).await;
+                row.map_err(|e| e.to_string())
+            })
+        };
+        let taken: bool = ask("SELECT pg_try_advisory_lock($1)").await?.get(0);
+        if taken {
+            held.locked = Ok(());
+            *self.previous.lock().expect("previous") = None;
+            return Ok(());
+        }
+        let previous = *self.previous.lock().expect("previous");
+        if let Some(previous) = previous {
+            let end = "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE pid = $2 \
+                       AND locktype = 'advisory' AND granted AND objsubid = 1 \
+                       AND classid = (($1::BIGINT >> 32) & 4294967295)::OID \
+                       AND objid = ($1::BIGINT & 4294967295)::OID";
+            let _ = within_for(deadline.max(Duration::from_secs(1)), async {
+                held.client
+                    .execute(end, &[&key, &previous])
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        }
+        if held.locked.is_ok() {
+            held.locked = Err(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Who holds the id's lock, as an operator can find it.
+    async fn holder(&self, client: &Client, deadline: Duration) -> Result<String, String> {
+        let key = self.lock_key;
+        let row = within_for(deadline.max(Duration::from_secs(1)), async {
+            client
+                .query_opt(HOLDER, &[&key])
                 .await
                 .map_err(|e| e.to_string())
         })
-        .await
-        .map_err(unreachable)?
-        .get(0);
-        let previous = *self.previous.lock().expect("previous");
-        let deadline = Instant::now() + wait;
-        loop {
-            let locked = ask("SELECT pg_try_advisory_lock($1)")
-                .await
-                .map_err(unreachable)?;
-            if locked.first().is_some_and(|row| row.get::<_, bool>(0)) {
-                *self.previous.lock().expect("previous") = None;
-                return Ok(Held {
-                    client,
-                    pid,
-                    _driver: driver,
-                });
-            }
-            let holder = ask(HOLDER).await.map_err(unreachable)?;
-            let holder = holder.first().map(|row| {
-                (
+        .await?;
+        Ok(row.map_or_else(
+            || "a session that has just ended".to_string(),
+            |row| {
+                format!(
+                    "database session {} from {}, open since {}",
                     row.get::<_, i32>(0),
-                    format!(
-                        "its database session {} from {}, open since {}",
-                        row.get::<_, i32>(0),
-                        row.get::<_, String>(2),
-                        row.get::<_, String>(1)
-                    ),
+                    row.get::<_, String>(2),
+                    row.get::<_, String>(1)
                 )
-            });
-            if let (Some((holder_pid, _)), Some(previous)) = (&holder, previous)
-                && *holder_pid == previous
-            {
-                let end = "SELECT pg_terminate_backend($1::BIGINT::INT)";
-                let _ = within_for(wait.max(Duration::from_secs(1)), async {
-                    client
-                        .query(end, &[&i64::from(previous)])
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-                .await;
+            },
+        ))
+    }
+
+    /// With the lock taken: waits until the id's last heartbeat has run out the lease it
+    /// declared. Refuses if it moves meanwhile: a live gateway, cut off from its session, renews
+    /// it.
+    async fn outlive_predecessor(&self, client: &Client) -> Result<(), String> {
+        let sql = format!(
+            "SELECT heartbeat_ms, heartbeat_ms + coalesce(lease_ms, 0) - {DB_NOW_MS}
+             FROM gateways WHERE id = $1"
+        );
+        let mut first = None;
+        loop {
+            let row = within_for(PREDECESSOR_WAIT, async {
+                client
+                    .query_opt(&sql, &[&self.gateway])
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+            let Some(row) = row else { return Ok(()) };
+            let (heartbeat, left_ms): (i64, i64) = (row.get(0), row.get(1));
+            if *first.get_or_insert(heartbeat) != heartbeat {
+                return Err(self.twin("its heartbeat is being renewed"));
             }
-            if Instant::now() >= deadline {
-                return Err(match holder {
-                    Some((holder_pid, _)) if Some(holder_pid) == previous => NotTaken::Unreachable(
-                        "this gateway's previous session is still ending".into(),
-                    ),
-                    Some((_, about)) => NotTaken::Held(about),
-                    None => NotTaken::Unreachable("the id's lock is changing hands".into()),
-                });
+            if left_ms < 0 {
+                return Ok(());
             }
-            tokio::time::sleep(LOCK_RETRY).await;
+            let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+            tracing::info!(
+                wait_ms = left_ms,
+                "the id's last lease has not run out: waiting for it, to be sure its gateway is gone"
+            );
+            tokio::time::sleep(left.min(LOOK_AGAIN * 5)).await;
         }
     }
 
@@ -228,8 +311,8 @@ impl Presence {
     fn twin(&self, holder: &str) -> String {
         format!(
             "store.gateway_id `{}` is in use by a live gateway ({holder}); every gateway of a \
-             fleet needs its own gateway_id. If that gateway is gone, its session ends within \
-             seconds: start again then",
+             fleet needs its own gateway_id. If that gateway is gone, its session ends and its \
+             lease runs out within lease_ms: start again then",
             self.gateway
         )
     }
