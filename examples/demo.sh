@@ -67,8 +67,17 @@ run "curl -s -i http://127.0.0.1:8080/bank-a/accounts -H 'X-Client-ID: demo-read
 say "The book-reading routes are GET-only: a write to a bank through them is refused (405):"
 run "curl -s -X POST http://127.0.0.1:8080/bank-b/credit -H 'Idempotency-Key: forged' -d '{\"account\":\"carol\",\"amount\":1000}'"
 
-say "A path that climbs out of its route is refused before routing (400):"
+say "A path that climbs out of its route is refused before routing (400), in any encoding:"
 run "curl -s --path-as-is http://127.0.0.1:8080/bank-a/../admin"
+run "curl -s -o /dev/null -w '..%%2f: %{http_code}\\n' --path-as-is 'http://127.0.0.1:8080/bank-a/..%2fadmin'"
+run "curl -s -o /dev/null -w '..;/: %{http_code}\\n' --path-as-is 'http://127.0.0.1:8080/bank-a/..;/admin'"
+
+say "CONNECT and TRACE are never proxied (405):"
+run "curl -s -o /dev/null -w '%{http_code}\\n' -X TRACE http://127.0.0.1:8080/bank-a/accounts"
+
+say "A saga's calls carry Idempotency-Keys derived from a secret of the saga's: a client that knows"
+say "the saga id still cannot send one of them first (bank_b's log of the last credit):"
+run "curl -s http://127.0.0.1:7002/_requests | grep -o '\"idempotency-key\":\"txgate-[0-9a-f]*\"' | tail -1"
 
 say "What an operator sees: the newest sagas (admin API):"
 run "curl -s 'http://127.0.0.1:9080/admin/sagas?limit=2'"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The txgate fleet demo: a private PostgreSQL, two gateways on it (examples/fleet.toml) and the
 # two demo banks. A transfer on one gateway and its retry on the other; one rate limit for both;
-# then gateway 1 is killed with transfers in flight, and gateway 2 takes them over and finishes
-# them. It then keeps running; Ctrl-C stops everything. DEMO_EXIT=1 stops after the walkthrough.
+# a twin of gateway 1 refused; then gateway 1 is killed with transfers in flight, and gateway 2
+# takes them over and finishes them. It then keeps running; Ctrl-C stops everything. DEMO_EXIT=1 stops after the walkthrough.
 # Needs root (PostgreSQL runs as its own user) and installs postgresql when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +76,13 @@ for n in 1 2 3 4; do
   printf 'read %s via :%s: ' "$n" "$port"
   curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$port/bank-a/accounts" -H 'X-Client-ID: demo-reader'
 done
+
+say "A second gateway started with gateway 1's id is refused: twins would share one lease:"
+run "target/release/txgate serve --config examples/fleet.toml 2>&1 | grep -o 'store.gateway_id .* is in use by a live gateway' || true"
+
+say "What the fleet's database holds of each gateway: its heartbeat and the lease it declared"
+say "(each is judged by its own lease, so a rolling change of lease_ms takes nothing over):"
+run "pg_sql 7432 'SELECT id, lease_ms, instance FROM gateways ORDER BY id'"
 
 say "bank_a slows down (1.5 s per call); five transfers go to gateway 1 ..."
 curl -sf -X POST http://127.0.0.1:7001/_faults -d '{"kind":"latency","latency_ms":1500,"probability":1.0}' >/dev/null

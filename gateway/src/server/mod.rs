@@ -27,7 +27,9 @@ const ADMIN_CONNECTIONS_MAX: usize = 64;
 ///
 /// The client port is served by one thread per core, each with its own single-threaded runtime
 /// and its own upstream connections (see `upstream::pool`). Worker 0 also accepts every
-/// connection and hands them out round-robin, serves the admin API, and watches for signals.
+/// connection and hands them out round-robin, and watches for signals. The admin API has a
+/// thread of its own: an operator's slow listing never holds up a client's request, nor a
+/// flood of clients an operator's probe.
 pub fn serve(config: Config) -> Result<(), Error> {
     let workers = worker_count(config.server.workers);
     crate::worker::set_count(workers);
@@ -60,7 +62,6 @@ pub fn serve(config: Config) -> Result<(), Error> {
         (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
     let mut front = Some(Front {
         client: client_listener,
-        admin: admin_listener,
         queues,
         slots: Slots::new(
             server.max_connections as usize,
@@ -69,6 +70,12 @@ pub fn serve(config: Config) -> Result<(), Error> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_signal = stop_tx.clone();
+    let admin = spawn_admin(
+        admin_listener,
+        gateway.clone(),
+        limits.clone(),
+        stop_rx.clone(),
+    )?;
     let mut stop_tx = Some(stop_tx);
     let mut threads = Vec::with_capacity(workers);
     let jobs = gateway.take_job_queues();
@@ -99,10 +106,10 @@ pub fn serve(config: Config) -> Result<(), Error> {
         }
     }
     let mut cut = 0;
-    for thread in threads {
+    for thread in threads.into_iter().chain([admin]) {
         cut += thread
             .join()
-            .map_err(|_| Error::new(ErrorKind::Internal, "a worker thread panicked"))??;
+            .map_err(|_| Error::new(ErrorKind::Internal, "a server thread panicked"))??;
     }
     gateway.set_ready(false);
     gateway.close();
@@ -111,10 +118,9 @@ pub fn serve(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// What worker 0 runs besides its share of connections: the acceptor and the admin API.
+/// What worker 0 runs besides its share of connections: the acceptor.
 struct Front {
     client: std::net::TcpListener,
-    admin: std::net::TcpListener,
     queues: Vec<mpsc::UnboundedSender<listener::Accepted>>,
     slots: Slots,
 }
@@ -144,28 +150,21 @@ impl Worker {
             if let Some(stop_tx) = self.stop_tx {
                 tokio::spawn(watch_signals(stop_tx, self.gateway.clone()));
             }
-            let admin = match self.front {
-                Some(front) => Some(start_front(front, &self.gateway, &self.limits, &self.stop)?),
-                None => None,
-            };
-            let cut = listener::serve(self.queue, self.gateway, self.tls, self.limits).await;
-            if let Some(admin) = admin {
-                let _ = admin.await;
+            if let Some(front) = self.front {
+                start_acceptor(front, &self.gateway, &self.stop)?;
             }
-            Ok(cut)
+            Ok(listener::serve(self.queue, self.gateway, self.tls, self.limits).await)
         })
     }
 }
 
-/// Starts the client acceptor and the admin listener on the current worker.
-fn start_front(
+/// Starts the client acceptor on the current worker.
+fn start_acceptor(
     front: Front,
     gateway: &Arc<Gateway>,
-    limits: &ListenerLimits,
     stop: &watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<usize>, Error> {
+) -> Result<(), Error> {
     let client = TcpListener::from_std(front.client).map_err(io_error("server.listen"))?;
-    let admin = TcpListener::from_std(front.admin).map_err(io_error("server.admin_listen"))?;
     tokio::spawn(listener::accept(
         client,
         gateway.ready_watch(),
@@ -173,22 +172,41 @@ fn start_front(
         front.slots,
         stop.clone(),
     ));
-    let (admin_queue, admin_receiver) = mpsc::unbounded_channel();
-    let admin_connections = Slots::new(ADMIN_CONNECTIONS_MAX, u32::MAX);
-    tokio::spawn(listener::accept(
-        admin,
-        watch::channel(true).1,
-        vec![admin_queue],
-        admin_connections,
-        stop.clone(),
-    ));
-    let handler = Arc::new(Admin::new(gateway.clone()));
-    Ok(tokio::spawn(listener::serve(
-        admin_receiver,
-        handler,
-        None,
-        limits.clone(),
-    )))
+    Ok(())
+}
+
+/// The admin API on a thread of its own, with its own runtime, until the stop.
+fn spawn_admin(
+    socket: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    limits: ListenerLimits,
+    stop: watch::Receiver<bool>,
+) -> Result<std::thread::JoinHandle<Result<usize, Error>>, Error> {
+    let serve = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_error("tokio runtime"))?;
+        runtime.block_on(async move {
+            let admin = TcpListener::from_std(socket).map_err(io_error("server.admin_listen"))?;
+            let (queue, receiver) = mpsc::unbounded_channel();
+            let connections = Slots::new(ADMIN_CONNECTIONS_MAX, u32::MAX);
+            let always = watch::channel(true).1;
+            tokio::spawn(listener::accept(
+                admin,
+                always,
+                vec![queue],
+                connections,
+                stop,
+            ));
+            let handler = Arc::new(Admin::new(gateway));
+            Ok(listener::serve(receiver, handler, None, limits).await)
+        })
+    };
+    std::thread::Builder::new()
+        .name("txgate-admin".into())
+        .spawn(serve)
+        .map_err(io_error("admin thread"))
 }
 
 /// `0` means one worker per core.
