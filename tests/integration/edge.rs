@@ -8,50 +8,20 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::sagas::transfer;
+use crate::sagas::{transfer, transfer_routes};
 use crate::support::{Bank, Gateway, GatewayBuilder, client, raw, wait_until};
 
 /// A transfer saga from bank A to bank B, and a plain any-method route to bank B (the shape of
 /// SPEC §2's `api` route), which an attacker may call directly.
 fn saga_and_plain(a: &Bank, b: &Bank, client_key: &str) -> String {
+    let routes = transfer_routes(a, b, "")
+        .replace("timeout_ms = 1000", "timeout_ms = 5000")
+        .replace(
+            "mode = \"saga\"\n",
+            &format!("mode = \"saga\"\nclient_key = \"{client_key}\"\n"),
+        );
     format!(
-        r#"
-[upstreams.bank_a]
-url = "{a}"
-max_attempts = 3
-backoff_base_ms = 1
-[upstreams.bank_b]
-url = "{b}"
-timeout_ms = 5000
-max_attempts = 3
-backoff_base_ms = 1
-
-[[routes]]
-name = "transfers"
-methods = ["POST"]
-path = "/transfers"
-[routes.saga]
-mode = "saga"
-client_key = "{client_key}"
-[[routes.saga.steps]]
-name = "debit"
-upstream = "bank_a"
-action = "POST /debit"
-compensate = "POST /debit/compensate"
-[[routes.saga.steps]]
-name = "credit"
-upstream = "bank_b"
-action = "POST /credit"
-compensate = "POST /credit/compensate"
-
-[[routes]]
-name = "api"
-path_prefix = "/bank-b/"
-strip_prefix = true
-upstream = "bank_b"
-"#,
-        a = a.base(),
-        b = b.base()
+        "{routes}\n[[routes]]\nname = \"api\"\npath_prefix = \"/bank-b/\"\nstrip_prefix = true\nupstream = \"bank_b\"\n"
     )
 }
 

@@ -93,45 +93,33 @@ impl Bank {
 
     /// How many requests reached a business or echo path.
     pub async fn hits(&self, path: &str) -> u64 {
-        let stats: Value = client()
-            .get(self.url("/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["paths"][path].as_u64().unwrap_or(0)
+        self.stats().await["paths"][path].as_u64().unwrap_or(0)
     }
 
     /// The connections open to the bank now, other than the one that asks.
     pub async fn connections(&self) -> u64 {
-        let stats: Value = client()
-            .get(self.url("/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["connections"]
+        self.stats().await["connections"]
             .as_u64()
             .map_or(u64::MAX, |n| n.saturating_sub(1))
     }
 
     /// Every business request the bank saw.
     pub async fn total_hits(&self) -> u64 {
-        let stats: Value = client()
+        self.stats().await["paths"]
+            .as_object()
+            .map_or(0, |paths| paths.values().filter_map(Value::as_u64).sum())
+    }
+
+    /// `GET /stats`.
+    async fn stats(&self) -> Value {
+        client()
             .get(self.url("/stats"))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        stats["paths"]
-            .as_object()
-            .map_or(0, |paths| paths.values().filter_map(Value::as_u64).sum())
+            .unwrap()
     }
 
     /// `Σ (balance + held)`.

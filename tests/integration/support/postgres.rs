@@ -125,16 +125,8 @@ impl Postgres {
     /// lock is dropped: a DBA's open transaction, or a row another session is busy with.
     pub async fn lock_rows(&self, select: &str) -> RowLock {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let mut child = tokio::process::Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "txgate",
-            ])
-            .args(["-d", "postgres", "-XAtq"])
+        let mut child = tokio::process::Command::from(self.psql())
+            .arg("-q")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -152,20 +144,19 @@ impl Postgres {
         panic!("psql ended before it held the lock");
     }
 
+    /// `psql` on this cluster's database, unaligned, tuples only.
+    fn psql(&self) -> Command {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "txgate", "-d", "postgres", "-XAt"]);
+        psql
+    }
+
     /// Runs one SQL statement with `psql`; returns its unaligned output.
     pub fn sql(&self, statement: &str) -> String {
-        let output = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "txgate",
-                "-d",
-                "postgres",
-            ])
-            .args(["-XAtc", statement])
+        let output = self
+            .psql()
+            .args(["-c", statement])
             .output()
             .expect("run psql");
         assert!(

@@ -87,9 +87,10 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 ";
 
-/// From the first schema to the second. The triggers are created before the count, in one
-/// transaction: creating a trigger waits for the writers of its table and holds new ones off
-/// until the commit, so no write is counted twice or missed.
+/// From the first schema to the second; `{usage_functions}` stands for the trigger functions.
+/// The triggers are created before the count, in one transaction: creating a trigger waits for
+/// the writers of its table and holds new ones off until the commit, so no write is counted twice
+/// or missed.
 const SCHEMA_2: &str = "
 ALTER TABLE gateways ADD COLUMN IF NOT EXISTS lease_ms BIGINT;
 ALTER TABLE gateways ADD COLUMN IF NOT EXISTS instance TEXT NOT NULL DEFAULT '';
@@ -108,55 +109,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS kv_volatile_usage (
     bytes BIGINT NOT NULL,
     PRIMARY KEY (namespace, slot)
 );
-CREATE OR REPLACE FUNCTION txgate_kv_usage() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    ns TEXT;
-    keys BIGINT := 0;
-    bytes BIGINT := 0;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        ns := OLD.namespace;
-        keys := keys - 1;
-        bytes := bytes - octet_length(OLD.key) - octet_length(OLD.value);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        ns := NEW.namespace;
-        keys := keys + 1;
-        bytes := bytes + octet_length(NEW.key) + octet_length(NEW.value);
-    END IF;
-    IF keys <> 0 OR bytes <> 0 THEN
-        INSERT INTO kv_usage (namespace, slot, keys, bytes)
-        VALUES (ns, pg_backend_pid(), keys, bytes)
-        ON CONFLICT (namespace, slot) DO UPDATE
-        SET keys = kv_usage.keys + excluded.keys, bytes = kv_usage.bytes + excluded.bytes;
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION txgate_kv_volatile_usage() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    ns TEXT;
-    keys BIGINT := 0;
-    bytes BIGINT := 0;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        ns := OLD.namespace;
-        keys := keys - 1;
-        bytes := bytes - octet_length(OLD.key) - octet_length(OLD.value);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        ns := NEW.namespace;
-        keys := keys + 1;
-        bytes := bytes + octet_length(NEW.key) + octet_length(NEW.value);
-    END IF;
-    IF keys <> 0 OR bytes <> 0 THEN
-        INSERT INTO kv_volatile_usage (namespace, slot, keys, bytes)
-        VALUES (ns, pg_backend_pid(), keys, bytes)
-        ON CONFLICT (namespace, slot) DO UPDATE
-        SET keys = kv_volatile_usage.keys + excluded.keys,
-            bytes = kv_volatile_usage.bytes + excluded.bytes;
-    END IF;
-    RETURN NULL;
-END $$;
+{usage_functions}
 DROP TRIGGER IF EXISTS kv_usage ON kv;
 CREATE TRIGGER kv_usage AFTER INSERT OR UPDATE OR DELETE ON kv
     FOR EACH ROW EXECUTE FUNCTION txgate_kv_usage();
@@ -172,6 +125,45 @@ INSERT INTO kv_volatile_usage (namespace, slot, keys, bytes)
     SELECT namespace, 0, count(*), sum(octet_length(key) + octet_length(value)) FROM kv_volatile
     GROUP BY namespace;
 ";
+
+/// The trigger function that books a row's change of `{table}` into `{table}_usage`, under this
+/// connection's slot (its backend pid). Static SQL, one function per table, so its plan is kept.
+const USAGE_FUNCTION: &str = "
+CREATE OR REPLACE FUNCTION txgate_{table}_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ns TEXT;
+    keys BIGINT := 0;
+    bytes BIGINT := 0;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        ns := OLD.namespace;
+        keys := keys - 1;
+        bytes := bytes - octet_length(OLD.key) - octet_length(OLD.value);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        ns := NEW.namespace;
+        keys := keys + 1;
+        bytes := bytes + octet_length(NEW.key) + octet_length(NEW.value);
+    END IF;
+    IF keys <> 0 OR bytes <> 0 THEN
+        INSERT INTO {table}_usage (namespace, slot, keys, bytes)
+        VALUES (ns, pg_backend_pid(), keys, bytes)
+        ON CONFLICT (namespace, slot) DO UPDATE
+        SET keys = {table}_usage.keys + excluded.keys,
+            bytes = {table}_usage.bytes + excluded.bytes;
+    END IF;
+    RETURN NULL;
+END $$;
+";
+
+/// The second schema's statements, its trigger functions filled in.
+fn schema_2() -> String {
+    let functions: String = ["kv", "kv_volatile"]
+        .iter()
+        .map(|table| USAGE_FUNCTION.replace("{table}", table))
+        .collect();
+    SCHEMA_2.replace("{usage_functions}", &functions)
+}
 
 /// What the migration found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +208,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Migrated, String> {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            tx.batch_execute(SCHEMA_2)
+            tx.batch_execute(&schema_2())
                 .await
                 .map_err(|e| e.to_string())?;
             tx.execute("DELETE FROM txgate_schema", &[])
