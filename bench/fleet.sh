@@ -11,7 +11,10 @@
 #              finished every one of them
 #
 # Usage: bench/fleet.sh   (env: DURATION=10 CONNECTIONS=64 THREADS=1 ROUNDS=3 PGBENCH_CLIENTS=16
-#                          LEASE_MS=2000)
+#                          LEASE_MS=2000 BASELINE=)
+#        BASELINE=path/to/txgate also runs a fleet of two of that binary (an earlier build, same
+#        config) on a database of its own in the same server, in the same interleaved rounds, for
+#        the before/after ratio; bench/baseline.sh REV builds one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -28,10 +31,14 @@ B_PORT=17402
 PG_PORT=17403
 GW_PORTS=(17404 17406)
 ADMIN_PORTS=(17405 17407)
+BASE_PORTS=(17408 17410)
+BASE_ADMIN_PORTS=(17409 17411)
+BASELINE=${BASELINE:-}
 
 need_tool wrk wrk
 need_tool curl curl
-refuse_busy "$A_PORT" "$B_PORT" "$PG_PORT" "${GW_PORTS[@]}" "${ADMIN_PORTS[@]}"
+refuse_busy "$A_PORT" "$B_PORT" "$PG_PORT" "${GW_PORTS[@]}" "${ADMIN_PORTS[@]}" \
+  "${BASE_PORTS[@]}" "${BASE_ADMIN_PORTS[@]}"
 build_release
 
 work=$(mktemp -d)
@@ -49,16 +56,15 @@ for bank in "a $A_PORT alice" "b $B_PORT carol"; do
   wait_port "$2"
 done
 
-GW_PIDS=()
-for i in 0 1; do
-  cat >"$work/gw$((i + 1)).toml" <<CONFIG
+fleet_config() { # PORT ADMIN_PORT URL GATEWAY_ID
+  cat <<CONFIG
 [server]
-listen = "127.0.0.1:${GW_PORTS[$i]}"
-admin_listen = "127.0.0.1:${ADMIN_PORTS[$i]}"
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
 [store]
 backend = "postgres"
-url = "$URL"
-gateway_id = "gw$((i + 1))"
+url = "$3"
+gateway_id = "$4"
 lease_ms = $LEASE_MS
 retention_secs = 3600
 [upstreams.bank_a]
@@ -67,10 +73,26 @@ url = "http://127.0.0.1:$A_PORT"
 url = "http://127.0.0.1:$B_PORT"
 $(transfer_route transfers /transfers)
 CONFIG
+}
+
+GW_PIDS=()
+for i in 0 1; do
+  fleet_config "${GW_PORTS[$i]}" "${ADMIN_PORTS[$i]}" "$URL" "gw$((i + 1))" >"$work/gw$((i + 1)).toml"
   start_txgate "$work/gw$((i + 1)).toml" "$work/gw$((i + 1)).log"
   GW_PIDS+=("$TXGATE_PID")
 done
 for port in "${GW_PORTS[@]}"; do wait_port "$port"; done
+if [ -n "$BASELINE" ]; then
+  # A database of its own: the baseline build may read another schema version.
+  pg_sql "$PG_PORT" "CREATE DATABASE baseline" >/dev/null
+  for i in 0 1; do
+    fleet_config "${BASE_PORTS[$i]}" "${BASE_ADMIN_PORTS[$i]}" "${URL%/postgres}/baseline" \
+      "base$((i + 1))" >"$work/base$((i + 1)).toml"
+    TXGATE_LOG=warn "$BASELINE" serve --config "$work/base$((i + 1)).toml" >"$work/base$((i + 1)).log" 2>&1 &
+    PIDS+=($!)
+  done
+  for port in "${BASE_PORTS[@]}"; do wait_port "$port"; done
+fi
 
 transfers_lua "$work/unique.lua"
 wrk_unique() { # PORT PREFIX CONNECTIONS: prints "rate p99_ms"
@@ -110,17 +132,23 @@ pgbench_rate() { # SCRIPT: prints transactions (sagas' worth) per second
 }
 
 declare -A RATE P99
-for round in $(seq "$ROUNDS"); do
-  half=$((CONNECTIONS / 2))
-  wrk_unique "${GW_PORTS[0]}" "r$round-gw1-$RANDOM" "$half" >"$work/gw1.out" &
+fleet_round() { # TARGET PORT_1 PORT_2 ROUND
+  local half=$((CONNECTIONS / 2)) first r1 p1 r2 p2
+  wrk_unique "$2" "r$4-$1-1-$RANDOM" "$half" >"$work/gw1.out" &
   first=$!
-  wrk_unique "${GW_PORTS[1]}" "r$round-gw2-$RANDOM" "$half" >"$work/gw2.out"
+  wrk_unique "$3" "r$4-$1-2-$RANDOM" "$half" >"$work/gw2.out"
   wait "$first"
   read -r r1 p1 <"$work/gw1.out"
   read -r r2 p2 <"$work/gw2.out"
-  RATE[fleet]+="$((r1 + r2)) "
-  P99[fleet]+="$(awk -v x="$p1" -v y="$p2" 'BEGIN { print (x > y ? x : y) }') "
-  echo "round $round fleet: $((r1 + r2)) sagas/s (gw1 $r1, gw2 $r2), p99 $p1 / $p2 ms" >&2
+  RATE[$1]+="$((r1 + r2)) "
+  P99[$1]+="$(awk -v x="$p1" -v y="$p2" 'BEGIN { print (x > y ? x : y) }') "
+  echo "round $4 $1: $((r1 + r2)) sagas/s ($r1 + $r2), p99 $p1 / $p2 ms" >&2
+}
+for round in $(seq "$ROUNDS"); do
+  fleet_round fleet "${GW_PORTS[0]}" "${GW_PORTS[1]}" "$round"
+  if [ -n "$BASELINE" ]; then
+    fleet_round baseline "${BASE_PORTS[0]}" "${BASE_PORTS[1]}" "$round"
+  fi
   for script in commits one; do
     tps=$(pgbench_rate "$work/$script.sql")
     RATE[$script]+="$tps "
@@ -176,6 +204,9 @@ one_rate=$(median ${RATE[one]})
   echo
   echo "- fleet: **$fleet_rate sagas/s**, p99 $(median ${P99[fleet]}) ms (anchor: DTM, published 935 sagas/s on MySQL with 4 cores; $(awk -v r="$fleet_rate" 'BEGIN { printf "%.1f", r / 935 }')× on half the cores, with the database on the same cores)"
   echo "- $(ratio_line "fleet / pgbench, one commit per statement" "$fleet_rate" "$commits_rate" | bold_ratio); $(ratio_line "fleet / pgbench, one transaction per saga" "$fleet_rate" "$one_rate" | bold_ratio) (the writes of many sagas share a transaction)"
+  if [ -n "$BASELINE" ]; then
+    echo "- $(ratio_line "fleet / the baseline build's fleet" "$fleet_rate" "$(median ${RATE[baseline]})" | bold_ratio) (baseline: ${BASELINE_NAME:-$BASELINE}, same run, same database server; its p99 $(median ${P99[baseline]}) ms)"
+  fi
   echo "- takeover: gw1 killed with **$in_flight** sagas in flight; gw2 took over $taken and every saga of the fleet was finished **$took_ms ms** after the kill (lease_ms $LEASE_MS; goal ≤ lease_ms + 2000 ms; $left left unfinished)"
 } >"$work/report.md"
 echo

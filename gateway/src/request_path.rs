@@ -17,12 +17,16 @@ const DECODE_ROUNDS_MAX: usize = 3;
 /// Refuses a path with a `.` or `..` segment in any encoding, a NUL, or an overlong UTF-8
 /// sequence once decoded.
 pub(crate) fn check(path: &str) -> Result<(), Error> {
-    let mut decoded = path.as_bytes().to_vec();
-    for _ in 0..DECODE_ROUNDS_MAX {
+    inspect(path, path.as_bytes())?;
+    // Most paths have no escape at all: they cost no copy.
+    let Some(mut decoded) = percent_decode(path.as_bytes()) else {
+        return Ok(());
+    };
+    for _ in 1..DECODE_ROUNDS_MAX {
         inspect(path, &decoded)?;
         match percent_decode(&decoded) {
             Some(next) => decoded = next,
-            None => break,
+            None => return Ok(()),
         }
     }
     inspect(path, &decoded)
@@ -61,6 +65,9 @@ fn overlong(bytes: &[u8]) -> bool {
 
 /// The bytes with every valid `%XX` decoded; `None` when there was none.
 fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.contains(&b'%') {
+        return None;
+    }
     let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut changed = false;

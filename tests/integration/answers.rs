@@ -169,3 +169,53 @@ async fn a_resumed_saga_keeps_its_plugins_after_its_route_is_renamed() {
     );
     assert_eq!(a.balance("alice").await, 1000);
 }
+
+#[tokio::test]
+async fn a_saga_whose_plugin_is_gone_waits_stuck_and_names_it_until_it_is_back() {
+    // Proves a resumed saga never runs its hooks without one of its plugins: with the
+    // compensation plugin gone from the config, its undo is not sent bare; the saga is stuck
+    // with a reason that names the plugin, and finishes with the template once a reload brings
+    // the plugin back.
+    let a = Bank::start(&["alice=1000"]).await;
+    let b = Bank::start(&["carol=0"]).await;
+    let plugin = format!(
+        "[plugins.compensation]\nmodule = \"{}\"\n[plugins.compensation.config.steps.debit.compensate_body]\nrefund = \"$request.amount\"\n",
+        wasm::COMPENSATION
+    );
+    let plugged = transfer_routes(&a, &b, "").replace(
+        "path = \"/transfers\"\n",
+        "path = \"/transfers\"\nplugins = [\"compensation\"]\n",
+    );
+    let mut gateway = GatewayBuilder::new(format!("{plugin}{plugged}"))
+        .server("request_timeout_ms = 500")
+        .start()
+        .await;
+    a.fault(json!({"kind": "fail_before", "path_prefix": "/debit/compensate"}))
+        .await;
+    let (status, pending) =
+        crate::sagas::transfer(&gateway, "/transfers", "unplugged", "alice", "nobody", 20).await;
+    assert_eq!(status, 202, "{pending}");
+    gateway.kill9();
+    a.clear_faults().await;
+    gateway.write_config(&transfer_routes(&a, &b, ""));
+    gateway.restart().await;
+    let saga = format!("/admin/sagas/{}", pending["saga_id"].as_str().unwrap());
+    wait_until(Duration::from_secs(20), "the saga to be stuck", || async {
+        let view = gateway.admin_json(&saga).await;
+        view["status"] == "stuck" && view.to_string().contains("plugin `compensation`")
+    })
+    .await;
+    assert!(
+        a.requests("/debit/compensate").await.is_empty(),
+        "no bare undo"
+    );
+    gateway.write_config(&format!("{plugin}{plugged}"));
+    assert_eq!(gateway.reload().await.0, 200);
+    wait_until(Duration::from_secs(20), "the saga to finish", || {
+        gateway.no_saga_unfinished()
+    })
+    .await;
+    let undo = a.requests("/debit/compensate").await;
+    assert_eq!(undo.last().unwrap()["body"], json!({"refund": 20}));
+    assert_eq!(a.balance("alice").await, 1000);
+}
