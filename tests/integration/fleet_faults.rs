@@ -228,6 +228,7 @@ async fn run(seed: u64) {
     {
         let clients = wave(&fleet, wave_planned, &mut rng);
         tokio::time::sleep(Duration::from_millis(rng.u64(20..150))).await;
+        eprintln!("seed {seed}: {disruption:?}");
         disrupt(disruption, &mut fleet, &mut banks, &config, wave_planned).await;
         for client in clients {
             let _ = client.await;

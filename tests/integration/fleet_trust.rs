@@ -211,6 +211,32 @@ async fn a_twin_gateway_id_is_refused_and_a_dead_gateways_id_starts_again() {
 }
 
 #[tokio::test]
+async fn a_gateway_killed_while_the_database_is_silent_starts_again() {
+    // Proves a dead gateway's id can be taken again even when its death went unseen: killed
+    // while every packet to the database is dropped, its session is left open on the server, with
+    // the id's lock. Restarted once the packets flow, it waits for its old lease to run out, ends
+    // that session, and runs (before, it could refuse itself as its own twin).
+    let a = Bank::start(&["alice=1000"]).await;
+    let b = Bank::start(&["carol=0"]).await;
+    let mut fleet = Fleet::start(1, LEASE_MS, &transfer_routes(&a, &b, ""), &[]).await;
+    let silence = Blackhole::start(fleet.db.port);
+    fleet.gw_mut(1).kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(silence);
+    fleet.gw_mut(1).restart().await;
+    let (status, body) = transfer(
+        fleet.gw(1),
+        "/transfers",
+        "after-the-unseen-death",
+        "alice",
+        "carol",
+        5,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn a_database_gone_silent_wedges_no_gateway() {
     // Proves SPEC §8's deadlines: every packet to and from PostgreSQL is dropped for 15 s under
     // traffic (a failover to another host looks like this); both gateways turn unready, and

@@ -3,13 +3,15 @@
 //!
 //! - **One process per id.** The connection holds a session advisory lock on the id for as long
 //!   as the process lives, and the process renews the id's heartbeat. A process that starts
-//!   takes the lock (waiting a moment for the session of a process that just died to end), then
-//!   watches the id's heartbeat until the lease that heartbeat declared has run out: a live
-//!   gateway whose session was cut (a database restart, a network blip) holds no lock, but still
-//!   renews. If the heartbeat moves, a live gateway has the id: the new process refuses to start,
-//!   naming the id (SPEC §8). Twins would share one heartbeat, so a dead twin's sagas would never
-//!   be taken over. A restart of a dead gateway's id waits at most for its old lease to run out,
-//!   then resumes its sagas.
+//!   watches the id's heartbeat until the lease it declared has run out, and takes the lock. If
+//!   the heartbeat moves meanwhile, a live gateway has the id (one whose session was cut, by a
+//!   database restart or a network blip, holds no lock for a moment, but still renews): the new
+//!   process refuses to start, naming the id (SPEC §8). Twins would share one heartbeat, so a dead
+//!   twin's sagas would never be taken over. A lock still held once the heartbeat has run out was
+//!   left by a dead process whose last packets were lost, so the server has not seen its session
+//!   end: that session is ended. A restart of a dead gateway's id thus waits at most for its old
+//!   lease to run out (at once after a graceful stop, which gives the heartbeat up), then resumes
+//!   its sagas.
 //! - **A lease that never queues.** Renewals go through this connection, never behind the
 //!   requests in the pool, each within half a lease. When one fails, the connection is dropped,
 //!   and the next renewal opens a new one and takes the lock again; should the old session still
@@ -81,18 +83,43 @@ impl Presence {
     }
 
     /// At start: takes the id, or says which live process has it; then renews the lease.
+    ///
+    /// The id is this process's once it holds the lock and the id's last heartbeat has run out
+    /// the lease it declared, without moving. A heartbeat that moves is a live gateway's: refused.
+    /// A lock still held once that heartbeat has run out belongs to a dead process whose session
+    /// the server has not yet seen end (its last packets lost): that session is ended.
     pub(super) async fn start(&self, lease: &Lease) -> Result<(), String> {
-        let wait = PREDECESSOR_WAIT;
-        let mut held = self.connect(wait).await?;
-        let deadline = Instant::now() + wait;
-        while held.locked.is_err() {
-            if Instant::now() >= deadline {
-                return Err(self.twin(&self.holder(&held.client, wait).await?));
+        let mut held = self.connect(PREDECESSOR_WAIT).await?;
+        let started = Instant::now();
+        let (mut first, mut told) = (None, false);
+        loop {
+            let left = match self.last_heartbeat(&held.client).await? {
+                Some((heartbeat, _)) if *first.get_or_insert(heartbeat) != heartbeat => {
+                    let holder = self.holder(&held.client, PREDECESSOR_WAIT).await?;
+                    return Err(self.twin(&holder));
+                }
+                Some((_, left_ms)) => left_ms,
+                // No heartbeat yet: a process that died before its first, or none at all.
+                None => -i64::from(started.elapsed() >= PREDECESSOR_WAIT),
+            };
+            match (held.locked.is_ok(), left < 0) {
+                (true, true) => break,
+                (false, true) => self.end_holder(&held.client).await?,
+                (_, false) => {}
             }
-            tokio::time::sleep(LOOK_AGAIN).await;
-            self.try_lock(&mut held, wait).await?;
+            if left >= 0 && !told {
+                told = true;
+                tracing::info!(
+                    wait_ms = left,
+                    "the id's last lease has not run out: waiting for it, to be sure its gateway is gone"
+                );
+            }
+            let wait = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+            tokio::time::sleep(wait.clamp(LOOK_AGAIN, LOOK_AGAIN * 5)).await;
+            if held.locked.is_err() {
+                self.try_lock(&mut held, PREDECESSOR_WAIT).await?;
+            }
         }
-        self.outlive_predecessor(&held.client).await?;
         *self.held.lock().await = Some(held);
         self.renew(lease).await.map(|_| ())
     }
@@ -273,38 +300,40 @@ impl Presence {
         ))
     }
 
-    /// With the lock taken: waits until the id's last heartbeat has run out the lease it
-    /// declared. Refuses if it moves meanwhile: a live gateway, cut off from its session, renews
-    /// it.
-    async fn outlive_predecessor(&self, client: &Client) -> Result<(), String> {
+    /// The id's last heartbeat, and how long until the lease it declared runs out (negative once
+    /// it has), in the database's clock; `None` when the id has none.
+    async fn last_heartbeat(&self, client: &Client) -> Result<Option<(i64, i64)>, String> {
         let sql = format!(
             "SELECT heartbeat_ms, heartbeat_ms + coalesce(lease_ms, 0) - {DB_NOW_MS}
              FROM gateways WHERE id = $1"
         );
-        let mut first = None;
-        loop {
-            let row = within_for(PREDECESSOR_WAIT, async {
-                client
-                    .query_opt(&sql, &[&self.gateway])
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await?;
-            let Some(row) = row else { return Ok(()) };
-            let (heartbeat, left_ms): (i64, i64) = (row.get(0), row.get(1));
-            if *first.get_or_insert(heartbeat) != heartbeat {
-                return Err(self.twin("its heartbeat is being renewed"));
-            }
-            if left_ms < 0 {
-                return Ok(());
-            }
-            let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
-            tracing::info!(
-                wait_ms = left_ms,
-                "the id's last lease has not run out: waiting for it, to be sure its gateway is gone"
-            );
-            tokio::time::sleep(left.min(LOOK_AGAIN * 5)).await;
-        }
+        let row = within_for(PREDECESSOR_WAIT, async {
+            client
+                .query_opt(&sql, &[&self.gateway])
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        Ok(row.map(|row| (row.get(0), row.get(1))))
+    }
+
+    /// Ends the session that holds the id's lock: one a dead process left behind.
+    async fn end_holder(&self, client: &Client) -> Result<(), String> {
+        let end = "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                   AND granted AND objsubid = 1 \
+                   AND classid = (($1::BIGINT >> 32) & 4294967295)::OID \
+                   AND objid = ($1::BIGINT & 4294967295)::OID";
+        tracing::warn!(
+            "the id's lock is held by a session of a gateway whose lease ran out; ending it"
+        );
+        within_for(PREDECESSOR_WAIT, async {
+            client
+                .execute(end, &[&self.lock_key])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// The refusal of a twin, naming the id.
