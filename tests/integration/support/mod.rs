@@ -41,15 +41,38 @@ pub fn bin(name: &str) -> PathBuf {
 /// between a gateway's stop and its restart on the same port.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A port that was free a moment ago, from [`TEST_PORTS`].
+/// A port that was free a moment ago, from [`TEST_PORTS`], and reserved for this test process.
+///
+/// Tests run as parallel processes, and a gateway binds its port seconds after the port was
+/// picked (it compiles plugins and waits out its id's last lease first). The reservation, a lock
+/// on a file named after the port held until this process ends, keeps every other test process
+/// from picking the same port in that window.
 pub fn free_port() -> u16 {
     for _ in 0..1_000 {
         let port = fastrand::u16(TEST_PORTS);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free port in {TEST_PORTS:?} after 1,000 tries");
+}
+
+/// Locks the port's file for the rest of this process; false if another process holds it.
+fn reserve(port: u16) -> bool {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("txgate-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation dir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+        .expect("port reservation file");
+    if file.try_lock().is_err() {
+        return false;
+    }
+    HELD.lock().expect("reserved ports").push(file);
+    true
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.

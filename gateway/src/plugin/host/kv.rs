@@ -1,14 +1,16 @@
 //! `txgate:plugin/kv`: the plugin's namespace (its name) in the gateway's store, durable or
-//! volatile by its `state` setting, within its quota. A durable write ends the call's running
-//! segment before it waits for the store (a group commit), so the plugin's CPU budget is not
-//! charged for the wait; `wall_timeout_ms` still bounds it. `hold` takes a key for the request
+//! volatile by its `state` setting, within its quota. Every call ends the hook call's running
+//! segment before it goes to the store and starts a new one after: a durable write waits for a
+//! group commit, and on PostgreSQL every call waits for the database, while the worker thread
+//! runs other requests whose CPU time must not be charged to the plugin's budget.
+//! `wall_timeout_ms` still bounds the wait. `hold` takes a key for the request
 //! under way (see `plugin/scope.rs`).
 
 use bytes::Bytes;
 
 use crate::plugin::bindings::txgate::plugin::kv::{Host, KvError};
 use crate::plugin::state::HostState;
-use crate::store::{Applied, Durability, Mutation, StoreError};
+use crate::store::{Applied, Mutation, StoreError};
 
 /// Longest key.
 const KEY_BYTES_MAX: usize = 512;
@@ -36,22 +38,20 @@ fn kv_error(error: StoreError) -> KvError {
 }
 
 impl HostState {
+    /// Runs `work`, which goes to the store, outside the plugin's charged execution.
+    async fn outside_budget<T>(&mut self, work: impl Future<Output = T>) -> T {
+        self.call.end_segment();
+        let result = work.await;
+        self.call.start_segment();
+        result
+    }
+
     async fn mutate(&mut self, key: String, mutation: Mutation) -> Result<Applied, KvError> {
         let shared = self.shared.clone();
-        // Only a durable write waits (for its group commit); a volatile one is a memory update,
-        // so it stays in the running segment and costs no clock reads.
-        let waits = shared.durability == Durability::Durable;
-        if waits {
-            self.call.end_segment();
-        }
-        let result = shared
+        let work = shared
             .store
-            .mutate(&shared.namespace, &key, mutation, shared.durability)
-            .await;
-        if waits {
-            self.call.start_segment();
-        }
-        result.map_err(kv_error)
+            .mutate(&shared.namespace, &key, mutation, shared.durability);
+        self.outside_budget(work).await.map_err(kv_error)
     }
 }
 
@@ -59,11 +59,8 @@ impl Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check(&key, None)?;
         let shared = self.shared.clone();
-        let value = shared
-            .store
-            .get(&shared.namespace, &key, shared.durability)
-            .await
-            .map_err(kv_error)?;
+        let work = shared.store.get(&shared.namespace, &key, shared.durability);
+        let value = self.outside_budget(work).await.map_err(kv_error)?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -120,11 +117,10 @@ impl Host for HostState {
             )));
         }
         let shared = self.shared.clone();
-        let holder = shared
+        let work = shared
             .store
-            .hold(&shared.namespace, &key, scope.id(), Bytes::from(value))
-            .await
-            .map_err(kv_error)?;
+            .hold(&shared.namespace, &key, scope.id(), Bytes::from(value));
+        let holder = self.outside_budget(work).await.map_err(kv_error)?;
         match holder {
             None => {
                 scope.held(shared.namespace.clone(), &key);
