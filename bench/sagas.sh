@@ -11,8 +11,8 @@
 #        PLUGINS=1 also runs the route with the three shipped plugins (idempotency, rate limit,
 #        compensation), for the plugin-overhead figure.
 #        BASELINE=path/to/txgate also runs that binary (an earlier build, same config, its own
-#        store) in the same interleaved rounds, for the before/after ratio; bench/baseline.sh REV
-#        builds one.
+#        store) in the same interleaved rounds, for the before/after ratio (with PLUGINS=1, on both
+#        routes); bench/baseline.sh REV builds one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -111,6 +111,7 @@ measure() { # SECONDS TARGET PREFIX: prints "rate p99"
     saga) run_unique "$seconds" "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /transfers "$prefix" ;;
     plugged) run_unique "$seconds" "http://127.0.0.1:$TXGATE_PORT" X-Request-ID /plugged "$prefix" ;;
     baseline) run_unique "$seconds" "http://127.0.0.1:$BASE_PORT" X-Request-ID /transfers "$prefix" ;;
+    baseline-plugged) run_unique "$seconds" "http://127.0.0.1:$BASE_PORT" X-Request-ID /plugged "$prefix" ;;
     direct)
       local half=$((CONNECTIONS / 2)) a_rate a_p99 b_rate b_p99
       run_unique "$seconds" "http://127.0.0.1:$A_PORT" Idempotency-Key /debit "$prefix-a" "$half" >"$work/a.out" &
@@ -127,6 +128,7 @@ measure() { # SECONDS TARGET PREFIX: prints "rate p99"
 targets=(saga direct)
 [ "$PLUGINS" = 1 ] && targets+=(plugged)
 [ -n "$BASELINE" ] && targets+=(baseline)
+[ -n "$BASELINE" ] && [ "$PLUGINS" = 1 ] && targets+=(baseline-plugged)
 # Every process starts cold, its heap growing through the first seconds of load, and those
 # seconds have a p99 several times the later ones, on the direct bank calls as well as on the
 # sagas. A short warm-up of each target comes first, reported and not counted; the first round
@@ -187,6 +189,9 @@ block=sagas
   if [ -n "$BASELINE" ]; then
     echo "| the same sagas through the baseline build | $(median ${RATE[baseline]}) sagas/s | $(median ${P99[baseline]}) |"
   fi
+  if [ -n "$BASELINE" ] && [ "$PLUGINS" = 1 ]; then
+    echo "| the same with the three plugins, through the baseline build | $(median ${RATE[baseline-plugged]}) sagas/s | $(median ${P99[baseline-plugged]}) |"
+  fi
   echo "| the banks directly (debit + credit calls) | $direct_calls calls/s = $((direct_calls / 2)) transfers/s | $(median ${P99[direct]}) |"
   echo
   echo "p99 of the durable sagas, round by round: ${P99[saga]}ms (the store grows through the run)."
@@ -198,6 +203,9 @@ block=sagas
   fi
   if [ "$PLUGINS" = 1 ]; then
     echo "- $(ratio_line "with the three plugins / without" "$(median ${RATE[plugged]})" "$saga_rate" | bold_ratio)"
+    if [ -n "$BASELINE" ]; then
+      echo "- $(ratio_line "with the three plugins / the baseline build's with them" "$(median ${RATE[plugged]})" "$(median ${RATE[baseline-plugged]})" | bold_ratio)"
+    fi
     echo "- group commits per saga, 20 sagas one at a time: $bare_commits without the plugins, $plugged_commits with them"
   fi
   echo "- store: $(du -sh "$work/store" | cut -f1) on disk after the run"

@@ -126,23 +126,8 @@ async fn a_resumed_saga_keeps_its_plugins_after_its_route_is_renamed() {
     // the undo.
     let a = Bank::start(&["alice=1000"]).await;
     let b = Bank::start(&["carol=0"]).await;
-    let template = format!(
-        "[plugins.compensation]\nmodule = \"{}\"\n[plugins.compensation.config.steps.debit.compensate_body]\nrefund = \"$request.amount\"\nsaga = \"$saga_id\"\n",
-        wasm::COMPENSATION
-    );
-    let routes = transfer_routes(&a, &b, "").replace(
-        "path = \"/transfers\"\n",
-        "path = \"/transfers\"\nplugins = [\"compensation\"]\n",
-    );
-    let mut gateway = GatewayBuilder::new(format!("{template}{routes}"))
-        .server("request_timeout_ms = 500")
-        .start()
-        .await;
-    a.fault(json!({"kind": "fail_before", "path_prefix": "/debit/compensate"}))
-        .await;
-    let (status, pending) =
-        crate::sagas::transfer(&gateway, "/transfers", "renamed", "alice", "nobody", 30).await;
-    assert_eq!(status, 202, "{pending}");
+    let template = compensation_plugin("refund = \"$request.amount\"\nsaga = \"$saga_id\"\n");
+    let (mut gateway, pending, routes) = pending_undo(&a, &b, &template, "renamed", 30).await;
     wait_until(
         Duration::from_secs(10),
         "a compensation to be tried",
@@ -178,23 +163,8 @@ async fn a_saga_whose_plugin_is_gone_waits_stuck_and_names_it_until_it_is_back()
     // the plugin back.
     let a = Bank::start(&["alice=1000"]).await;
     let b = Bank::start(&["carol=0"]).await;
-    let plugin = format!(
-        "[plugins.compensation]\nmodule = \"{}\"\n[plugins.compensation.config.steps.debit.compensate_body]\nrefund = \"$request.amount\"\n",
-        wasm::COMPENSATION
-    );
-    let plugged = transfer_routes(&a, &b, "").replace(
-        "path = \"/transfers\"\n",
-        "path = \"/transfers\"\nplugins = [\"compensation\"]\n",
-    );
-    let mut gateway = GatewayBuilder::new(format!("{plugin}{plugged}"))
-        .server("request_timeout_ms = 500")
-        .start()
-        .await;
-    a.fault(json!({"kind": "fail_before", "path_prefix": "/debit/compensate"}))
-        .await;
-    let (status, pending) =
-        crate::sagas::transfer(&gateway, "/transfers", "unplugged", "alice", "nobody", 20).await;
-    assert_eq!(status, 202, "{pending}");
+    let plugin = compensation_plugin("refund = \"$request.amount\"\n");
+    let (mut gateway, pending, plugged) = pending_undo(&a, &b, &plugin, "unplugged", 20).await;
     gateway.kill9();
     a.clear_faults().await;
     gateway.write_config(&transfer_routes(&a, &b, ""));
@@ -218,4 +188,38 @@ async fn a_saga_whose_plugin_is_gone_waits_stuck_and_names_it_until_it_is_back()
     let undo = a.requests("/debit/compensate").await;
     assert_eq!(undo.last().unwrap()["body"], json!({"refund": 20}));
     assert_eq!(a.balance("alice").await, 1000);
+}
+
+/// The compensation plugin's config, with `body` as the debit's undo template.
+fn compensation_plugin(body: &str) -> String {
+    format!(
+        "[plugins.compensation]\nmodule = \"{}\"\n[plugins.compensation.config.steps.debit.compensate_body]\n{body}",
+        wasm::COMPENSATION
+    )
+}
+
+/// A gateway whose transfer route runs `plugin` (the compensation plugin's config), and a transfer
+/// to an unknown account on it, answered 202 while its undo fails at bank A. Returns the gateway,
+/// the 202's body and the routes.
+async fn pending_undo(
+    a: &Bank,
+    b: &Bank,
+    plugin: &str,
+    id: &str,
+    amount: i64,
+) -> (Gateway, Value, String) {
+    let routes = transfer_routes(a, b, "").replace(
+        "path = \"/transfers\"\n",
+        "path = \"/transfers\"\nplugins = [\"compensation\"]\n",
+    );
+    let gateway = GatewayBuilder::new(format!("{plugin}{routes}"))
+        .server("request_timeout_ms = 500")
+        .start()
+        .await;
+    a.fault(json!({"kind": "fail_before", "path_prefix": "/debit/compensate"}))
+        .await;
+    let (status, pending) =
+        crate::sagas::transfer(&gateway, "/transfers", id, "alice", "nobody", amount).await;
+    assert_eq!(status, 202, "{pending}");
+    (gateway, pending, routes)
 }
