@@ -1,10 +1,11 @@
 //! `txgate:plugin/kv`: the plugin's namespace (its name) in the gateway's store, durable or
-//! volatile by its `state` setting, within its quota. Every call ends the hook call's running
-//! segment before it goes to the store and starts a new one after: a durable write waits for a
-//! group commit, and on PostgreSQL every call waits for the database, while the worker thread
-//! runs other requests whose CPU time must not be charged to the plugin's budget.
-//! `wall_timeout_ms` still bounds the wait. `hold` takes a key for the request
-//! under way (see `plugin/scope.rs`).
+//! volatile by its `state` setting, within its quota. A call that has to wait for the store (a
+//! durable write's group commit, or any call on PostgreSQL) ends the hook call's running segment
+//! until it returns: the worker runs other requests meanwhile, and their CPU time must not be
+//! charged to the plugin's budget. `wall_timeout_ms` still bounds the wait. `hold` takes a key
+//! for the request under way (see `plugin/scope.rs`).
+
+use std::task::Poll;
 
 use bytes::Bytes;
 
@@ -38,8 +39,16 @@ fn kv_error(error: StoreError) -> KvError {
 }
 
 impl HostState {
-    /// Runs `work`, which goes to the store, outside the plugin's charged execution.
+    /// Runs `work`, which goes to the store, charging the plugin's budget only until `work` first
+    /// has to wait: a memory update finishes in its first poll and costs no clock reads; a durable
+    /// write, or any call on PostgreSQL, waits, and what the worker runs meanwhile is not the
+    /// plugin's execution.
     async fn outside_budget<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        if let Poll::Ready(done) = first {
+            return done;
+        }
         self.call.end_segment();
         let result = work.await;
         self.call.start_segment();
