@@ -288,3 +288,51 @@ metric_sum() {
   curl -s "http://127.0.0.1:$1/metrics" |
     awk -v pattern="^$2" '$0 ~ pattern { n += $NF } END { printf "%d", n }'
 }
+
+# cpu_ticks PID...: CPU time (user + system, in clock ticks) the processes and their children
+# have used so far; read around a run, the difference is what that run cost them.
+cpu_ticks() {
+  local total=0 pid p ticks
+  for pid in "$@"; do
+    for p in $pid $(pgrep -P "$pid" || true); do
+      # Fields 14 and 15 (utime, stime), counted after the `(comm)` field, which may hold spaces.
+      ticks=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+      total=$((total + ${ticks:-0}))
+    done
+  done
+  echo "$total"
+}
+
+# box_ticks: CPU time (clock ticks) the whole machine has spent busy so far, every core: the
+# first line of /proc/stat without idle and iowait.
+box_ticks() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# us_per_request TICKS REQUESTS: clock ticks spread over the requests, in µs each.
+us_per_request() {
+  awk -v ticks="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.1f", (n > 0 ? ticks * 1000000 / hz / n : 0) }'
+}
+
+# wrk_counts URL [wrk args]: like run_wrk, but prints "req/s p50_ms p99_ms requests non2xx
+# socket_errors", so a caller can refuse a run whose answers were errors (wrk counts statuses
+# from 400 up as non-2xx; socket errors are connect, read, write and timeout together).
+wrk_counts() {
+  local url=$1
+  shift
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" | awk '
+    function ms(v) {
+      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+      return v
+    }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    / requests in / { requests = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses/ { bad = $NF }
+    /Socket errors:/ { gsub(/,/, ""); errors = $4 + $6 + $8 + $10 }
+    END { printf "%.0f %.3f %.3f %d %d %d\n", rps, p50, p99, requests, bad, errors }'
+}

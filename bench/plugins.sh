@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Plugin overhead, in one run on loopback against the same backend (the demo bank):
-#   txgate bare      - a plain route, no plugins
-#   txgate noops     - the same route with three no-op plugins (each implements on-request)
-#   txgate same-work - the same route with the shipped rate_limit (GCRA on the route, volatile
-#                      state) and add_header plugins
-#   envoy bare       - Envoy with the router filter only
-#   envoy same-work  - Envoy with a proxy-wasm filter (bench/envoy-filter, V8) doing that same
-#                      work: a GCRA limit in shared data updated by compare-and-swap, and a header
-#                      on the request and the response
+#   txgate bare       - a plain route, no plugins
+#   txgate noops      - the same route with three no-op plugins (each implements on-request)
+#   txgate same-work  - the same route with the shipped rate_limit (GCRA on the route, volatile
+#                       state) and add_header plugins
+#   txgate jwt-rs256  - the same route with the shipped jwt_auth plugin verifying an RS256 token
+#   txgate jwt-es256  - the same with an ES256 token
+#   envoy bare        - Envoy with the router filter only
+#   envoy same-work   - Envoy with a proxy-wasm filter (bench/envoy-filter, V8) doing that same
+#                       work: a GCRA limit in shared data updated by compare-and-swap, and a header
+#                       on the request and the response
+#   envoy jwt-rs256/es256 - Envoy with its own jwt_authn filter verifying the same tokens against
+#                       the same key sets (bench/jwt.sh), one listener per algorithm
+# The keys (RSA 2048, P-256) and the tokens are made with openssl at the start of each run. Both
+# products check the issuer and audience, keep the token back and pass `sub` upstream as a header;
+# the script checks that they do, and that a missing or forged token is refused, before it
+# measures.
 # Rounds are interleaved so drift hits all alike; the median round of each is reported. What
-# matters is each product's loss against its own bare proxy, measured in the same run.
+# matters is each product's loss against its own bare proxy, measured in the same run. Around
+# every wrk run the CPU time of the proxy process (/proc/PID/stat) and of the whole machine
+# (/proc/stat) is read, and divided by the requests served. A run with any answer from 400 up
+# stops the script: a benchmark of refusals measures nothing.
 # Writes the `plugins` block of bench/RESULTS.md.
 #
 # Usage: bench/plugins.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
+source bench/jwt.sh
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -26,26 +38,58 @@ TXGATE_PORT=17203
 ADMIN_PORT=17204
 ENVOY_BARE_PORT=17205
 ENVOY_WORK_PORT=17206
-ENVOY_ADMIN_PORTS=(17207 17208)
+ENVOY_JWT_RS_PORT=17209
+ENVOY_JWT_ES_PORT=17210
+ENVOY_ADMIN_PORTS=(17207 17208 17211)
 # Limits far above what two cores can send: the work is done on every request, none is refused.
 RATE=1000000000
 
 need_tool wrk wrk
-refuse_busy "$BANK_PORT" "$TXGATE_PORT" "$ADMIN_PORT" "$ENVOY_BARE_PORT" "$ENVOY_WORK_PORT" "${ENVOY_ADMIN_PORTS[@]}"
+need_tool openssl openssl
+refuse_busy "$BANK_PORT" "$TXGATE_PORT" "$ADMIN_PORT" "$ENVOY_BARE_PORT" "$ENVOY_WORK_PORT" \
+  "$ENVOY_JWT_RS_PORT" "$ENVOY_JWT_ES_PORT" "${ENVOY_ADMIN_PORTS[@]}"
 need_envoy
 build_release
 rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null 2>&1
 cargo build -q --release --target wasm32-wasip2 --target-dir target/wasm \
-  -p txgate-test-noop -p txgate-plugin-rate-limit -p txgate-plugin-add-header
+  -p txgate-test-noop -p txgate-plugin-rate-limit -p txgate-plugin-add-header \
+  -p txgate-plugin-jwt-auth
 cargo build -q --release --target wasm32-wasip1 --target-dir target/wasm -p txgate-bench-envoy-filter
 WASM2="$PWD/target/wasm/wasm32-wasip2/release"
 FILTER="$PWD/target/wasm/wasm32-wasip1/release/txgate_bench_envoy_filter.wasm"
 
 work=$(mktemp -d)
 trap 'stop_all; [ -n "${KEEP_LOGS:-}" ] && cp -r "$work" /tmp/bench-plugins-logs; rm -rf "$work"' EXIT
+jwt_material "$work/jwt"
 start_bank "$BANK_PORT" "$work/bank.log"
 
-cat >"$work/txgate.toml" <<CONFIG
+# jwt_plugin NAME ALG: a jwt_auth instance configured as the Envoy listener of that algorithm is.
+jwt_plugin() {
+  cat <<TOML
+[plugins.$1]
+module = "$WASM2/txgate_plugin_jwt_auth.wasm"
+[plugins.$1.config]
+jwks = '''$(cat "$work/jwt/jwks-$2.json")'''
+issuer = "$JWT_ISSUER"
+audience = "$JWT_AUDIENCE"
+claims_to_headers = { sub = "$JWT_CLAIM_HEADER" }
+TOML
+}
+
+# route NAME [PLUGINS]: a route under /NAME/ to the bank; PLUGINS is a TOML list.
+route() {
+  cat <<TOML
+[[routes]]
+name = "$1"
+path_prefix = "/$1/"
+strip_prefix = true
+upstream = "bank"
+${2:+plugins = $2}
+TOML
+}
+
+{
+  cat <<CONFIG
 [server]
 listen = "127.0.0.1:$TXGATE_PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
@@ -71,60 +115,116 @@ module = "$WASM2/txgate_plugin_add_header.wasm"
 [plugins.add_header.config]
 name = "x-served-by"
 value = "txgate"
-[[routes]]
-name = "bare"
-path_prefix = "/bare/"
-strip_prefix = true
-upstream = "bank"
-[[routes]]
-name = "noops"
-path_prefix = "/noops/"
-strip_prefix = true
-upstream = "bank"
-plugins = ["noop_a", "noop_b", "noop_c"]
-[[routes]]
-name = "work"
-path_prefix = "/work/"
-strip_prefix = true
-upstream = "bank"
-plugins = ["rate_limit", "add_header"]
 CONFIG
+  jwt_plugin jwt_rs256 rs256
+  jwt_plugin jwt_es256 es256
+  route bare
+  route noops '["noop_a", "noop_b", "noop_c"]'
+  route work '["rate_limit", "add_header"]'
+  route jwt-rs256 '["jwt_rs256"]'
+  route jwt-es256 '["jwt_es256"]'
+} >"$work/txgate.toml"
 start_txgate "$work/txgate.toml" "$work/txgate.log"
 envoy_config "$ENVOY_BARE_PORT" "${ENVOY_ADMIN_PORTS[0]}" "$BANK_PORT" >"$work/envoy-bare.yaml"
 envoy_config "$ENVOY_WORK_PORT" "${ENVOY_ADMIN_PORTS[1]}" "$BANK_PORT" "$FILTER" \
   "{\"per_second\": $RATE, \"burst\": $RATE, \"header\": \"x-served-by\", \"value\": \"envoy\"}" \
   >"$work/envoy-work.yaml"
-start_envoy "$work/envoy-bare.yaml" "$work/envoy-bare.log"
-start_envoy "$work/envoy-work.yaml" "$work/envoy-work.log"
+envoy_jwt_config "$ENVOY_JWT_RS_PORT" "$ENVOY_JWT_ES_PORT" "${ENVOY_ADMIN_PORTS[2]}" "$BANK_PORT" \
+  "$work/jwt" >"$work/envoy-jwt.yaml"
+# The process whose CPU each target's requests cost.
+declare -A PID=()
+for name in bare work jwt; do
+  start_envoy "$work/envoy-$name.yaml" "$work/envoy-$name.log"
+  PID[envoy-$name]=${PIDS[-1]}
+done
 wait_port "$TXGATE_PORT"
 wait_port "$ENVOY_BARE_PORT"
 wait_port "$ENVOY_WORK_PORT"
-# The filter must really run: its header on the answer proves it.
+wait_port "$ENVOY_JWT_RS_PORT"
+wait_port "$ENVOY_JWT_ES_PORT"
+# The filters must really run: their header on the answer proves it.
 sleep 1
 curl -sfi "http://127.0.0.1:$ENVOY_WORK_PORT/accounts/alice" | grep -qi '^x-served-by: envoy' ||
   { echo "the Envoy filter is not running; see $work/envoy-work.log" >&2; exit 1; }
 curl -sfi "http://127.0.0.1:$TXGATE_PORT/work/accounts/alice" | grep -qi '^x-served-by: txgate' ||
   { echo "the txgate plugins are not running; see $work/txgate.log" >&2; exit 1; }
+TOKEN_RS256=$(cat "$work/jwt/token-rs256")
+TOKEN_ES256=$(cat "$work/jwt/token-es256")
+jwt_check txgate-jwt-rs256 "http://127.0.0.1:$TXGATE_PORT/jwt-rs256/echo/jwt" "$TOKEN_RS256"
+jwt_check txgate-jwt-es256 "http://127.0.0.1:$TXGATE_PORT/jwt-es256/echo/jwt" "$TOKEN_ES256"
+jwt_check envoy-jwt-rs256 "http://127.0.0.1:$ENVOY_JWT_RS_PORT/echo/jwt" "$TOKEN_RS256"
+jwt_check envoy-jwt-es256 "http://127.0.0.1:$ENVOY_JWT_ES_PORT/echo/jwt" "$TOKEN_ES256"
 
-TARGETS="txgate-bare txgate-noops txgate-work envoy-bare envoy-work"
+TXGATE_TARGETS="txgate-bare txgate-noops txgate-work txgate-jwt-rs256 txgate-jwt-es256"
+ENVOY_TARGETS="envoy-bare envoy-work envoy-jwt-rs256 envoy-jwt-es256"
+TARGETS="$TXGATE_TARGETS $ENVOY_TARGETS"
 declare -A URL=(
   [txgate-bare]="http://127.0.0.1:$TXGATE_PORT/bare/accounts/alice"
   [txgate-noops]="http://127.0.0.1:$TXGATE_PORT/noops/accounts/alice"
   [txgate-work]="http://127.0.0.1:$TXGATE_PORT/work/accounts/alice"
+  [txgate-jwt-rs256]="http://127.0.0.1:$TXGATE_PORT/jwt-rs256/accounts/alice"
+  [txgate-jwt-es256]="http://127.0.0.1:$TXGATE_PORT/jwt-es256/accounts/alice"
   [envoy-bare]="http://127.0.0.1:$ENVOY_BARE_PORT/accounts/alice"
   [envoy-work]="http://127.0.0.1:$ENVOY_WORK_PORT/accounts/alice"
+  [envoy-jwt-rs256]="http://127.0.0.1:$ENVOY_JWT_RS_PORT/accounts/alice"
+  [envoy-jwt-es256]="http://127.0.0.1:$ENVOY_JWT_ES_PORT/accounts/alice"
 )
-declare -A RPS P99
+declare -A AUTH=(
+  [txgate-jwt-rs256]="$TOKEN_RS256" [envoy-jwt-rs256]="$TOKEN_RS256"
+  [txgate-jwt-es256]="$TOKEN_ES256" [envoy-jwt-es256]="$TOKEN_ES256"
+)
+for target in $TXGATE_TARGETS; do PID[$target]=$TXGATE_PID; done
+PID[envoy-jwt-rs256]=${PID[envoy-jwt]}
+PID[envoy-jwt-es256]=${PID[envoy-jwt]}
+
+# wrk_args TARGET: the extra wrk arguments of a target (its token).
+wrk_args() {
+  if [ -n "${AUTH[$1]:-}" ]; then printf '%s\0' -H "Authorization: Bearer ${AUTH[$1]}"; fi
+}
+
+# wrk counts only answers from 400 up; a 3xx would pass it, so every target must answer exactly
+# 200 once before it is measured.
+for target in $TARGETS; do
+  mapfile -d '' args < <(wrk_args "$target")
+  status=$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "${URL[$target]}")
+  [ "$status" = 200 ] || { echo "$target answers $status, not 200" >&2; exit 1; }
+done
+
+declare -A RPS=() P99=() CPU=() BOX=()
 for round in $(seq "$ROUNDS"); do
   for target in $TARGETS; do
-    read -r rps p50 p99 < <(run_wrk "${URL[$target]}")
+    mapfile -d '' args < <(wrk_args "$target")
+    cpu_before=$(cpu_ticks "${PID[$target]}")
+    box_before=$(box_ticks)
+    read -r rps p50 p99 requests bad errors < <(wrk_counts "${URL[$target]}" "${args[@]}")
+    cpu=$(us_per_request $(($(cpu_ticks "${PID[$target]}") - cpu_before)) "$requests")
+    box=$(us_per_request $(($(box_ticks) - box_before)) "$requests")
+    echo "round $round $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU $cpu µs/req," \
+      "box CPU $box µs/req, $requests requests, $bad non-2xx, $errors socket errors" >&2
+    if [ "$bad" -gt 0 ] || [ "$requests" -eq 0 ]; then
+      echo "$target answered $bad of $requests requests with an error status; not a benchmark" >&2
+      exit 1
+    fi
     RPS[$target]+="$rps "
     P99[$target]+="$p99 "
-    echo "round $round $target: $rps req/s, p50 $p50 ms, p99 $p99 ms" >&2
+    CPU[$target]+="$cpu "
+    BOX[$target]+="$box "
   done
 done
 
 med() { median ${RPS[$1]}; }
+cpu() { median ${CPU[$1]}; }
+# added TARGET BARE: the proxy CPU per request TARGET costs over BARE, in µs.
+added() { awk -v a="$(cpu "$1")" -v b="$(cpu "$2")" 'BEGIN { printf "%.1f", a - b }'; }
+
+jwt_lines() {
+  local alg=$1 name=${1,,}
+  echo "- $(ratio_line "txgate, jwt_auth $alg / bare" "$(med "txgate-jwt-$name")" "$(med txgate-bare)" | bold_ratio) (goal: above Envoy's, next line)"
+  echo "- $(ratio_line "envoy, jwt_authn $alg / bare" "$(med "envoy-jwt-$name")" "$(med envoy-bare)" | bold_ratio) (the same check in Envoy, measured in this run)"
+  echo "- $(ratio_line "txgate jwt_auth / envoy jwt_authn, $alg req/s" "$(med "txgate-jwt-$name")" "$(med "envoy-jwt-$name")" | bold_ratio) (goal: above 1)"
+  echo "- proxy CPU the $alg check adds per request: txgate $(added "txgate-jwt-$name" txgate-bare) µs, Envoy $(added "envoy-jwt-$name" envoy-bare) µs"
+}
+
 {
   echo "Machine and date: $(machine_line); Envoy $ENVOY_VERSION with V8."
   echo
@@ -132,18 +232,22 @@ med() { median ${RPS[$1]}; }
   echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/plugins.sh"
   echo '```'
   echo
-  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; median of $ROUNDS interleaved rounds."
+  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; median of $ROUNDS interleaved rounds; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check signature, issuer, audience and expiry on every request (Envoy without its JWT cache, its default), keep the token back and pass \`sub\` upstream as a header."
   echo
-  echo "| target | req/s | p99 ms |"
-  echo "|---|---|---|"
+  echo "| target | req/s | p99 ms | proxy CPU µs/req | box CPU µs/req |"
+  echo "|---|---|---|---|---|"
   for target in $TARGETS; do
-    echo "| $target | $(med "$target") | $(median ${P99[$target]}) |"
+    echo "| $target | $(med "$target") | $(median ${P99[$target]}) | $(cpu "$target") | $(median ${BOX[$target]}) |"
   done
   echo
-  echo "- $(ratio_line "txgate, three no-op plugins / bare" "$(med txgate-noops)" "$(med txgate-bare)" | bold_ratio)"
+  echo "- $(ratio_line "txgate, three no-op plugins / bare" "$(med txgate-noops)" "$(med txgate-bare)" | bold_ratio) (goal: 0.90 or more)"
   echo "- $(ratio_line "txgate, rate limit + header / bare" "$(med txgate-work)" "$(med txgate-bare)" | bold_ratio) (anchors: Envoy's Wasm pass-through filter, published −5%, i.e. 0.95×; Istio's Wasm telemetry, published more than 10% loss)"
   echo "- $(ratio_line "envoy, rate limit + header filter / bare" "$(med envoy-work)" "$(med envoy-bare)" | bold_ratio) (the same work in Envoy, measured in this run)"
   echo "- $(ratio_line "txgate with plugins / envoy with filter, req/s" "$(med txgate-work)" "$(med envoy-work)" | bold_ratio)"
+  echo "- proxy CPU the rate limit + header work adds per request: txgate $(added txgate-work txgate-bare) µs, Envoy $(added envoy-work envoy-bare) µs"
+  echo "- $(ratio_line "envoy / txgate, proxy CPU added by rate limit + header" "$(added envoy-work envoy-bare)" "$(added txgate-work txgate-bare)" | bold_ratio) (goal: 2 or more, txgate's added CPU at most half of Envoy's)"
+  jwt_lines RS256
+  jwt_lines ES256
 } >"$work/report.md"
 echo
 cat "$work/report.md"

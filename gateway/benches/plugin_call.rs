@@ -59,11 +59,13 @@ fn load(dir: &tempfile::TempDir, store: Arc<dyn Store>) -> PluginSet {
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, text).unwrap();
     let config = txgate::config::load(&path).unwrap();
+    let metrics = Arc::new(Metrics::new());
     let env = PluginEnv {
         runtime: Runtime::new().unwrap(),
         store,
-        metrics: Arc::new(Metrics::new()),
+        metrics: metrics.clone(),
         boot_id: Arc::from("bench"),
+        audit: Arc::new(txgate::audit::AuditLog::open(None, "bench", metrics).unwrap()),
     };
     PluginSet::build(&config, &env).unwrap()
 }
@@ -82,6 +84,8 @@ fn request() -> Arc<RequestFacts> {
         request_id: HeaderValue::from_static("bench-1"),
         id_from_client: true,
         saga_route: false,
+        client_key: None,
+        received: Instant::now(),
     })
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::AuditLog;
 use crate::config::Backend;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -40,6 +41,9 @@ impl Gateway {
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> Result<Self, Error> {
         let boot_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         let store = open_store(&config, &metrics, &boot_id)?;
+        let audit_file =
+            (!config.audit.file.as_os_str().is_empty()).then(|| config.resolve(&config.audit.file));
+        let audit = AuditLog::open(audit_file.as_deref(), &config.gateway_id(), metrics.clone())?;
         let env = Env {
             metrics: metrics.clone(),
             workers,
@@ -48,6 +52,7 @@ impl Gateway {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 boot_id,
+                audit: Arc::new(audit),
             },
         };
         let retention = Duration::from_secs(config.store.retention_secs);

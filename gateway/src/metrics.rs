@@ -46,6 +46,21 @@ struct PluginKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginEvent {
+    plugin: String,
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Distinct (plugin, event) series kept; events past it are counted under `_other`, so a plugin
+/// inventing names cannot grow the metrics without bound.
+const AUDIT_SERIES_MAX: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorKindLabel {
     kind: &'static str,
 }
@@ -72,6 +87,9 @@ pub struct Metrics {
     plugin_calls: Family<PluginHook, Counter>,
     plugin_errors: Family<PluginKind, Counter>,
     plugin_duration: HistogramFamily<PluginHook>,
+    audit_events: Family<PluginEvent, Counter>,
+    audit_series: std::sync::atomic::AtomicUsize,
+    audit_dropped: Family<ReasonLabel, Counter>,
     sagas: Family<RouteOutcome, Counter>,
     sagas_in_flight: Gauge,
     store_commit_duration: Histogram,
@@ -105,6 +123,8 @@ impl Metrics {
         let plugin_calls = Family::default();
         let plugin_errors = Family::default();
         let plugin_duration = HistogramFamily::new_with_constructor(latency_histogram as _);
+        let audit_events = Family::default();
+        let audit_dropped = Family::default();
         let sagas = Family::default();
         let sagas_in_flight = Gauge::default();
         let store_commit_duration = latency_histogram();
@@ -147,6 +167,16 @@ impl Metrics {
             plugin_duration.clone(),
         );
         registry.register(prefix("sagas"), "Sagas finished, by outcome", sagas.clone());
+        registry.register(
+            prefix("audit_events"),
+            "Audit events written, by plugin and event name",
+            audit_events.clone(),
+        );
+        registry.register(
+            prefix("audit_events_dropped"),
+            "Audit events not written to the audit file, by reason",
+            audit_dropped.clone(),
+        );
         registry.register(
             prefix("sagas_in_flight"),
             "Sagas started and not yet finished",
@@ -195,6 +225,9 @@ impl Metrics {
             upstream_attempts,
             plugin_calls,
             plugin_errors,
+            audit_events,
+            audit_series: std::sync::atomic::AtomicUsize::new(0),
+            audit_dropped,
             plugin_duration,
             sagas,
             sagas_in_flight,
@@ -249,6 +282,28 @@ impl Metrics {
             kind,
         };
         self.plugin_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts one audit event a plugin emitted.
+    pub fn audit_event(&self, plugin: &str, event: &str) {
+        use std::sync::atomic::Ordering;
+        let mut labels = PluginEvent {
+            plugin: plugin.to_string(),
+            event: event.to_string(),
+        };
+        if self.audit_events.get(&labels).is_none()
+            && self.audit_series.fetch_add(1, Ordering::Relaxed) >= AUDIT_SERIES_MAX
+        {
+            labels.event = "_other".to_string();
+        }
+        self.audit_events.get_or_create(&labels).inc();
+    }
+
+    /// Counts one audit line that could not be queued for the audit file.
+    pub fn audit_dropped(&self, reason: &'static str) {
+        self.audit_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one finished saga.

@@ -27,7 +27,7 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::plugin::{RequestFacts, RequestScope, RequestStep};
 use crate::request_id;
-use crate::saga::{BACKEND_CONTRACT_HEADERS, SagaRequest, fingerprint, is_engine_key};
+use crate::saga::{BACKEND_CONTRACT_HEADERS, SagaOf, SagaRequest, fingerprint, is_engine_key};
 use crate::server::listener::{ConnInfo, Handler};
 use crate::upstream::{self, OutboundRequest, Upstream};
 use crate::version::{Route, Target, Version};
@@ -154,9 +154,13 @@ async fn admit(
                 Some(facts) if !chain.sees_responses() => std::mem::take(&mut facts.headers),
                 _ => seen.headers.clone(),
             };
-            target(request, parts, body)
+            let response = target(request, parts, body)
                 .await
-                .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()))
+                .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()));
+            if let Some(saga) = response.extensions().get::<SagaOf>() {
+                scope.set_saga_id(saga.0.clone());
+            }
+            response
         }
     };
     chain
@@ -177,6 +181,11 @@ fn plugin_view(request: &Admitted<'_>, parts: &mut Parts, body: &Bytes) -> Arc<R
         request_id: request.id.clone(),
         id_from_client: request.id_from_client,
         saga_route: matches!(request.route.target, Target::Saga(_)),
+        client_key: match &request.route.target {
+            Target::Saga(route) => Some(route.client_key.clone()),
+            Target::Plain(_) => None,
+        },
+        received: request.started,
     })
 }
 

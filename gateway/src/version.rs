@@ -255,6 +255,9 @@ fn needs_restart(old: &Config, new: &Config) -> Option<String> {
             a.shutdown_grace_ms != b.shutdown_grace_ms,
         ),
     ];
+    if old.audit != new.audit {
+        return Some("audit.file".into());
+    }
     let (a, b) = (&old.store, &new.store);
     let store = [
         ("backend", a.backend != b.backend),
@@ -332,5 +335,9 @@ mod tests {
             "[server]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = 10\n[store]\ndir = \"elsewhere\"\n",
         );
         assert_eq!(needs_restart(&base, &store).as_deref(), Some("store.dir"));
+        let audit = config(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = 10\n[audit]\nfile = \"a.log\"\n",
+        );
+        assert_eq!(needs_restart(&base, &audit).as_deref(), Some("audit.file"));
     }
 }

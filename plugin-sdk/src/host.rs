@@ -283,3 +283,70 @@ pub mod process {
         return crate::testing::with_host(|host| host.boot_id());
     }
 }
+
+/// Audit events for the monitoring platform: the gateway writes each as one JSON line to its
+/// audit stream, tagged with what only the gateway knows (time, gateway, plugin, request id,
+/// route, client, saga id), so a plugin cannot forge who an event is about.
+pub mod audit {
+    #[cfg(target_arch = "wasm32")]
+    use super::wit;
+
+    /// Why an event was not written.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum AuditError {
+        /// The name is empty, over 64 bytes, or not lower-case ASCII letters, digits, `_`, `.`, `-`.
+        InvalidName,
+        /// The fields are not a JSON object.
+        InvalidFields(String),
+        /// The fields are over [`FIELDS_BYTES_MAX`].
+        TooLarge,
+        /// The hook call has already emitted [`EVENTS_PER_CALL_MAX`] events.
+        LimitReached,
+    }
+
+    impl std::fmt::Display for AuditError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Self::InvalidName => f.write_str("invalid audit event name"),
+                Self::InvalidFields(why) => write!(f, "audit fields are not a JSON object: {why}"),
+                Self::TooLarge => write!(f, "audit fields are over {FIELDS_BYTES_MAX} bytes"),
+                Self::LimitReached => {
+                    write!(
+                        f,
+                        "over {EVENTS_PER_CALL_MAX} audit events in one hook call"
+                    )
+                }
+            }
+        }
+    }
+
+    impl std::error::Error for AuditError {}
+
+    /// Largest `fields` object, as JSON text.
+    pub const FIELDS_BYTES_MAX: usize = 16 * 1024;
+    /// Most events one hook call may emit.
+    pub const EVENTS_PER_CALL_MAX: usize = 16;
+
+    /// Emits the event `name` with `fields` (a JSON object).
+    pub fn emit(name: &str, fields: &serde_json::Value) -> Result<(), AuditError> {
+        let text = fields.to_string();
+        #[cfg(target_arch = "wasm32")]
+        return wit::audit::emit(name, &text).map_err(|error| match error {
+            wit::audit::AuditError::InvalidName => AuditError::InvalidName,
+            wit::audit::AuditError::InvalidFields(why) => AuditError::InvalidFields(why),
+            wit::audit::AuditError::TooLarge => AuditError::TooLarge,
+            wit::audit::AuditError::LimitReached => AuditError::LimitReached,
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        return crate::testing::with_host(|host| host.audit_emit(name, &text));
+    }
+
+    /// Whether `name` is a valid event name.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+    }
+}

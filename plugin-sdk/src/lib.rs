@@ -29,7 +29,8 @@
 //!   accessor copies just what it returns from the gateway into the plugin. A hook returns what
 //!   to change ([`HeaderChanges`], [`ResponseChanges`], [`CallChanges`]) or an answer
 //!   ([`Response`]).
-//! - The host's offer is in [`kv`], [`clock`], [`random`], [`log`], [`config`] and [`process`].
+//! - The host's offer is in [`kv`], [`clock`], [`random`], [`log`], [`config`], [`process`]
+//!   and [`audit`].
 //!   There is nothing else: no files, sockets or environment.
 //! - [`testing::Harness`] runs your hooks natively, with a fake host (an in-memory key-value store
 //!   and a settable clock), so plain `cargo test` tests your plugin.
@@ -50,7 +51,7 @@ mod guest;
 #[cfg(target_arch = "wasm32")]
 extern crate self as txgate_plugin_sdk;
 
-pub use host::{KvError, clock, config, kv, log, process, random};
+pub use host::{KvError, audit, clock, config, kv, log, process, random};
 /// The JSON library the SDK uses for bodies and config, re-exported so plugins need not pin it.
 pub use serde_json;
 pub use txgate_plugin_sdk_macros::plugin;

@@ -39,6 +39,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use crate::audit::AuditError;
 use crate::host::KvError;
 use crate::log::Level;
 use crate::{
@@ -86,6 +87,7 @@ pub(crate) struct FakeHost {
     monotonic_ns: u64,
     config: String,
     logs: Vec<(Level, String)>,
+    audit: Vec<(String, serde_json::Value)>,
     boot: u64,
     seed: u64,
 }
@@ -230,6 +232,22 @@ impl FakeHost {
         self.logs.push((level, message.to_string()));
     }
 
+    pub(crate) fn audit_emit(&mut self, name: &str, fields: &str) -> Result<(), AuditError> {
+        if !crate::audit::valid_name(name) {
+            return Err(AuditError::InvalidName);
+        }
+        if fields.len() > crate::audit::FIELDS_BYTES_MAX {
+            return Err(AuditError::TooLarge);
+        }
+        let fields: serde_json::Value =
+            serde_json::from_str(fields).map_err(|e| AuditError::InvalidFields(e.to_string()))?;
+        if !fields.is_object() {
+            return Err(AuditError::InvalidFields("not an object".into()));
+        }
+        self.audit.push((name.to_string(), fields));
+        Ok(())
+    }
+
     pub(crate) fn config_json(&self) -> String {
         self.config.clone()
     }
@@ -263,6 +281,7 @@ impl Harness {
             monotonic_ns: 1_000_000_000,
             config: "{}".into(),
             logs: Vec::new(),
+            audit: Vec::new(),
             boot: 1,
             seed: 0x9E37_79B9_7F4A_7C15,
         };
@@ -282,6 +301,11 @@ impl Harness {
         let mut host = self.host.borrow_mut();
         host.now_ms += ms;
         host.monotonic_ns += ms * 1_000_000;
+    }
+
+    /// The audit events emitted so far, oldest first: each event's name and fields.
+    pub fn audit_events(&self) -> Vec<(String, serde_json::Value)> {
+        self.host.borrow().audit.clone()
     }
 
     /// Sets the wall clock.

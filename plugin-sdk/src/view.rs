@@ -55,6 +55,9 @@ struct RequestData {
     request_id: String,
     request_id_from_client: bool,
     saga_route: bool,
+    client: Option<String>,
+    saga_id: Option<String>,
+    elapsed_ms: u64,
 }
 
 /// One accessor of a view: the host call inside the gateway, the field in a native build.
@@ -132,6 +135,22 @@ impl Request<'_> {
     pub fn saga_route(&self) -> bool {
         read!(self.handle.saga_route(), self.data.saga_route)
     }
+
+    /// The client this request counts for: the route's `client_key` read from the headers as
+    /// the plugins before this one left them; `None` when the route names no client key.
+    pub fn client(&self) -> Option<String> {
+        read!(self.handle.client(), self.data.client.clone())
+    }
+
+    /// The id of the saga that ran for this request (`on_response` on a saga route).
+    pub fn saga_id(&self) -> Option<String> {
+        read!(self.handle.saga_id(), self.data.saga_id.clone())
+    }
+
+    /// Milliseconds since the gateway received the request.
+    pub fn elapsed_ms(&self) -> u64 {
+        read!(self.handle.elapsed_ms(), self.data.elapsed_ms)
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -201,6 +220,24 @@ impl Request<'static> {
     /// Marks the route as a saga route (builder style).
     pub fn on_saga_route(mut self) -> Self {
         self.data.saga_route = true;
+        self
+    }
+
+    /// Sets the client name the route's `client_key` gives (builder style).
+    pub fn with_client(mut self, client: &str) -> Self {
+        self.data.client = Some(client.into());
+        self
+    }
+
+    /// Sets the id of the saga that ran for the request (builder style).
+    pub fn with_saga_id(mut self, id: &str) -> Self {
+        self.data.saga_id = Some(id.into());
+        self
+    }
+
+    /// Sets the time since the gateway received the request (builder style).
+    pub fn with_elapsed_ms(mut self, ms: u64) -> Self {
+        self.data.elapsed_ms = ms;
         self
     }
 }

@@ -15,6 +15,7 @@ mod wasm {
 
 mod admin;
 mod answers;
+mod audit;
 mod backends;
 mod bad_input;
 mod bank;
@@ -30,9 +31,14 @@ mod fleet_clients;
 mod fleet_faults;
 mod fleet_takeover;
 mod fleet_trust;
+mod framing;
+mod jwt_auth;
 mod lifecycle;
+mod mask;
 mod operators;
 mod plugin_authors;
+mod plugin_cache;
+mod plugin_pressure;
 mod plugins;
 mod proxy;
 mod resilience;

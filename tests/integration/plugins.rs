@@ -68,6 +68,25 @@ async fn example_plugin_adds_its_header_both_ways() {
 }
 
 #[tokio::test]
+async fn a_plugin_built_for_abi_0_2_0_runs_unchanged_on_this_gateway() {
+    // Proves the ABI's minor step is compatible: a component built against the released
+    // txgate:plugin@0.2.0 WIT loads on a gateway running 0.2.1 and its hook runs.
+    let bank = Bank::start(&[]).await;
+    let gateway = GatewayBuilder::new(route_with(&bank, "released", wasm::ABI_0_2_0, ""))
+        .start()
+        .await;
+    let response = client()
+        .get(gateway.url("/guarded/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-abi"][0], "0.2.0", "{echo}");
+    assert_eq!(echo["headers"]["x-abi-route"][0], "guarded", "{echo}");
+}
+
+#[tokio::test]
 async fn a_reused_instance_serves_a_thousand_requests_without_running_out_of_handles() {
     // Proves the views lent to a hook are given back after every call: one keep-alive client
     // keeps one worker, and so one pooled instance, busy for a thousand requests, each lending

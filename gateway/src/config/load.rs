@@ -115,9 +115,11 @@ fn parse_table(table: toml::Table) -> (Config, Vec<ConfigIssue>) {
             "upstreams" => config.upstreams = named::<UpstreamConfig>(&key, value, &mut issues),
             "plugins" => config.plugins = named::<PluginConfig>(&key, value, &mut issues),
             "routes" => config.routes = routes(value, &mut issues),
+            "audit" => config.audit = section(&key, value, &mut issues).unwrap_or_default(),
             _ => issues.push(ConfigIssue::new(
                 key,
-                "unknown key, expected one of `server`, `store`, `upstreams`, `plugins`, `routes`",
+                "unknown key, expected one of `server`, `store`, `upstreams`, `plugins`, \
+                 `routes`, `audit`",
             )),
         }
     }

@@ -34,6 +34,9 @@ pub struct Config {
     /// Routes, matched in file order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Where plugins' audit events go.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The directory relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -224,6 +227,14 @@ pub enum OnError {
     Reject,
     /// Carry on as if the plugin were not on the route, for this call.
     Skip,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The audit file, one JSON line per event; empty: the `txgate::audit` log target.
+    pub file: PathBuf,
 }
 
 /// `[plugins.NAME]`.

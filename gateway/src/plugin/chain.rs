@@ -295,7 +295,7 @@ fn any_sees_responses(plugins: &[Arc<LoadedPlugin>]) -> bool {
 fn policy<T>(outcome: Outcome<T>) -> Result<(), Error> {
     match outcome {
         Outcome::Failed(failure) if failure.on_error == OnError::Reject => {
-            Err(Error::new(ErrorKind::PluginFailed, failure.to_string()))
+            Err(Error::new(ErrorKind::PluginFailed, failure.client_detail()))
         }
         _ => Ok(()),
     }

@@ -1,9 +1,12 @@
 //! The plugin boundary: the gateway's own types to WIT types and back. What a plugin returns
 //! is checked here before the gateway uses it (sizes, header names and values, methods, paths);
-//! a plugin never changes a saga call's identity (saga, step, phase, request id).
+//! a plugin never changes a saga call's identity (saga, step, phase, request id, and the
+//! headers that carry them), and never writes framing: the gateway computes `Content-Length`
+//! from the body it sends. A length a plugin chose could disagree with the body and
+//! desynchronise a keep-alive connection, so the next response read on it would be forged.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::Full;
 
 use super::bindings::txgate::plugin::types as wit;
@@ -14,6 +17,21 @@ use crate::step::{Phase, StepCall, Verdict};
 const PLUGIN_HEADERS_MAX: usize = 256;
 /// Most header bytes (names plus values) a plugin may return in one answer or edit.
 const PLUGIN_HEADER_BYTES_MAX: usize = 64 * 1024;
+
+/// Headers only the gateway writes: the message's framing and the connection's own headers.
+const FRAMING: [HeaderName; 7] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// With the backend contract's headers, what carries a saga call's identity (SPEC §4): a
+/// plugin never changes them.
+const IDEMPOTENCY_KEY: [HeaderName; 1] = [HeaderName::from_static("idempotency-key")];
 
 /// A phase as plugins see it.
 pub(super) fn wit_phase(phase: Phase) -> wit::Phase {
@@ -51,14 +69,24 @@ pub(super) fn changed_call(
         if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
             return Err(format!("returned an invalid path `{path}`"));
         }
+        // Checked as a client's path is: a dot-segment would reach what the route never names.
+        let bare = path.split('?').next().unwrap_or_default();
+        crate::request_path::check(bare)
+            .map_err(|_| format!("returned the path `{path}`, which has a dot-segment"))?;
         call.path = path;
     }
+    refuse_reserved(
+        &changes.headers,
+        &[&IDEMPOTENCY_KEY, &crate::saga::BACKEND_CONTRACT_HEADERS],
+        "the saga call's identity",
+    )?;
     apply_changes(&changes.headers, &mut call.headers)?;
     if let Some(body) = changes.body {
         if body.len() > body_bytes_max {
             return Err(format!("returned a {}-byte call body", body.len()));
         }
         call.body = Bytes::from(body);
+        call.headers.remove(header::CONTENT_LENGTH);
     }
     check_total(&call.headers)?;
     Ok(call)
@@ -106,11 +134,38 @@ fn header_pair(header: &wit::Header) -> Result<(HeaderName, HeaderValue), String
     Ok((name, value))
 }
 
-/// Applies `on-request` header edits: removals first, then each `set` replaces its name.
+/// Refuses edits of headers in `reserved`, naming the first.
+fn refuse_reserved(
+    changes: &wit::HeaderChanges,
+    reserved: &[&[HeaderName]],
+    what: &str,
+) -> Result<(), String> {
+    let edited = changes
+        .set
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(changes.remove.iter().map(String::as_str));
+    for name in edited {
+        if reserved
+            .iter()
+            .flat_map(|names| names.iter())
+            .any(|r| r.as_str().eq_ignore_ascii_case(name.trim()))
+        {
+            return Err(format!(
+                "tried to change `{name}`, part of {what}, which only the gateway writes"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies header edits: removals first, then each `set` replaces its name. Framing headers
+/// are refused.
 pub(super) fn apply_changes(
     changes: &wit::HeaderChanges,
     headers: &mut HeaderMap,
 ) -> Result<(), String> {
+    refuse_reserved(changes, &[&FRAMING], "the message's framing")?;
     let set = header_map(&changes.set)?;
     for name in &changes.remove {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
@@ -133,7 +188,11 @@ pub(super) fn answer(
 ) -> Result<Response<Full<Bytes>>, String> {
     let status = status(answer.status)?;
     let body = body(answer.body, body_bytes_max)?;
-    let headers = header_map(&answer.headers)?;
+    let mut headers = header_map(&answer.headers)?;
+    // A whole answer (a replay, a refusal) is framed by the gateway for the body it carries.
+    for name in &FRAMING {
+        headers.remove(name);
+    }
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -153,6 +212,9 @@ pub(super) fn changed_response(
     apply_changes(&changes.headers, &mut facts.headers)?;
     if let Some(new) = changes.body {
         facts.body = body(new, body_bytes_max)?;
+        // The gateway frames the new body itself (hyper writes its exact length).
+        facts.headers.remove(header::CONTENT_LENGTH);
+        facts.headers.remove(header::TRANSFER_ENCODING);
     }
     check_total(&facts.headers)?;
     Ok(facts)

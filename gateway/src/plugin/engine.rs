@@ -15,6 +15,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{Plugin, PluginPre};
+use super::pool::Trimmer;
 use super::state::HostState;
 use crate::error::{Error, ErrorKind};
 
@@ -24,7 +25,10 @@ pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The hooks' export, up to its version.
 const HOOKS_EXPORT: &str = "txgate:plugin/hooks@";
 /// The plugin ABI this gateway runs (`plugin-sdk/wit/plugin.wit`).
-const ABI_VERSION: &str = "0.2.0";
+const ABI_VERSION: &str = "0.2.1";
+/// The oldest ABI this gateway still runs: 0.2.1 only added host functions, so a component
+/// built for 0.2.0 links against them unchanged (wasmtime matches semver-compatible names).
+const ABI_OLDEST: &str = "0.2.0";
 
 /// Pool sizes: live plugin instances across all plugins, versions and workers.
 const POOL_COMPONENT_INSTANCES: u32 = 1000;
@@ -34,19 +38,29 @@ const POOL_TABLES: u32 = 4000;
 const POOL_STACKS: u32 = 1000;
 /// A linear memory slot: the largest `memory_limit_bytes` the config accepts.
 const POOL_MEMORY_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024;
-/// What a freed instance slot keeps resident, reset in place, instead of returning it to the
-/// kernel: the next instance on that slot takes no page faults there. A fresh instance per call
-/// (`isolation = "fresh"`) pays this reset on every call: 15.4 µs per call with it, 17.8 µs
-/// without (`hook_call/fresh`).
-const KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
+/// What a freed instance slot keeps resident, reset with a memset instead of handed back to the
+/// kernel: none. Kept bytes stay resident for the life of the process in every slot ever used,
+/// and the memset touches every page of them, used or not. At 1 MiB (the whole memory of a small
+/// Rust plugin), a burst of 2,000 clients on a route with a durable plugin left 924 MiB resident
+/// in freed slots (`bench/burst.sh`, the build before); at 64 KiB, trimming 60 idle instances
+/// after a burst *added* 3.75 MiB, as a Rust plugin's lowest pages are the bottom of its stack,
+/// which calls rarely reach. A fresh instance per call (`isolation = "fresh"`) pays page faults
+/// instead (bench/RESULTS.md, "Plugins under pressure").
+const KEEP_RESIDENT_BYTES: usize = 0;
+/// Freed slots kept warm (affine to their module, with its memory image mapped) before the
+/// allocator reuses warm slots rather than take cold ones: the set of slots ever used then stays
+/// close to the most instances live at once, not the pool's size.
+const POOL_WARM_SLOTS_MAX: u32 = 32;
 /// Native stack for one hook call.
 const WASM_STACK_BYTES_MAX: usize = 512 * 1024;
 
-/// The engine and linker, shared by every plugin version.
+/// The engine and linker, shared by every plugin version, and the trimmer of their idle
+/// instances.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    trimmer: Trimmer,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -66,7 +80,8 @@ impl Runtime {
             .total_stacks(POOL_STACKS)
             .max_memory_size(POOL_MEMORY_BYTES_MAX)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES);
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            .max_unused_warm_slots(POOL_WARM_SLOTS_MAX);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -79,7 +94,11 @@ impl Runtime {
             .map_err(wasm_error("cannot link WASI"))?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(wasm_error("cannot link the host interfaces"))?;
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            trimmer: Trimmer::start(),
+        })
     }
 
     /// The engine.
@@ -87,16 +106,30 @@ impl Runtime {
         &self.engine
     }
 
-    /// Compiles a component and checks it implements the world: every import it needs is
-    /// offered and every hook is exported. Errors name the missing part, and a plugin built for
-    /// another version of the plugin ABI is told so.
+    /// What trims every plugin's idle instances.
+    pub(super) fn trimmer(&self) -> &Trimmer {
+        &self.trimmer
+    }
+
+    /// Compiles a component and checks it implements the world (see [`Runtime::link`]).
     pub fn prepare(&self, bytes: &[u8]) -> Result<PluginPre<HostState>, String> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| format!("not a WebAssembly component the gateway can compile: {e:#}"))?;
-        self.check_abi(&component)?;
+        self.link(&self.compile(bytes)?)
+    }
+
+    /// Compiles a component (the slow part of a load: `compiled.rs` keeps the result).
+    pub(super) fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+        Component::new(&self.engine, bytes)
+            .map_err(|e| format!("not a WebAssembly component the gateway can compile: {e:#}"))
+    }
+
+    /// Checks a compiled component implements the world: every import it needs is offered and
+    /// every hook is exported. Errors name the missing part, and a plugin built for another
+    /// version of the plugin ABI is told so.
+    pub(super) fn link(&self, component: &Component) -> Result<PluginPre<HostState>, String> {
+        self.check_abi(component)?;
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| format!("imports something the gateway does not offer: {e:#}"))?;
         PluginPre::new(pre)
             .map_err(|e| format!("does not implement the txgate:plugin world: {e:#}"))
@@ -111,11 +144,13 @@ impl Runtime {
         let built_for = exports
             .exports(&self.engine)
             .find_map(|(name, _)| name.strip_prefix(HOOKS_EXPORT).map(str::to_string));
-        let Some(version) = built_for.filter(|version| version != ABI_VERSION) else {
-            return Ok(());
-        };
         let numbers =
             |v: &str| -> Vec<u64> { v.split('.').map(|n| n.parse().unwrap_or(0)).collect() };
+        let Some(version) = built_for.filter(|version| {
+            numbers(version) < numbers(ABI_OLDEST) || numbers(version) > numbers(ABI_VERSION)
+        }) else {
+            return Ok(());
+        };
         let age = if numbers(&version) < numbers(ABI_VERSION) {
             "the old"
         } else {

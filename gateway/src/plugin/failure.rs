@@ -20,6 +20,9 @@ pub enum FailureKind {
     Failed,
     /// A new instance could not be made.
     Instantiate,
+    /// No instance was free within `wall_timeout_ms`: the plugin's bound on instances in use
+    /// was reached (see `pool.rs`). The plugin was not called.
+    Busy,
 }
 
 impl FailureKind {
@@ -32,6 +35,7 @@ impl FailureKind {
             Self::Output => "output",
             Self::Failed => "failed",
             Self::Instantiate => "instantiate",
+            Self::Busy => "busy",
         }
     }
 }
@@ -47,6 +51,24 @@ pub struct Failure {
     pub detail: String,
     /// The plugin's policy.
     pub on_error: OnError,
+}
+
+impl Failure {
+    /// What a client is told: the kind of failure, never the plugin's own message or the
+    /// gateway's limits and quotas (a plugin may put anything in its error, such as key names
+    /// or store errors). The specifics go to the log and the metrics (`LoadedPlugin::fail`).
+    pub fn client_detail(&self) -> String {
+        let what = match self.kind {
+            FailureKind::Trap => "stopped with an error",
+            FailureKind::Timeout => "did not finish in time",
+            FailureKind::Memory => "ran out of memory",
+            FailureKind::Output => "gave an answer the gateway refuses",
+            FailureKind::Failed => "could not decide on the request",
+            FailureKind::Instantiate => "could not be started",
+            FailureKind::Busy => "was too busy to take the request",
+        };
+        format!("a plugin on this route {what}; try again later")
+    }
 }
 
 impl fmt::Display for Failure {

@@ -9,11 +9,12 @@
 //! With `isolation = "reuse"` an instance serves call after call, of any client, and is dropped
 //! after any failure (trap, deadline, memory cap): a broken instance never serves another
 //! request. With `"fresh"`, every call gets a new instance, so nothing a plugin leaves in its
-//! memory reaches another request.
+//! memory reaches another request. Either way the instances in use are bounded, and idle ones
+//! are trimmed after a burst (`pool.rs`).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use super::bindings::exports::txgate::plugin::hooks::Guest;
 use super::bindings::txgate::plugin::types::{self as wit, HookError};
 use super::bindings::{Plugin, PluginPre};
 use super::failure::{Failure, FailureKind};
+use super::pool::{IN_USE_MAX, Pool, Trim, Trimmer};
 use super::scope::RequestScope;
 use super::state::{Breach, HostState, PluginShared, thread_cpu};
 use crate::config::{Isolation, OnError};
@@ -32,8 +34,6 @@ use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
 use crate::worker;
 
-/// Idle instances kept per plugin per worker.
-const IDLE_PER_WORKER_MAX: usize = 32;
 /// Component handles an instance may hold at once (wasmtime's default is 100,000). A hook is
 /// lent at most three views, and WASI needs a few; a leak shows within a few hundred calls.
 const HANDLES_MAX: usize = 1024;
@@ -120,7 +120,7 @@ pub struct LoadedPlugin {
     shared: Arc<PluginShared>,
     pre: PluginPre<HostState>,
     limits: Limits,
-    idle: Vec<Mutex<Vec<Live>>>,
+    pool: Arc<Pool<Live>>,
     /// The hooks the plugin implements, from its `hooks` export, asked once.
     implemented: OnceLock<[bool; 5]>,
     hook_metrics: [(Counter, Histogram); 5],
@@ -139,20 +139,22 @@ impl std::fmt::Debug for LoadedPlugin {
 pub type HookCall<'a, T> = BoxFuture<'a, wasmtime::Result<Result<T, HookError>>>;
 
 impl LoadedPlugin {
-    /// Wraps a prepared component.
-    pub fn new(
+    /// Wraps a prepared component; `trimmer` trims its idle instances.
+    pub(super) fn new(
         shared: Arc<PluginShared>,
         pre: PluginPre<HostState>,
         limits: Limits,
         metrics: Arc<Metrics>,
+        trimmer: &Trimmer,
     ) -> Self {
+        let pool = Arc::new(Pool::new(worker::count()));
+        let trimmed: Arc<dyn Trim> = pool.clone();
+        trimmer.watch(Arc::downgrade(&trimmed));
         Self {
             shared: shared.clone(),
             pre,
             limits,
-            idle: (0..worker::count())
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
+            pool,
             implemented: OnceLock::new(),
             hook_metrics: HOOKS.map(|hook| metrics.plugin_hook(&shared.name, hook.name())),
             metrics,
@@ -187,8 +189,12 @@ impl LoadedPlugin {
         if self.skips(hook) {
             return Outcome::Skipped;
         }
+        // Held until the instance is back in the pool or dropped.
+        let Some(_turn) = self.pool.turn(self.limits.wall_timeout).await else {
+            return self.fail(FailureKind::Busy, self.busy_detail());
+        };
         let idle = match self.limits.isolation {
-            Isolation::Reuse => self.slot().lock().expect("instance pool").pop(),
+            Isolation::Reuse => self.pool.take(worker::index()),
             Isolation::Fresh => None,
         };
         let mut live = match idle {
@@ -281,6 +287,13 @@ impl LoadedPlugin {
         }
     }
 
+    fn busy_detail(&self) -> String {
+        format!(
+            "{IN_USE_MAX} calls held its instances for all of its wall_timeout_ms ({:?})",
+            self.limits.wall_timeout
+        )
+    }
+
     fn wall_detail(&self) -> String {
         format!(
             "did not finish within its wall_timeout_ms ({:?})",
@@ -292,7 +305,7 @@ impl LoadedPlugin {
     /// compare the two).
     #[doc(hidden)]
     pub fn discard_idle(&self) {
-        self.slot().lock().expect("instance pool").clear();
+        self.pool.clear(worker::index());
     }
 
     /// Records a failure that the caller found in the hook's output (too large, malformed).
@@ -319,13 +332,10 @@ impl LoadedPlugin {
             .restart(self.limits.timeout, self.limits.wall_timeout);
         data.scope = scope.cloned();
         data.breach = Breach::None;
+        data.audit_emitted = 0;
         let started = data.call.started;
         store.set_epoch_deadline(1);
         started
-    }
-
-    fn slot(&self) -> &Mutex<Vec<Live>> {
-        &self.idle[worker::index() % self.idle.len()]
     }
 
     async fn instantiate(&self) -> Result<Live, (FailureKind, String)> {
@@ -373,10 +383,7 @@ impl LoadedPlugin {
         if self.limits.isolation == Isolation::Fresh {
             return;
         }
-        let mut idle = self.slot().lock().expect("instance pool");
-        if idle.len() < IDLE_PER_WORKER_MAX {
-            idle.push(live);
-        }
+        self.pool.put(worker::index(), live);
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! A plugin is a component implementing the WIT world in `plugin-sdk/wit/plugin.wit`
 //! (`txgate:plugin@0.2.0`; a component built for another version is refused at load). One
-//! wasmtime `Engine` compiles every component once, at load (`engine.rs`); each plugin keeps an
-//! `InstancePre` and a pool of live instances per worker (`instance.rs`). At load the gateway
+//! wasmtime `Engine` compiles every component once, at load (`engine.rs`), and keeps the compiled
+//! artifact in the store's directory, so a restart or a reload loads it instead of compiling
+//! again (`compiled.rs`); each plugin keeps an `InstancePre` and a pool of live instances per
+//! worker (`instance.rs`), bounded in use and trimmed when idle (`pool.rs`). At load the gateway
 //! asks each plugin which hooks it implements, and never calls the others.
 //!
 //! **Views.** A hook is lent the request, the response or the saga call as a resource handle
@@ -36,11 +38,13 @@
 
 mod bindings;
 mod chain;
+mod compiled;
 mod convert;
 mod engine;
 mod failure;
 mod host;
 mod instance;
+mod pool;
 pub(crate) mod scope;
 mod set;
 mod state;

@@ -4,7 +4,7 @@
 //! "in flight" longer than its request runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use crate::store::Store;
 
@@ -23,6 +23,7 @@ pub struct RequestScope {
     id: u64,
     store: Arc<dyn Store>,
     held: Mutex<Vec<(Arc<str>, Box<str>)>>,
+    saga_id: OnceLock<Arc<str>>,
 }
 
 impl RequestScope {
@@ -32,12 +33,23 @@ impl RequestScope {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             store,
             held: Mutex::new(Vec::new()),
+            saga_id: OnceLock::new(),
         })
     }
 
     /// The holder id the store knows this request by.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Records the saga that runs for this request, once it exists.
+    pub fn set_saga_id(&self, id: Arc<str>) {
+        let _ = self.saga_id.set(id);
+    }
+
+    /// The saga that ran for this request, if one did.
+    pub fn saga_id(&self) -> Option<&Arc<str>> {
+        self.saga_id.get()
     }
 
     /// Whether the request may take one more hold.

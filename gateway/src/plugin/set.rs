@@ -3,16 +3,21 @@
 //! A [`PluginSet`] is one config version's plugins: every plugin compiled, and each route's
 //! chain resolved. It is built completely before a version goes live (see `version.rs`), so a
 //! plugin that fails to compile fails the whole load and the running version stays.
+//!
+//! Compiled plugins are kept on disk (`compiled.rs`): a restart or a reload compiles only the
+//! modules it has not compiled before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::compiled::Artifacts;
 use super::engine::Runtime;
 use super::instance::{Limits, LoadedPlugin};
 use super::state::PluginShared;
 use crate::config::{self, Config, PluginConfig, PluginState};
+use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{Durability, Quota, Store};
@@ -71,15 +76,20 @@ pub struct PluginEnv {
     pub metrics: Arc<Metrics>,
     /// This process's boot id.
     pub boot_id: Arc<str>,
+    /// The audit stream.
+    pub audit: Arc<AuditLog>,
 }
 
 /// Compiles a config's plugins into a set; every failure is reported with its key.
 fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::ConfigIssue>> {
+    let artifacts = Artifacts::for_config(config);
+    let mut keys = HashSet::new();
     let mut loaded = HashMap::new();
     let mut issues = Vec::new();
     for (name, plugin) in &config.plugins {
-        match compile_one(config, name, plugin, env) {
-            Ok(plugin) => {
+        match compile_one(config, name, plugin, env, &artifacts) {
+            Ok((plugin, key)) => {
+                keys.insert(key);
                 loaded.insert(name.clone(), Arc::new(plugin));
             }
             Err(reason) => issues.push(config::ConfigIssue::new(
@@ -94,6 +104,7 @@ fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::Conf
     if !issues.is_empty() {
         return Err(issues);
     }
+    artifacts.retain(&keys);
     let chains = config
         .routes
         .iter()
@@ -174,10 +185,12 @@ fn compile_one(
     name: &str,
     plugin: &PluginConfig,
     env: &PluginEnv,
-) -> Result<LoadedPlugin, String> {
+    artifacts: &Artifacts,
+) -> Result<(LoadedPlugin, String), String> {
     let path = config.resolve(&plugin.module);
     let bytes = read_module(&path)?;
-    let pre = env.runtime.prepare(&bytes)?;
+    let compiled = artifacts.component(&env.runtime, name, &bytes)?;
+    let pre = env.runtime.link(&compiled.component)?;
     let config_json = serde_json::to_string(&plugin.config).map_err(|e| e.to_string())?;
     let shared = Arc::new(PluginShared {
         name: Arc::new(name.to_string()),
@@ -188,6 +201,7 @@ fn compile_one(
         },
         store: env.store.clone(),
         boot_id: env.boot_id.clone(),
+        audit: env.audit.clone(),
         namespace: name.into(),
     });
     let limits = Limits {
@@ -197,7 +211,14 @@ fn compile_one(
         memory_bytes_max: usize::try_from(plugin.memory_limit_bytes).unwrap_or(usize::MAX),
         isolation: plugin.isolation,
     };
-    Ok(LoadedPlugin::new(shared, pre, limits, env.metrics.clone()))
+    let loaded = LoadedPlugin::new(
+        shared,
+        pre,
+        limits,
+        env.metrics.clone(),
+        env.runtime.trimmer(),
+    );
+    Ok((loaded, compiled.key))
 }
 
 fn read_module(path: &Path) -> Result<Vec<u8>, String> {

@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
 use super::scope::RequestScope;
+use crate::audit::AuditLog;
 use crate::metrics::Name;
 use crate::store::{Durability, Store};
 
@@ -33,6 +34,8 @@ pub struct PluginShared {
     pub store: Arc<dyn Store>,
     /// This process's boot id.
     pub boot_id: Arc<str>,
+    /// Where its audit events go.
+    pub audit: Arc<AuditLog>,
     /// The key-value namespace: the plugin's name.
     pub namespace: Arc<str>,
 }
@@ -148,6 +151,8 @@ pub struct HostState {
     pub scope: Option<Arc<RequestScope>>,
     /// The limit the current call broke.
     pub breach: Breach,
+    /// Audit events the current call emitted.
+    pub audit_emitted: u32,
 }
 
 impl HostState {
@@ -168,6 +173,7 @@ impl HostState {
             call: CallBudget::new(Duration::ZERO, Duration::ZERO),
             scope: None,
             breach: Breach::None,
+            audit_emitted: 0,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -17,6 +18,7 @@ use super::bindings::txgate::plugin::types::{self as wit, Header};
 use super::convert::wit_phase;
 use super::state::HostState;
 use crate::metrics::Name;
+use crate::saga::ClientKey;
 use crate::step::{StepAnswer, StepCall};
 
 /// The client's request as plugins see it.
@@ -40,6 +42,20 @@ pub struct RequestFacts {
     pub id_from_client: bool,
     /// Whether the route runs a saga.
     pub saga_route: bool,
+    /// How the route names its client (a saga route's `client_key`); none: no client key.
+    pub client_key: Option<ClientKey>,
+    /// When the gateway received the request.
+    pub received: Instant,
+}
+
+impl RequestFacts {
+    /// The client the request counts for, from the headers as they are now.
+    pub fn client(&self) -> Option<String> {
+        match &self.client_key {
+            None | Some(ClientKey::Shared) => None,
+            Some(key) => Some(key.client_of(&self.headers, self.client_ip)),
+        }
+    }
 }
 
 /// The response as plugins see it.
@@ -153,6 +169,18 @@ impl wit::HostRequest for HostState {
     }
     fn saga_route(&mut self, this: Resource<RequestView>) -> bool {
         self.read(&this, |v| v.0.saga_route)
+    }
+    fn client(&mut self, this: Resource<RequestView>) -> Option<String> {
+        self.read(&this, |v| v.0.client())
+    }
+    fn saga_id(&mut self, _this: Resource<RequestView>) -> Option<String> {
+        let scope = self.scope.as_ref()?;
+        scope.saga_id().map(|id| id.to_string())
+    }
+    fn elapsed_ms(&mut self, this: Resource<RequestView>) -> u64 {
+        self.read(&this, |v| {
+            u64::try_from(v.0.received.elapsed().as_millis()).unwrap_or(u64::MAX)
+        })
     }
     fn drop(&mut self, this: Resource<RequestView>) -> wasmtime::Result<()> {
         self.table.delete(this)?;

@@ -6,6 +6,7 @@
 //! 202 with `"status": "pending"` while the saga is still running.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -116,8 +117,14 @@ pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
     if status == StatusCode::ACCEPTED {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    // Not on the wire: tells the request's plugins (and audit events) which saga this was.
+    response.extensions_mut().insert(SagaOf(record.id.clone()));
     response
 }
+
+/// The saga a client's answer is about, carried in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct SagaOf(pub Arc<str>);
 
 /// An operator's view: every field, every kept attempt.
 pub fn admin(record: &SagaRecord) -> Value {

@@ -35,7 +35,7 @@ mod route;
 mod run;
 mod settle;
 
-pub use answer::{admin as admin_view, client as client_answer};
+pub use answer::{SagaOf, admin as admin_view, client as client_answer};
 pub use call::BACKEND_CONTRACT_HEADERS;
 pub use ctx::Live;
 pub use engine::{Engine, EngineParts, SagaRequest};

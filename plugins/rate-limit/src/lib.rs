@@ -15,12 +15,19 @@
 //! ```
 //!
 //! A request without the key header is limited under the key `anonymous`.
+//!
+//! A full key-value quota (`kv_keys_max`, `kv_bytes_max`) keeps limiting: a client whose bucket
+//! cannot be stored is over its limit, so a flood of invented client ids cannot turn the limiter
+//! into an outage for everyone else, nor into a bypass. The answer never shows the quota, key
+//! names or store errors; those go to the gateway's log.
 
 mod gcra;
 
 use gcra::{Gcra, Verdict};
 use serde::Deserialize;
-use txgate_plugin_sdk::{HookError, Plugin, Request, RequestDecision, Response, clock, config, kv};
+use txgate_plugin_sdk::{
+    HookError, KvError, Plugin, Request, RequestDecision, Response, clock, config, kv, log,
+};
 
 /// Compare-and-swap attempts under contention before the request is limited.
 const UPDATE_TRIES_MAX: usize = 8;
@@ -83,6 +90,28 @@ fn limited(gcra: &Gcra, retry_after_us: u64, request: &Request<'_>) -> RequestDe
     RequestDecision::Respond(response)
 }
 
+/// What a request gets when its bucket could not be written. A full quota is over the limit:
+/// letting the request through would make a flood of new keys a way around the limiter, and
+/// failing the hook (503) would make it an outage for every new client. Keys expire once their
+/// window has passed, so the client is told to retry after one window. Any other store error
+/// fails the hook: the gateway answers with its `on_error` policy and logs the cause.
+fn unstored(
+    gcra: &Gcra,
+    key: &str,
+    error: KvError,
+    request: &Request<'_>,
+) -> Result<RequestDecision, HookError> {
+    match error {
+        KvError::LimitReached(detail) => {
+            log::warn(&format!(
+                "the key-value quota is full ({detail}): `{key}` is limited until keys expire"
+            ));
+            Ok(limited(gcra, gcra.window_secs() * 1_000_000, request))
+        }
+        other => Err(other.into()),
+    }
+}
+
 /// The plugin.
 pub struct RateLimit;
 
@@ -106,8 +135,12 @@ impl Plugin for RateLimit {
                 Verdict::Allow { tat_us, .. } => {
                     let next = tat_us.to_string();
                     let ttl = Some(gcra.ttl_ms(tat_us, now_us));
-                    if kv::compare_and_swap(&key, stored.as_deref(), Some(next.as_bytes()), ttl)? {
-                        return Ok(RequestDecision::pass());
+                    match kv::compare_and_swap(&key, stored.as_deref(), Some(next.as_bytes()), ttl)
+                    {
+                        Ok(true) => return Ok(RequestDecision::pass()),
+                        // Another request moved the TAT first: decide again on the new one.
+                        Ok(false) => {}
+                        Err(error) => return unstored(&gcra, &key, error, request),
                     }
                 }
             }
@@ -203,6 +236,58 @@ mod tests {
         host.on_request::<RateLimit>(request(None)).unwrap();
         let elsewhere = request(None).with_client_ip("10.0.0.9");
         assert!(limited_response(host.on_request::<RateLimit>(elsewhere).unwrap()).is_none());
+    }
+
+    /// Runs [`unstored`] on a real hook call, as the rate limiter does when a write fails.
+    struct FailedWrite;
+
+    #[txgate_plugin_sdk::plugin]
+    impl Plugin for FailedWrite {
+        fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
+            let gcra = Gcra::new(2.0, 4).unwrap();
+            let error = match request.header("x-error").as_deref() {
+                Some("full") => KvError::LimitReached("namespace holds 5 keys of 5".into()),
+                _ => KvError::Unavailable("the disk is full".into()),
+            };
+            unstored(&gcra, "api/h:new-client", error, request)
+        }
+    }
+
+    #[test]
+    fn a_full_quota_limits_the_client_without_telling_it_why() {
+        let host = Harness::new();
+        let decision = host
+            .on_request::<FailedWrite>(request(None).with_header("x-error", "full"))
+            .unwrap();
+        let response = limited_response(decision).expect("limited, not passed");
+        assert_eq!(response.status, 429);
+        assert_eq!(
+            response.header("retry-after"),
+            Some("2"),
+            "one window: 4 at 2/s"
+        );
+        assert_eq!(
+            response.header("ratelimit-policy"),
+            Some("\"gcra\";q=4;w=2")
+        );
+        assert_eq!(response.header("ratelimit"), Some("\"gcra\";r=0;t=2"));
+        let body = String::from_utf8(response.body.clone()).unwrap();
+        for secret in ["keys", "new-client", "quota"] {
+            assert!(!body.contains(secret), "{secret} leaked: {body}");
+        }
+        let logged = host.logs();
+        assert!(
+            logged
+                .iter()
+                .any(|(_, line)| line.contains("5 keys of 5") && line.contains("new-client")),
+            "{logged:?}"
+        );
+    }
+
+    #[test]
+    fn another_store_error_fails_the_hook() {
+        let host = Harness::new();
+        assert!(host.on_request::<FailedWrite>(request(None)).is_err());
     }
 
     #[test]
