@@ -97,7 +97,7 @@ forged="$(cut -d. -f1 <<<"$token").$(printf '{"iss":"https://id.example.com/","a
 run "curl -s -i -X POST http://127.0.0.1:8080/me/transfers -H \"Authorization: Bearer \$forged\" -H 'X-Request-ID: demo-me-3' -d '{}' | grep -iE '^(HTTP|www-authenticate)'"
 
 say "Data masking: what a support tool sees of a request with a card number (Luhn-checked, last 4 kept):"
-run "curl -s -X POST http://127.0.0.1:8080/support/echo -H 'Content-Type: application/json' -d '{\"note\":\"card 4111111111111111 declined\"}' | grep -o '\"body\":\"[^}]*}'"
+run "curl -s -X POST http://127.0.0.1:8080/support/echo -H 'Content-Type: application/json' -d '{\"note\":\"card 4111111111111111 declined\"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"body\"])'"
 
 say "The audit stream: one line per request, tagged by the gateway (examples/txgate-data/audit.log):"
 run "tail -n 2 examples/txgate-data/audit.log"

@@ -54,7 +54,9 @@ fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
     }
     let length = u32::from_be_bytes(length) as usize;
     if length > FRAME_BYTES_MAX {
-        return Err(format!("a frame of {length} bytes; the limit is {FRAME_BYTES_MAX}"));
+        return Err(format!(
+            "a frame of {length} bytes; the limit is {FRAME_BYTES_MAX}"
+        ));
     }
     let mut body = vec![0; length];
     input.read_exact(&mut body).map_err(|e| e.to_string())?;

@@ -14,7 +14,7 @@
 //! The cache can only make loading faster, never make it fail: an unreadable, torn or corrupted
 //! artifact is compiled again (and rewritten), and a full disk or a read-only directory is a
 //! warning. After every successful load the directory is trimmed to the artifacts of the
-//! loaded config plus a few recent others (a rollback does not compile either).
+//! loaded config plus the 16 most recently used others (a rollback does not compile either).
 
 // Loading compiled code is `unsafe` in wasmtime: the bytes are trusted to be machine code that
 // `Component::serialize` wrote for a compatible engine, and nothing checks the code itself. This
@@ -50,7 +50,7 @@ const MAGIC: &[u8; 16] = b"txgate-cwasm-v1\n";
 const HEADER_BYTES: usize = MAGIC.len() + 32;
 /// Largest artifact read back; a compiled plugin is a few MiB.
 const ARTIFACT_BYTES_MAX: u64 = 512 * 1024 * 1024;
-/// Artifacts kept beyond those of the loaded config, the newest first.
+/// Artifacts kept beyond those of the loaded config, the most recently used first.
 const SPARE_ARTIFACTS_MAX: usize = 16;
 /// Directory entries looked at when trimming.
 const ENTRIES_SCANNED_MAX: usize = 10_000;
@@ -91,6 +91,7 @@ impl Artifacts {
         if let Some(path) = &path {
             match read(runtime, path) {
                 Ok(Some(component)) => {
+                    touch(path);
                     let load_us = started.elapsed().as_micros();
                     tracing::info!(plugin, load_us, artifact = %path.display(), "plugin loaded from the compile cache");
                     return Ok(Compiled { component, key });
@@ -120,8 +121,8 @@ impl Artifacts {
         Ok(Compiled { component, key })
     }
 
-    /// Removes every artifact but those of `keys` and the [`SPARE_ARTIFACTS_MAX`] newest others,
-    /// and any temporary file a crash left. Failures are warnings.
+    /// Removes every artifact but those of `keys` and the [`SPARE_ARTIFACTS_MAX`] most recently
+    /// used others, and any temporary file a crash left. Failures are warnings.
     pub(super) fn retain(&self, keys: &HashSet<String>) {
         let Some(dir) = &self.dir else { return };
         if let Err(error) = trim(dir, keys) {
@@ -178,7 +179,9 @@ fn read(runtime: &Runtime, path: &Path) -> Result<Option<Component>, String> {
 
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
+    // Sized up front: growing the buffer while reading cost as much as the read.
+    let size = file.metadata()?.len().min(ARTIFACT_BYTES_MAX + 1);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(ARTIFACT_BYTES_MAX + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > ARTIFACT_BYTES_MAX {
         return Err(std::io::Error::other(format!(
@@ -198,6 +201,15 @@ fn verified(bytes: &[u8]) -> Result<&[u8], String> {
         return Err("its checksum does not match (torn or corrupted)".into());
     }
     Ok(code)
+}
+
+/// Marks an artifact as just used, so that trimming keeps the artifacts of the configs live most
+/// recently (a rollback to the previous config compiles nothing). Best effort.
+fn touch(path: &Path) {
+    let touched = std::fs::File::open(path).and_then(|file| file.set_modified(SystemTime::now()));
+    if let Err(error) = touched {
+        tracing::debug!(artifact = %path.display(), %error, "cannot mark the artifact used");
+    }
 }
 
 /// Writes the artifact under a temporary name and renames it into place, so a reader sees the
@@ -227,8 +239,8 @@ fn write(dir: &Path, path: &Path, component: &Component) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps the artifacts of `keys` and the newest few others; removes the rest and stale
-/// temporary files.
+/// Keeps the artifacts of `keys` and the few others used most recently (written or loaded,
+/// by their modification time); removes the rest and stale temporary files.
 fn trim(dir: &Path, keys: &HashSet<String>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -342,6 +354,24 @@ mod tests {
         assert!(left.contains(&"unrelated".to_string()));
         assert!(!left.contains(&".1.2.tmp".to_string()));
         assert_eq!(left.len(), 1 + SPARE_ARTIFACTS_MAX + 1);
+    }
+
+    #[test]
+    fn a_loaded_artifact_counts_as_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let path = |n: usize| dir.path().join(format!("k{n:02}.{EXTENSION}"));
+        for n in 0..=SPARE_ARTIFACTS_MAX {
+            std::fs::write(path(n), b"x").unwrap();
+        }
+        for n in [0, 1] {
+            let file = std::fs::File::options().write(true).open(path(n)).unwrap();
+            file.set_modified(old).unwrap();
+        }
+        touch(&path(0));
+        trim(dir.path(), &HashSet::new()).unwrap();
+        assert!(path(0).exists(), "the loaded one stays");
+        assert!(!path(1).exists(), "the one unused longest goes");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use super::compiled::Artifacts;
 use super::engine::Runtime;
 use super::instance::{Limits, LoadedPlugin};
 use super::state::PluginShared;
-use crate::config::{self, Config, PluginConfig, PluginState};
 use crate::audit::AuditLog;
+use crate::config::{self, Config, PluginConfig, PluginState};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{Durability, Quota, Store};
@@ -86,8 +86,8 @@ fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::Conf
     let mut keys = HashSet::new();
     let mut loaded = HashMap::new();
     let mut issues = Vec::new();
-    for (name, plugin) in &config.plugins {
-        match compile_one(config, name, plugin, env, &artifacts) {
+    for (name, compiled) in compile_all(config, env, &artifacts) {
+        match compiled {
             Ok((plugin, key)) => {
                 keys.insert(key);
                 loaded.insert(name.clone(), Arc::new(plugin));
@@ -178,6 +178,43 @@ fn ask_hooks(loaded: &HashMap<String, Arc<LoadedPlugin>>) -> Vec<config::ConfigI
             )
         })
         .collect()
+}
+
+/// One plugin compiled (or loaded from the cache) with its artifact's key, or why it was not.
+type Compiled = Result<(LoadedPlugin, String), String>;
+
+/// Compiles (or loads from the cache) every plugin of a config, one thread per core: hashing,
+/// loading and compiling are CPU-bound, and a start-up or a reload waits for the slowest thread
+/// only. The results come back in the config's order.
+fn compile_all<'a>(
+    config: &'a Config,
+    env: &PluginEnv,
+    artifacts: &Artifacts,
+) -> Vec<(&'a String, Compiled)> {
+    let plugins: Vec<(&String, &PluginConfig)> = config.plugins.iter().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = plugins.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = plugins
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&(name, plugin)| {
+                            (name, compile_one(config, name, plugin, env, artifacts))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| {
+                part.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 fn compile_one(
