@@ -93,13 +93,16 @@ jwt_material() {
   done
 }
 
-# envoy_jwt_listener NAME PORT JWKS_FILE: one listener whose every request must carry a token
-# the jwt_authn filter verifies against JWKS_FILE, proxied to the `backend` cluster. Set up as
-# txgate's jwt_auth is: the token from the Authorization header only, not forwarded, `sub` passed
-# upstream as a header, and no JWT cache (Envoy's default), so every request is verified.
+# envoy_jwt_listener NAME PORT JWKS_FILE [CACHE_SIZE]: one listener whose every request must
+# carry a token the jwt_authn filter verifies against JWKS_FILE, proxied to the `backend` cluster.
+# Set up as txgate's jwt_auth is: the token from the Authorization header only, not forwarded,
+# `sub` passed upstream as a header. Without CACHE_SIZE there is no JWT cache (Envoy's default)
+# and every request's signature is verified; with it, Envoy keeps that many verified tokens
+# (`jwt_cache_config`), as jwt_auth does by default.
 envoy_jwt_listener() {
-  local name=$1 port=$2 jwks
+  local name=$1 port=$2 cache="" jwks
   jwks=$(cat "$3")
+  if [ -n "${4:-}" ]; then cache="jwt_cache_config: { jwt_cache_size: $4 }"; fi
   cat <<YAML
   - name: $name
     address: { socket_address: { address: 127.0.0.1, port_value: $port } }
@@ -128,6 +131,7 @@ envoy_jwt_listener() {
                   from_headers: [{ name: Authorization, value_prefix: "Bearer " }]
                   forward: false
                   claim_to_headers: [{ header_name: $JWT_CLAIM_HEADER, claim_name: sub }]
+                  $cache
               rules:
               - match: { prefix: "/" }
                 requires: { provider_name: bench }
@@ -137,18 +141,21 @@ envoy_jwt_listener() {
 YAML
 }
 
-# envoy_jwt_config RS256_PORT ES256_PORT ADMIN_PORT UPSTREAM_PORT DIR: one Envoy with a listener
-# per algorithm, using the key sets jwt_material wrote into DIR.
+# envoy_jwt_config ADMIN_PORT UPSTREAM_PORT DIR RS256 ES256 RS256_FULL ES256_FULL: one Envoy with
+# a listener per algorithm on each of the four ports, using the key sets jwt_material wrote into
+# DIR: the first two with a JWT cache as large as jwt_auth's default, the `_FULL` two without.
 envoy_jwt_config() {
-  local rs=$1 es=$2 admin=$3 upstream=$4 dir=$5
+  local admin=$1 upstream=$2 dir=$3
   cat <<YAML
 admin:
   address: { socket_address: { address: 127.0.0.1, port_value: $admin } }
 static_resources:
   listeners:
 YAML
-  envoy_jwt_listener rs256 "$rs" "$dir/jwks-rs256.json"
-  envoy_jwt_listener es256 "$es" "$dir/jwks-es256.json"
+  envoy_jwt_listener rs256 "$4" "$dir/jwks-rs256.json" 1024
+  envoy_jwt_listener es256 "$5" "$dir/jwks-es256.json" 1024
+  envoy_jwt_listener rs256-full "$6" "$dir/jwks-rs256.json"
+  envoy_jwt_listener es256-full "$7" "$dir/jwks-es256.json"
   cat <<YAML
   clusters:
   - name: backend

@@ -5,13 +5,17 @@
 #   txgate same-work  - the same route with the shipped rate_limit (GCRA on the route, volatile
 #                       state) and add_header plugins
 #   txgate jwt-rs256  - the same route with the shipped jwt_auth plugin verifying an RS256 token
+#                       (as configured by default: a token verified once is remembered)
 #   txgate jwt-es256  - the same with an ES256 token
+#   txgate jwt-*-full - the same with `verified_tokens_max = 0`: every signature checked
 #   envoy bare        - Envoy with the router filter only
 #   envoy same-work   - Envoy with a proxy-wasm filter (bench/envoy-filter, V8) doing that same
 #                       work: a GCRA limit in shared data updated by compare-and-swap, and a header
 #                       on the request and the response
 #   envoy jwt-rs256/es256 - Envoy with its own jwt_authn filter verifying the same tokens against
-#                       the same key sets (bench/jwt.sh), one listener per algorithm
+#                       the same key sets (bench/jwt.sh), one listener per algorithm, with its JWT
+#                       cache as large as jwt_auth's
+#   envoy jwt-*-full  - the same without the cache (Envoy's default): every signature checked
 # The keys (RSA 2048, P-256) and the tokens are made with openssl at the start of each run. Both
 # products check the issuer and audience, keep the token back and pass `sub` upstream as a header;
 # the script checks that they do, and that a missing or forged token is refused, before it
@@ -40,6 +44,8 @@ ENVOY_BARE_PORT=17205
 ENVOY_WORK_PORT=17206
 ENVOY_JWT_RS_PORT=17209
 ENVOY_JWT_ES_PORT=17210
+ENVOY_JWT_RS_FULL_PORT=17212
+ENVOY_JWT_ES_FULL_PORT=17213
 ENVOY_ADMIN_PORTS=(17207 17208 17211)
 # Limits far above what two cores can send: the work is done on every request, none is refused.
 RATE=1000000000
@@ -47,7 +53,8 @@ RATE=1000000000
 need_tool wrk wrk
 need_tool openssl openssl
 refuse_busy "$BANK_PORT" "$TXGATE_PORT" "$ADMIN_PORT" "$ENVOY_BARE_PORT" "$ENVOY_WORK_PORT" \
-  "$ENVOY_JWT_RS_PORT" "$ENVOY_JWT_ES_PORT" "${ENVOY_ADMIN_PORTS[@]}"
+  "$ENVOY_JWT_RS_PORT" "$ENVOY_JWT_ES_PORT" "$ENVOY_JWT_RS_FULL_PORT" "$ENVOY_JWT_ES_FULL_PORT" \
+  "${ENVOY_ADMIN_PORTS[@]}"
 need_envoy
 build_release
 rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null 2>&1
@@ -63,7 +70,8 @@ trap 'stop_all; [ -n "${KEEP_LOGS:-}" ] && cp -r "$work" /tmp/bench-plugins-logs
 jwt_material "$work/jwt"
 start_bank "$BANK_PORT" "$work/bank.log"
 
-# jwt_plugin NAME ALG: a jwt_auth instance configured as the Envoy listener of that algorithm is.
+# jwt_plugin NAME ALG [VERIFIED_TOKENS_MAX]: a jwt_auth instance configured as the Envoy listener
+# of that algorithm is.
 jwt_plugin() {
   cat <<TOML
 [plugins.$1]
@@ -73,6 +81,7 @@ jwks = '''$(cat "$work/jwt/jwks-$2.json")'''
 issuer = "$JWT_ISSUER"
 audience = "$JWT_AUDIENCE"
 claims_to_headers = { sub = "$JWT_CLAIM_HEADER" }
+${3:+verified_tokens_max = $3}
 TOML
 }
 
@@ -118,19 +127,23 @@ value = "txgate"
 CONFIG
   jwt_plugin jwt_rs256 rs256
   jwt_plugin jwt_es256 es256
+  jwt_plugin jwt_rs256_full rs256 0
+  jwt_plugin jwt_es256_full es256 0
   route bare
   route noops '["noop_a", "noop_b", "noop_c"]'
   route work '["rate_limit", "add_header"]'
   route jwt-rs256 '["jwt_rs256"]'
   route jwt-es256 '["jwt_es256"]'
+  route jwt-rs256-full '["jwt_rs256_full"]'
+  route jwt-es256-full '["jwt_es256_full"]'
 } >"$work/txgate.toml"
 start_txgate "$work/txgate.toml" "$work/txgate.log"
 envoy_config "$ENVOY_BARE_PORT" "${ENVOY_ADMIN_PORTS[0]}" "$BANK_PORT" >"$work/envoy-bare.yaml"
 envoy_config "$ENVOY_WORK_PORT" "${ENVOY_ADMIN_PORTS[1]}" "$BANK_PORT" "$FILTER" \
   "{\"per_second\": $RATE, \"burst\": $RATE, \"header\": \"x-served-by\", \"value\": \"envoy\"}" \
   >"$work/envoy-work.yaml"
-envoy_jwt_config "$ENVOY_JWT_RS_PORT" "$ENVOY_JWT_ES_PORT" "${ENVOY_ADMIN_PORTS[2]}" "$BANK_PORT" \
-  "$work/jwt" >"$work/envoy-jwt.yaml"
+envoy_jwt_config "${ENVOY_ADMIN_PORTS[2]}" "$BANK_PORT" "$work/jwt" "$ENVOY_JWT_RS_PORT" \
+  "$ENVOY_JWT_ES_PORT" "$ENVOY_JWT_RS_FULL_PORT" "$ENVOY_JWT_ES_FULL_PORT" >"$work/envoy-jwt.yaml"
 # The process whose CPU each target's requests cost.
 declare -A PID=()
 for name in bare work jwt; do
@@ -142,6 +155,8 @@ wait_port "$ENVOY_BARE_PORT"
 wait_port "$ENVOY_WORK_PORT"
 wait_port "$ENVOY_JWT_RS_PORT"
 wait_port "$ENVOY_JWT_ES_PORT"
+wait_port "$ENVOY_JWT_RS_FULL_PORT"
+wait_port "$ENVOY_JWT_ES_FULL_PORT"
 # The filters must really run: their header on the answer proves it.
 sleep 1
 curl -sfi "http://127.0.0.1:$ENVOY_WORK_PORT/accounts/alice" | grep -qi '^x-served-by: envoy' ||
@@ -150,13 +165,18 @@ curl -sfi "http://127.0.0.1:$TXGATE_PORT/work/accounts/alice" | grep -qi '^x-ser
   { echo "the txgate plugins are not running; see $work/txgate.log" >&2; exit 1; }
 TOKEN_RS256=$(cat "$work/jwt/token-rs256")
 TOKEN_ES256=$(cat "$work/jwt/token-es256")
-jwt_check txgate-jwt-rs256 "http://127.0.0.1:$TXGATE_PORT/jwt-rs256/echo/jwt" "$TOKEN_RS256"
-jwt_check txgate-jwt-es256 "http://127.0.0.1:$TXGATE_PORT/jwt-es256/echo/jwt" "$TOKEN_ES256"
+for full in "" -full; do
+  jwt_check "txgate-jwt-rs256$full" "http://127.0.0.1:$TXGATE_PORT/jwt-rs256$full/echo/jwt" "$TOKEN_RS256"
+  jwt_check "txgate-jwt-es256$full" "http://127.0.0.1:$TXGATE_PORT/jwt-es256$full/echo/jwt" "$TOKEN_ES256"
+done
 jwt_check envoy-jwt-rs256 "http://127.0.0.1:$ENVOY_JWT_RS_PORT/echo/jwt" "$TOKEN_RS256"
 jwt_check envoy-jwt-es256 "http://127.0.0.1:$ENVOY_JWT_ES_PORT/echo/jwt" "$TOKEN_ES256"
+jwt_check envoy-jwt-rs256-full "http://127.0.0.1:$ENVOY_JWT_RS_FULL_PORT/echo/jwt" "$TOKEN_RS256"
+jwt_check envoy-jwt-es256-full "http://127.0.0.1:$ENVOY_JWT_ES_FULL_PORT/echo/jwt" "$TOKEN_ES256"
 
-TXGATE_TARGETS="txgate-bare txgate-noops txgate-work txgate-jwt-rs256 txgate-jwt-es256"
-ENVOY_TARGETS="envoy-bare envoy-work envoy-jwt-rs256 envoy-jwt-es256"
+JWT_TARGETS="jwt-rs256 jwt-es256 jwt-rs256-full jwt-es256-full"
+TXGATE_TARGETS="txgate-bare txgate-noops txgate-work ${JWT_TARGETS//jwt-/txgate-jwt-}"
+ENVOY_TARGETS="envoy-bare envoy-work ${JWT_TARGETS//jwt-/envoy-jwt-}"
 TARGETS="$TXGATE_TARGETS $ENVOY_TARGETS"
 declare -A URL=(
   [txgate-bare]="http://127.0.0.1:$TXGATE_PORT/bare/accounts/alice"
@@ -168,14 +188,20 @@ declare -A URL=(
   [envoy-work]="http://127.0.0.1:$ENVOY_WORK_PORT/accounts/alice"
   [envoy-jwt-rs256]="http://127.0.0.1:$ENVOY_JWT_RS_PORT/accounts/alice"
   [envoy-jwt-es256]="http://127.0.0.1:$ENVOY_JWT_ES_PORT/accounts/alice"
+  [txgate-jwt-rs256-full]="http://127.0.0.1:$TXGATE_PORT/jwt-rs256-full/accounts/alice"
+  [txgate-jwt-es256-full]="http://127.0.0.1:$TXGATE_PORT/jwt-es256-full/accounts/alice"
+  [envoy-jwt-rs256-full]="http://127.0.0.1:$ENVOY_JWT_RS_FULL_PORT/accounts/alice"
+  [envoy-jwt-es256-full]="http://127.0.0.1:$ENVOY_JWT_ES_FULL_PORT/accounts/alice"
 )
-declare -A AUTH=(
-  [txgate-jwt-rs256]="$TOKEN_RS256" [envoy-jwt-rs256]="$TOKEN_RS256"
-  [txgate-jwt-es256]="$TOKEN_ES256" [envoy-jwt-es256]="$TOKEN_ES256"
-)
+declare -A AUTH=()
+for target in $JWT_TARGETS; do
+  token=$TOKEN_ES256
+  [[ $target == jwt-rs256* ]] && token=$TOKEN_RS256
+  AUTH[txgate-$target]=$token
+  AUTH[envoy-$target]=$token
+  PID[envoy-$target]=${PID[envoy-jwt]}
+done
 for target in $TXGATE_TARGETS; do PID[$target]=$TXGATE_PID; done
-PID[envoy-jwt-rs256]=${PID[envoy-jwt]}
-PID[envoy-jwt-es256]=${PID[envoy-jwt]}
 
 # wrk_args TARGET: the extra wrk arguments of a target (its token).
 wrk_args() {
@@ -217,12 +243,15 @@ cpu() { median ${CPU[$1]}; }
 # added TARGET BARE: the proxy CPU per request TARGET costs over BARE, in µs.
 added() { awk -v a="$(cpu "$1")" -v b="$(cpu "$2")" 'BEGIN { printf "%.1f", a - b }'; }
 
+# jwt_lines ALG [-full]: the JWT figures of one algorithm, both products with their verified-token
+# caches, or (-full) both checking every signature.
 jwt_lines() {
-  local alg=$1 name=${1,,}
-  echo "- $(ratio_line "txgate, jwt_auth $alg / bare" "$(med "txgate-jwt-$name")" "$(med txgate-bare)" | bold_ratio) (goal: above Envoy's, next line)"
-  echo "- $(ratio_line "envoy, jwt_authn $alg / bare" "$(med "envoy-jwt-$name")" "$(med envoy-bare)" | bold_ratio) (the same check in Envoy, measured in this run)"
-  echo "- $(ratio_line "txgate jwt_auth / envoy jwt_authn, $alg req/s" "$(med "txgate-jwt-$name")" "$(med "envoy-jwt-$name")" | bold_ratio) (goal: above 1)"
-  echo "- proxy CPU the $alg check adds per request: txgate $(added "txgate-jwt-$name" txgate-bare) µs, Envoy $(added "envoy-jwt-$name" envoy-bare) µs"
+  local alg=$1 name=${1,,}$2 how="verified tokens remembered"
+  [ -n "$2" ] && how="every signature checked"
+  echo "- $(ratio_line "txgate, jwt_auth $alg / bare ($how)" "$(med "txgate-jwt-$name")" "$(med txgate-bare)" | bold_ratio) (goal: above Envoy's, next line)"
+  echo "- $(ratio_line "envoy, jwt_authn $alg / bare ($how)" "$(med "envoy-jwt-$name")" "$(med envoy-bare)" | bold_ratio) (the same check in Envoy, measured in this run)"
+  echo "- $(ratio_line "txgate jwt_auth / envoy jwt_authn, $alg req/s ($how)" "$(med "txgate-jwt-$name")" "$(med "envoy-jwt-$name")" | bold_ratio) (goal: above 1)"
+  echo "- proxy CPU the $alg check adds per request ($how): txgate $(added "txgate-jwt-$name" txgate-bare) µs, Envoy $(added "envoy-jwt-$name" envoy-bare) µs"
 }
 
 {
@@ -232,7 +261,7 @@ jwt_lines() {
   echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/plugins.sh"
   echo '```'
   echo
-  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; median of $ROUNDS interleaved rounds; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check signature, issuer, audience and expiry on every request (Envoy without its JWT cache, its default), keep the token back and pass \`sub\` upstream as a header."
+  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; median of $ROUNDS interleaved rounds; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check issuer, audience and expiry on every request, keep the token back and pass \`sub\` upstream as a header. The \`jwt-*\` targets remember a token whose signature verified (jwt_auth's default, \`verified_tokens_max = 1024\`; Envoy's \`jwt_cache_config\` with 1024 entries, off by default); the \`jwt-*-full\` targets check every signature (\`verified_tokens_max = 0\`; Envoy's default)."
   echo
   echo "| target | req/s | p99 ms | proxy CPU µs/req | box CPU µs/req |"
   echo "|---|---|---|---|---|"
@@ -248,6 +277,8 @@ jwt_lines() {
   echo "- $(ratio_line "envoy / txgate, proxy CPU added by rate limit + header" "$(added envoy-work envoy-bare)" "$(added txgate-work txgate-bare)" | bold_ratio) (goal: 2 or more, txgate's added CPU at most half of Envoy's)"
   jwt_lines RS256
   jwt_lines ES256
+  jwt_lines RS256 -full
+  jwt_lines ES256 -full
 } >"$work/report.md"
 echo
 cat "$work/report.md"

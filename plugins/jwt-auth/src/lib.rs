@@ -17,17 +17,19 @@
 //! required_scopes = ["transfers:write"]    # all in the space-separated `scope` claim, else 403
 //! claims_to_headers = { sub = "X-User-ID" }
 //! forward_token = false                    # the Authorization header stays at the gateway
+//! verified_tokens_max = 1024               # tokens remembered as verified (0: check each in full)
 //! ```
 //!
 //! The modules: `token` finds and verifies the token, `keys` holds the key set, `claims` checks
-//! times, claims and scopes and builds the headers, `problem` writes the refusals, and
-//! `settings` parses the config.
+//! times, claims and scopes and builds the headers, `problem` writes the refusals, `verified`
+//! remembers tokens already verified, and `settings` parses the config.
 
 mod claims;
 mod keys;
 mod problem;
 mod settings;
 mod token;
+mod verified;
 mod verifier;
 
 use problem::Refusal;

@@ -10,6 +10,7 @@ use txgate_plugin_sdk::serde_json::Value;
 use txgate_plugin_sdk::{HookError, config};
 
 use crate::keys::KeySet;
+use crate::verified::Verified;
 
 /// Largest `leeway_secs`: clock skew, not a grace period.
 const LEEWAY_SECS_MAX: u64 = 3600;
@@ -19,6 +20,8 @@ const NAMES_MAX: usize = 64;
 const HEADERS_MAX: usize = 32;
 /// Longest issuer, audience, claim, scope or header name.
 const NAME_BYTES_MAX: usize = 256;
+/// Largest `verified_tokens_max`; the cache is bounded in bytes too (see `verified`).
+const VERIFIED_TOKENS_MAX: usize = 65_536;
 
 /// Headers the plugin may not set from a claim: framing and routing, the token itself, and the
 /// gateway's own (SPEC §3, §4): a claim must never steer those.
@@ -57,6 +60,8 @@ struct Raw {
     claims_to_headers: BTreeMap<String, String>,
     #[serde(default)]
     forward_token: bool,
+    #[serde(default = "default_verified_tokens_max")]
+    verified_tokens_max: usize,
 }
 
 /// `audience = "a"` or `audience = ["a", "b"]`.
@@ -69,6 +74,10 @@ enum OneOrMany {
 
 fn default_leeway_secs() -> u64 {
     30
+}
+
+fn default_verified_tokens_max() -> usize {
+    1024
 }
 
 /// The checked config.
@@ -89,6 +98,8 @@ pub(crate) struct Settings {
     pub(crate) claims_to_headers: Vec<(String, String)>,
     /// Whether the `Authorization` header goes upstream.
     pub(crate) forward_token: bool,
+    /// Tokens verified under these settings (`verified_tokens_max` of them at most).
+    pub(crate) verified: Verified,
 }
 
 impl<'de> Deserialize<'de> for Settings {
@@ -105,6 +116,11 @@ impl<'de> Deserialize<'de> for Settings {
 
 impl Settings {
     fn check(raw: Raw) -> Result<Self, String> {
+        if raw.verified_tokens_max > VERIFIED_TOKENS_MAX {
+            return Err(format!(
+                "verified_tokens_max: at most {VERIFIED_TOKENS_MAX}"
+            ));
+        }
         if raw.leeway_secs > LEEWAY_SECS_MAX {
             return Err(format!("leeway_secs: at most {LEEWAY_SECS_MAX}"));
         }
@@ -140,6 +156,7 @@ impl Settings {
             required_scopes: raw.required_scopes,
             claims_to_headers: headers(raw.claims_to_headers)?,
             forward_token: raw.forward_token,
+            verified: Verified::new(raw.verified_tokens_max),
         })
     }
 }

@@ -261,6 +261,33 @@ fn unknown_keys_bad_signatures_and_alg_none_are_invalid() {
 }
 
 #[test]
+fn a_token_remembered_as_verified_gets_every_check_an_unremembered_one_gets() {
+    // The same sequence with the cache on (the default) and off: the answers must not differ.
+    for config in [json!({}), json!({"verified_tokens_max": 0})] {
+        let host = host(config.clone());
+        let token = sign(
+            Algorithm::RS256,
+            "rsa-1",
+            &with(claims(), "exp", json!(NOW_SECS + 5)),
+        );
+        for _ in 0..3 {
+            let RequestDecision::Continue(changes) = decide(&host, request(Some(&token))) else {
+                panic!("{config}: a valid token refused");
+            };
+            assert!(format!("{changes:?}").contains("alice"), "{config}");
+        }
+        // Another payload under the remembered signature is verified in full, and fails.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let (head, _) = signed.split_once('.').unwrap();
+        let bob = URL_SAFE_NO_PAD.encode(with(claims(), "sub", json!("bob")).to_string());
+        assert_invalid(&host, &format!("{head}.{bob}.{signature}"), "signature");
+        // A remembered token expires on the gateway's clock like any other.
+        host.advance_ms(36_000);
+        assert_invalid(&host, &token, "expired");
+    }
+}
+
+#[test]
 fn an_alg_that_does_not_fit_the_key_is_refused_before_any_verification() {
     let host = host(json!({}));
     // The JWK's own alg narrows its type's: rsa-1-pss is for PS256 only.
@@ -353,4 +380,20 @@ fn a_bad_config_is_logged_by_key_and_keeps_the_plugin_from_loading() {
             .any(|(_, line)| line.contains("jwks.keys[2].alg: `ES512` is not supported")),
         "{logs:?}"
     );
+    let host =
+        Harness::new().with_config(json!({"jwks": jwks_ok(), "verified_tokens_max": 1_000_000}));
+    let loading = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        host.calls::<JwtAuth>(Hook::OnRequest)
+    }));
+    assert!(loading.is_err(), "hooks() must trap");
+    let logs = host.logs();
+    assert!(
+        logs.iter()
+            .any(|(_, line)| line.contains("verified_tokens_max: at most 65536")),
+        "{logs:?}"
+    );
+}
+
+fn jwks_ok() -> Value {
+    serde_json::from_str(JWKS).unwrap()
 }

@@ -3,6 +3,8 @@
 //! and audience. `jsonwebtoken` decodes the header and claims; the signature is checked with the
 //! key's RustCrypto key object, built once when the key set was parsed (see `verifier`).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 // Claims are read with `insecure_decode_claims` only after the signature has been verified here.
@@ -71,9 +73,13 @@ fn is_b64token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
-/// The token's claims, once its signature, issuer and audience check out; else why not. The
-/// times (`exp`, `nbf`) are checked by the caller, against the gateway's clock.
-pub(crate) fn verify(token: &str, settings: &Settings) -> Result<Claims, String> {
+/// The token's claims, once its signature, issuer and audience check out (or did, for this
+/// exact token, earlier in this instance); else why not. The times (`exp`, `nbf`) are checked
+/// by the caller, against the gateway's clock, at every request.
+pub(crate) fn verify(token: &str, settings: &Settings) -> Result<Arc<Claims>, String> {
+    if let Some(claims) = settings.verified.get(token) {
+        return Ok(claims);
+    }
     // `alg: none`, or any algorithm txgate does not verify, fails here: it names no algorithm
     // `jsonwebtoken` knows.
     let header = decode_header(token).map_err(|_| {
@@ -115,6 +121,8 @@ pub(crate) fn verify(token: &str, settings: &Settings) -> Result<Claims, String>
     // Read only now that the signature vouches for them.
     let claims: Claims = insecure_decode_claims(token).map_err(|_| MALFORMED)?;
     check_issuer_and_audience(&claims, settings)?;
+    let claims = Arc::new(claims);
+    settings.verified.put(token, claims.clone());
     Ok(claims)
 }
 

@@ -357,8 +357,31 @@ impl Gateway {
     }
 }
 
+/// Warning and error lines of a gateway's log shown when a test fails.
+const LOG_LINES_SHOWN: usize = 80;
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill9();
+        // The log lives in a temporary directory that goes with the gateway: a failing test
+        // shows its end, so a failure seen once (in CI) can be read afterwards.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|line| {
+                    ["WARN", "ERROR", "panicked"]
+                        .iter()
+                        .any(|l| line.contains(l))
+                })
+                .collect();
+            let shown = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..];
+            eprintln!(
+                "--- the last {} warnings and errors of the gateway on port {} ---\n{}",
+                shown.len(),
+                self.port,
+                shown.join("\n")
+            );
+        }
     }
 }

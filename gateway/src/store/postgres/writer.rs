@@ -13,7 +13,9 @@
 //! Gateways claiming the same keys at once must not deadlock: each batch takes its row locks in
 //! one global order, claims by key first, then updates by id. Should the database still report
 //! contention (a deadlock, a serialization failure), the batch is run again at once; contention
-//! is counted, and is never reported as the database being unavailable (SPEC §8).
+//! is counted, and is never reported as the database being unavailable (SPEC §8). Nor is a
+//! session the server ended because this gateway stalled inside a transaction (a loaded host):
+//! the batch runs again at once on a fresh connection, and only a second failure counts.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ use crate::metrics::Metrics;
 const BATCH_OPS_MAX: usize = 512;
 /// Runs of one batch that met contention before it counts as a failure.
 const CONTENTION_RETRIES_MAX: u32 = 20;
+/// Runs of one batch, at once on a fresh connection, after the server ended its session.
+const SESSION_RETRIES_MAX: u32 = 1;
 /// How often a failing database is tried again.
 pub(super) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -83,6 +87,10 @@ pub(super) struct Writer {
 enum Failure {
     /// Another transaction was in the way: run it again.
     Contention(String),
+    /// The server ended the session under the batch (this gateway stalled inside the
+    /// transaction longer than `idle_in_transaction_session_timeout`, or the connection broke):
+    /// run it again on a fresh connection before calling the database unavailable.
+    SessionLost(String),
     /// The database failed, or could not be reached.
     Other(String),
 }
@@ -90,7 +98,7 @@ enum Failure {
 impl Failure {
     fn into_reason(self) -> String {
         match self {
-            Self::Contention(reason) | Self::Other(reason) => reason,
+            Self::Contention(reason) | Self::SessionLost(reason) | Self::Other(reason) => reason,
         }
     }
 }
@@ -106,8 +114,12 @@ impl From<tokio_postgres::Error> for Failure {
             ]
             .contains(code)
         });
+        let ended = error.is_closed()
+            || error.code() == Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT);
         if contention {
             Self::Contention(error.to_string())
+        } else if ended {
+            Self::SessionLost(error.to_string())
         } else {
             Self::Other(error.to_string())
         }
@@ -178,6 +190,7 @@ impl Writer {
     async fn commit_until_done(&self, batch: &mut Vec<Job>) {
         let mut failures = 0u64;
         let mut contended = 0u32;
+        let mut lost = 0u32;
         order(batch);
         loop {
             let started = Instant::now();
@@ -191,6 +204,16 @@ impl Writer {
                 tracing::debug!(%reason, "contention with another gateway; running the batch again");
                 if let Some(metrics) = &self.metrics {
                     metrics.store_error("contention");
+                }
+                continue;
+            }
+            if let Err(Failure::SessionLost(reason)) = &committed
+                && lost < SESSION_RETRIES_MAX
+            {
+                lost += 1;
+                tracing::warn!(%reason, "the database ended this gateway's session; running the batch again on a fresh connection");
+                if let Some(metrics) = &self.metrics {
+                    metrics.store_error("session_lost");
                 }
                 continue;
             }
