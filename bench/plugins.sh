@@ -246,8 +246,8 @@ added() { awk -v a="$(cpu "$1")" -v b="$(cpu "$2")" 'BEGIN { printf "%.1f", a - 
 # jwt_lines ALG [-full]: the JWT figures of one algorithm, both products with their verified-token
 # caches, or (-full) both checking every signature.
 jwt_lines() {
-  local alg=$1 name=${1,,}$2 how="verified tokens remembered"
-  [ -n "$2" ] && how="every signature checked"
+  local alg=$1 name=${1,,}${2:-} how="verified tokens remembered"
+  [ -n "${2:-}" ] && how="every signature checked"
   echo "- $(ratio_line "txgate, jwt_auth $alg / bare ($how)" "$(med "txgate-jwt-$name")" "$(med txgate-bare)" | bold_ratio) (goal: above Envoy's, next line)"
   echo "- $(ratio_line "envoy, jwt_authn $alg / bare ($how)" "$(med "envoy-jwt-$name")" "$(med envoy-bare)" | bold_ratio) (the same check in Envoy, measured in this run)"
   echo "- $(ratio_line "txgate jwt_auth / envoy jwt_authn, $alg req/s ($how)" "$(med "txgate-jwt-$name")" "$(med "envoy-jwt-$name")" | bold_ratio) (goal: above 1)"

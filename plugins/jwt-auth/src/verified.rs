@@ -5,8 +5,10 @@
 //! What is kept is only what does not depend on the time: the signature, issuer and audience
 //! held, and the claims they vouch for. `exp` and `nbf` are checked at every request against the
 //! gateway's clock, so a cached token expires exactly when an uncached one would. The key is the
-//! SHA-256 of the whole token as sent: a token differing in any byte (another signature, another
-//! header) is a different entry, and is verified in full. Only verified tokens enter, so a
+//! whole token as sent, compared in full (a hash only finds the slot): a token differing in any
+//! byte (another signature, another header) is a different entry, and is verified in full. No
+//! cryptographic hash is needed for that, and hashing a token with SHA-256 in wasm32 cost more
+//! than the rest of a remembered token's check. Only verified tokens enter, so a
 //! client cannot fill the cache with forgeries; it is bounded in entries and bytes, the oldest
 //! entry leaving first. The cache belongs to the settings it was verified under (one plugin
 //! instance's): a reload (new keys, new issuer) gives the route new instances and new settings,
@@ -15,15 +17,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
 use crate::claims::Claims;
 
 /// Most bytes of tokens the cache accounts for (each entry counts its token's length): a bound on
 /// its memory inside the instance whatever the tokens' size.
 pub(crate) const CACHE_BYTES_MAX: usize = 1024 * 1024;
-
-type Key = [u8; 32];
 
 /// The verified tokens of one settings version. It lives in [`crate::settings::Settings`], so it
 /// goes with the settings it was verified under.
@@ -33,16 +31,13 @@ pub(crate) struct Verified {
     cache: Mutex<Cache>,
 }
 
-/// Entries by token hash, and their insertion order for eviction.
+/// Entries by token (std's SipHash with random keys: a client cannot aim tokens at one
+/// bucket), and their insertion order for eviction.
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<Key, (Arc<Claims>, usize)>,
-    order: VecDeque<Key>,
+    entries: HashMap<Arc<str>, Arc<Claims>>,
+    order: VecDeque<Arc<str>>,
     bytes: usize,
-}
-
-fn key(token: &str) -> Key {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 impl Verified {
@@ -64,11 +59,7 @@ impl Verified {
         if self.entries_max == 0 {
             return None;
         }
-        let key = key(token);
-        self.cache()
-            .entries
-            .get(&key)
-            .map(|(claims, _)| claims.clone())
+        self.cache().entries.get(token).cloned()
     }
 
     /// Keeps `claims` as what `token` verified to, the oldest entries leaving to make room.
@@ -77,20 +68,20 @@ impl Verified {
         if self.entries_max == 0 || cost > CACHE_BYTES_MAX {
             return;
         }
-        let key = key(token);
         let mut cache = self.cache();
-        if cache.entries.contains_key(&key) {
+        if cache.entries.contains_key(token) {
             return;
         }
         while cache.entries.len() >= self.entries_max || cache.bytes + cost > CACHE_BYTES_MAX {
             let Some(oldest) = cache.order.pop_front() else {
                 break;
             };
-            if let Some((_, bytes)) = cache.entries.remove(&oldest) {
-                cache.bytes -= bytes;
+            if cache.entries.remove(&oldest).is_some() {
+                cache.bytes -= oldest.len();
             }
         }
-        cache.entries.insert(key, (claims, cost));
+        let key: Arc<str> = Arc::from(token);
+        cache.entries.insert(key.clone(), claims);
         cache.order.push_back(key);
         cache.bytes += cost;
     }
