@@ -1,7 +1,8 @@
 //! A fleet under ordinary operations (SPEC §8): keys that expire give their quota back, a
 //! rolling change of `lease_ms` takes nothing over from a live gateway, a twin `gateway_id` is
 //! refused, a silent database wedges nobody, gateways claiming the same ids in opposite orders
-//! never call the database down, sessions commit synchronously whatever the server's default, and
+//! never call the database down, a gateway paused inside a transaction gets a fresh session and
+//! not an outage, sessions commit synchronously whatever the server's default, and
 //! a stored answer is never visible before the outcome it reports is durable.
 
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::sagas::{transfer, transfer_routes};
 use crate::support::postgres::Postgres;
 use crate::support::{Bank, Blackhole, Fleet, GatewayBuilder, client, wait_until};
 use crate::wasm;
+use nix::sys::signal::Signal;
 
 /// These tests' lease.
 const LEASE_MS: u64 = 2000;
@@ -364,6 +366,62 @@ async fn gateways_claiming_the_same_ids_in_opposite_orders_never_call_the_databa
     .await;
     assert_eq!(fleet.db.sql("SELECT count(*) FROM sagas"), "320");
     assert_eq!(b.balance("carol").await, 320);
+}
+
+#[tokio::test]
+async fn a_gateway_paused_inside_a_transaction_gets_a_fresh_session_not_an_outage() {
+    // Proves a session the server ends because its gateway stalled inside a transaction (SIGSTOP
+    // past `idle_in_transaction_session_timeout`, half the lease) is not reported as the database
+    // failing: the batch runs again at once on a fresh connection, counted as `session_lost`.
+    // Before, one such stall on a loaded host counted the store unreachable and refused new work.
+    // The pause (3.4 s) is longer than the session's idle limit (3 s) and shorter than both the
+    // statement deadline (5 s) and the lease (6 s); pauses repeat, under traffic, until one has
+    // caught the writer inside a transaction (bounded).
+    const LEASE_MS: u64 = 6000;
+    const PAUSES_MAX: usize = 15;
+    let a = Bank::start(&["alice=1000000"]).await;
+    let b = Bank::start(&["carol=0"]).await;
+    let routes = transfer_routes(&a, &b, "").replace("timeout_ms = 1000", "timeout_ms = 20000");
+    let fleet = Fleet::start(1, LEASE_MS, &routes, &["request_timeout_ms = 30000"]).await;
+    let gateway = fleet.gw(1);
+    let lost = "txgate_store_errors_total{kind=\"session_lost\"}";
+    let mut sent = 0;
+    let mut pauses = 0;
+    while gateway.metric(lost).await == 0.0 {
+        assert!(
+            pauses < PAUSES_MAX,
+            "no pause caught the writer in a transaction"
+        );
+        pauses += 1;
+        let ids: Vec<String> = (sent..sent + 32).map(|n| format!("paused-{n}")).collect();
+        sent += 32;
+        let traffic = join_all(
+            ids.iter()
+                .map(|id| transfer(gateway, "/transfers", id, "alice", "carol", 1)),
+        );
+        // A different moment of the traffic each time.
+        let into_traffic = Duration::from_millis(5 + 7 * (pauses as u64 % 8));
+        let pause = async {
+            tokio::time::sleep(into_traffic).await;
+            gateway.signal(Signal::SIGSTOP);
+            tokio::time::sleep(Duration::from_millis(3400)).await;
+            gateway.signal(Signal::SIGCONT);
+        };
+        let (answers, ()) = tokio::join!(traffic, pause);
+        for (status, body) in answers {
+            assert!(matches!(status, 200 | 202), "{status} {body}");
+        }
+    }
+    let unreachable = gateway
+        .metric("txgate_store_errors_total{kind=\"unreachable\"}")
+        .await;
+    assert_eq!(unreachable, 0.0, "the store was never unavailable");
+    wait_until(Duration::from_secs(30), "every saga to finish", || async {
+        fleet.unfinished() == 0
+    })
+    .await;
+    assert_eq!(b.balance("carol").await, sent, "each transfer once");
+    assert_eq!(a.balance("alice").await + sent, 1000000, "money conserved");
 }
 
 #[tokio::test]
