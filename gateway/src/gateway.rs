@@ -218,15 +218,25 @@ pub(crate) fn open_store(
         return Ok(Arc::new(opened));
     }
     let dir = config.resolve(&store.dir);
-    let limits = EmbeddedLimits {
+    let opened = Embedded::open_named(
+        &dir,
+        embedded_limits(config),
+        Some(metrics.clone()),
+        Named(gateway),
+    )?;
+    tracing::info!(dir = %dir.display(), "store opened");
+    Ok(Arc::new(opened))
+}
+
+/// The embedded store's limits, from the config's `[store]`.
+pub(crate) fn embedded_limits(config: &Config) -> EmbeddedLimits {
+    let store = &config.store;
+    EmbeddedLimits {
         cache_entries_max: usize::try_from(store.cache_entries_max).unwrap_or(usize::MAX),
         sagas: Quota {
             keys_max: store.saga_keys_max,
             bytes_max: store.saga_bytes_max,
         },
         retention_ms: store.retention_secs.saturating_mul(1000),
-    };
-    let opened = Embedded::open_named(&dir, limits, Some(metrics.clone()), Named(gateway))?;
-    tracing::info!(dir = %dir.display(), "store opened");
-    Ok(Arc::new(opened))
+    }
 }

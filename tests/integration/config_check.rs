@@ -116,6 +116,40 @@ fn a_fleet_config_names_its_missing_url_and_bad_lease() {
 }
 
 #[test]
+fn check_asks_each_plugin_for_its_hooks_so_a_plugin_refusing_its_config_fails_it() {
+    // Proves `txgate check` catches what only the plugin knows is wrong, as a start would: a
+    // jwt_auth key with an unsupported `alg` fails check naming the plugin, with the plugin's
+    // own line naming the key; the same config with a good key set passes.
+    let jwks = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/jwt/jwks.json"
+    ))
+    .unwrap();
+    let config = |jwks: &str| {
+        format!(
+            "[upstreams.bank]\nurl = \"http://127.0.0.1:9\"\n\
+             [plugins.jwt_auth]\nmodule = \"{}\"\n[plugins.jwt_auth.config]\njwks = '''{jwks}'''\n\
+             [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"bank\"\nplugins = [\"jwt_auth\"]\n",
+            crate::wasm::JWT_AUTH
+        )
+    };
+    let (ok, stdout, stderr) = check(&config(&jwks));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("OK (1 routes, 1 upstreams, 1 plugins)"),
+        "{stdout}"
+    );
+
+    let (ok, _, stderr) = check(&config(&jwks.replacen("\"ES256\"", "\"ES999\"", 1)));
+    assert!(!ok, "check must fail");
+    assert!(
+        stderr.contains("plugins.jwt_auth.module: its hooks() call failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`ES999` is not supported"), "{stderr}");
+}
+
+#[test]
 fn a_plugin_built_for_the_old_abi_is_refused_by_name_at_check_and_at_start() {
     // Proves a component built against txgate:plugin@0.1.0 is refused before it could run: by
     // `txgate check` and by `txgate serve`, each naming the plugin's key and the ABI it was

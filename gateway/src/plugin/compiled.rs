@@ -68,7 +68,12 @@ pub(super) struct Compiled {
 }
 
 impl Artifacts {
-    /// The cache of a config: under the embedded store's directory; none on PostgreSQL.
+    /// No cache: every component compiled, nothing kept (`txgate check`).
+    pub(super) fn none() -> Self {
+        Self { dir: None }
+    }
+
+    /// The artifacts kept for `config`: in its store dir (embedded), none in a fleet.
     pub(super) fn for_config(config: &Config) -> Self {
         let dir = match config.store.backend {
             Backend::Embedded => Some(config.resolve(&config.store.dir).join(CACHE_DIR)),

@@ -56,5 +56,5 @@ pub use engine::Runtime;
 pub use failure::{Failure, FailureKind};
 pub use instance::{Hook, HookCall, Limits, LoadedPlugin, Outcome};
 pub use scope::RequestScope;
-pub use set::{PluginEnv, PluginSet, check_all};
+pub use set::{PluginEnv, PluginSet};
 pub use view::{RequestFacts, ResponseFacts};

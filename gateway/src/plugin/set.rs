@@ -39,7 +39,16 @@ impl PluginSet {
     /// Compiles every plugin of a config and resolves each route's chain. Every failure is
     /// reported with its key.
     pub fn build(config: &Config, env: &PluginEnv) -> Result<Self, Error> {
-        build(config, env).map_err(|issues| Error::config(&config.path, issues))
+        build(config, env, &Artifacts::for_config(config))
+            .map_err(|issues| Error::config(&config.path, issues))
+    }
+
+    /// `txgate check`: builds the set as a start would, every plugin asked for its hooks (a
+    /// plugin that refuses its config fails here), and keeps no compiled artifact.
+    pub fn check(config: &Config, env: &PluginEnv) -> Result<(), Error> {
+        build(config, env, &Artifacts::none())
+            .map(drop)
+            .map_err(|issues| Error::config(&config.path, issues))
     }
 
     /// Puts the plugins' quotas in force (when their version goes live).
@@ -81,12 +90,15 @@ pub struct PluginEnv {
 }
 
 /// Compiles a config's plugins into a set; every failure is reported with its key.
-fn build(config: &Config, env: &PluginEnv) -> Result<PluginSet, Vec<config::ConfigIssue>> {
-    let artifacts = Artifacts::for_config(config);
+fn build(
+    config: &Config,
+    env: &PluginEnv,
+    artifacts: &Artifacts,
+) -> Result<PluginSet, Vec<config::ConfigIssue>> {
     let mut keys = HashSet::new();
     let mut loaded = HashMap::new();
     let mut issues = Vec::new();
-    for (name, compiled) in compile_all(config, env, &artifacts) {
+    for (name, compiled) in compile_all(config, env, artifacts) {
         match compiled {
             Ok((plugin, key)) => {
                 keys.insert(key);
@@ -269,25 +281,4 @@ fn read_module(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// `txgate check`: compiles every plugin of a config and checks it implements the world.
-pub fn check_all(config: &Config) -> Result<(), Error> {
-    let runtime = Runtime::new()?;
-    let issues: Vec<config::ConfigIssue> = config
-        .plugins
-        .iter()
-        .filter_map(|(name, plugin)| {
-            let bytes = read_module(&config.resolve(&plugin.module));
-            let result = bytes.and_then(|bytes| runtime.prepare(&bytes).map(|_| ()));
-            result
-                .err()
-                .map(|reason| config::ConfigIssue::new(format!("plugins.{name}.module"), reason))
-        })
-        .collect();
-    if issues.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::config(&config.path, issues))
-    }
 }
