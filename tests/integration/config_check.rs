@@ -119,7 +119,7 @@ fn a_fleet_config_names_its_missing_url_and_bad_lease() {
 fn check_asks_each_plugin_for_its_hooks_so_a_plugin_refusing_its_config_fails_it() {
     // Proves `txgate check` catches what only the plugin knows is wrong, as a start would: a
     // jwt_auth key with an unsupported `alg` fails check naming the plugin, with the plugin's
-    // own line naming the key; the same config with a good key set passes.
+    // own words naming the key; the same config with a good key set passes.
     let jwks = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/jwt/jwks.json"
@@ -146,7 +146,16 @@ fn check_asks_each_plugin_for_its_hooks_so_a_plugin_refusing_its_config_fails_it
         stderr.contains("plugins.jwt_auth.module: its hooks() call failed"),
         "{stderr}"
     );
-    assert!(stderr.contains("`ES999` is not supported"), "{stderr}");
+    // The refusal itself quotes what the plugin logged, naming the key.
+    let refusal = stderr
+        .lines()
+        .find(|line| line.contains("plugins.jwt_auth.module"))
+        .unwrap();
+    assert!(
+        refusal.contains("the plugin logged: plugin config: jwks.keys[")
+            && refusal.contains("`ES999` is not supported"),
+        "{refusal}"
+    );
 }
 
 #[test]

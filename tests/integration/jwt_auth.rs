@@ -427,6 +427,11 @@ async fn a_reload_rotates_the_key_set_and_a_broken_one_is_refused_by_key() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("plugins.jwt_auth"), "{body}");
     assert!(
+        body.to_string()
+            .contains("the plugin logged: plugin config: jwks.keys[0].alg: `RS999`"),
+        "{body}"
+    );
+    assert!(
         gateway
             .log()
             .contains("jwks.keys[0].alg: `RS999` is not supported"),

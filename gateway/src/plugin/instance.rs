@@ -258,7 +258,16 @@ impl LoadedPlugin {
             .call_hooks(&mut live.store);
         let hooks = match tokio::time::timeout(self.limits.wall_timeout, asking).await {
             Ok(Ok(hooks)) => hooks,
-            Ok(Err(trap)) => return Err(self.breach(live.store.data().breach, &trap)),
+            Ok(Err(trap)) => {
+                let (kind, detail) = self.breach(live.store.data().breach, &trap);
+                // What the plugin said before it trapped (a config error naming its key) tells
+                // the operator more than the trap.
+                let detail = match &live.store.data().last_error {
+                    Some(said) => format!("{detail}; the plugin logged: {said}"),
+                    None => detail,
+                };
+                return Err((kind, detail));
+            }
             Err(_) => return Err((FailureKind::Timeout, self.wall_detail())),
         };
         let mut implemented = [false; 5];

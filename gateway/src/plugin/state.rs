@@ -153,6 +153,9 @@ pub struct HostState {
     pub breach: Breach,
     /// Audit events the current call emitted.
     pub audit_emitted: u32,
+    /// The last message the plugin logged at error level (cut to the log's limit): a plugin
+    /// that refuses its config logs why, then traps, and the refusal quotes it.
+    pub last_error: Option<String>,
 }
 
 impl HostState {
@@ -174,6 +177,7 @@ impl HostState {
             scope: None,
             breach: Breach::None,
             audit_emitted: 0,
+            last_error: None,
         }
     }
 }
