@@ -4,7 +4,7 @@
 //! the config: plugins need a store behind their key-value calls, and theirs is a scratch one in
 //! the system's temporary directory, removed before `check` returns.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
@@ -32,7 +32,15 @@ pub fn check(path: &Path) -> Result<String, Error> {
 
 /// Builds the config's plugins as a start would, against a scratch store.
 fn check_plugins(config: &Config) -> Result<(), Error> {
-    let scratch = Scratch::create()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("txgate-check-")
+        .tempdir()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot create a scratch directory: {e}"),
+            )
+        })?;
     let metrics = Arc::new(Metrics::new());
     let store = Embedded::open(scratch.path(), embedded_limits(config), None)?;
     let env = PluginEnv {
@@ -44,34 +52,4 @@ fn check_plugins(config: &Config) -> Result<(), Error> {
         audit: Arc::new(AuditLog::open(None, "check", metrics)?),
     };
     PluginSet::check(config, &env)
-}
-
-/// A directory of our own under the system's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn create() -> Result<Self, Error> {
-        let dir = std::env::temp_dir().join(format!(
-            "txgate-check-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        std::fs::create_dir(&dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("cannot create a scratch directory {}: {e}", dir.display()),
-            )
-        })?;
-        Ok(Self(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -369,31 +369,24 @@ fn each_config_verifies_with_its_own_keys() {
 fn a_bad_config_is_logged_by_key_and_keeps_the_plugin_from_loading() {
     let mut jwks: Value = serde_json::from_str(JWKS).unwrap();
     jwks["keys"][2]["alg"] = json!("ES512");
-    let host = Harness::new().with_config(json!({"jwks": jwks}));
-    let loading = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        host.calls::<JwtAuth>(Hook::OnRequest)
-    }));
-    assert!(loading.is_err(), "hooks() must trap");
-    let logs = host.logs();
-    assert!(
-        logs.iter()
-            .any(|(_, line)| line.contains("jwks.keys[2].alg: `ES512` is not supported")),
-        "{logs:?}"
+    assert_refuses_to_load(
+        json!({"jwks": jwks}),
+        "jwks.keys[2].alg: `ES512` is not supported",
     );
-    let host =
-        Harness::new().with_config(json!({"jwks": jwks_ok(), "verified_tokens_max": 1_000_000}));
-    let loading = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        host.calls::<JwtAuth>(Hook::OnRequest)
-    }));
-    assert!(loading.is_err(), "hooks() must trap");
-    let logs = host.logs();
-    assert!(
-        logs.iter()
-            .any(|(_, line)| line.contains("verified_tokens_max: at most 65536")),
-        "{logs:?}"
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    assert_refuses_to_load(
+        json!({"jwks": jwks, "verified_tokens_max": 1_000_000}),
+        "verified_tokens_max: at most 65536",
     );
 }
 
-fn jwks_ok() -> Value {
-    serde_json::from_str(JWKS).unwrap()
+/// `hooks()` traps under `config`, after logging a line that says `said`.
+fn assert_refuses_to_load(config: Value, said: &str) {
+    let host = Harness::new().with_config(config);
+    let loading = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        host.calls::<JwtAuth>(Hook::OnRequest)
+    }));
+    assert!(loading.is_err(), "hooks() must trap");
+    let logs = host.logs();
+    assert!(logs.iter().any(|(_, line)| line.contains(said)), "{logs:?}");
 }

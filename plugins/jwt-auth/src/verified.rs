@@ -7,8 +7,8 @@
 //! gateway's clock, so a cached token expires exactly when an uncached one would. The key is the
 //! whole token as sent, compared in full (a hash only finds the slot): a token differing in any
 //! byte (another signature, another header) is a different entry, and is verified in full. No
-//! cryptographic hash is needed for that, and hashing a token with SHA-256 in wasm32 cost more
-//! than the rest of a remembered token's check. Only verified tokens enter, so a
+//! cryptographic hash is needed for that, and a SHA-256 of each token costs in wasm32 (about
+//! 4 µs per RS256 token across two runs of `bench/plugins.sh`). Only verified tokens enter, so a
 //! client cannot fill the cache with forgeries; it is bounded in entries and bytes, the oldest
 //! entry leaving first. The cache belongs to the settings it was verified under (one plugin
 //! instance's): a reload (new keys, new issuer) gives the route new instances and new settings,

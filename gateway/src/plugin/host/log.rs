@@ -7,12 +7,12 @@ use crate::plugin::state::HostState;
 const MESSAGE_BYTES_MAX: usize = 4096;
 
 impl Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, mut message: String) {
         let mut end = message.len().min(MESSAGE_BYTES_MAX);
         while !message.is_char_boundary(end) {
             end -= 1;
         }
-        let message = &message[..end];
+        message.truncate(end);
         let plugin = self.shared.name.as_str();
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -21,7 +21,8 @@ impl Host for HostState {
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => {
                 tracing::error!(plugin, "{message}");
-                self.last_error = Some(message.to_string());
+                // Kept, not copied: a refusal to load quotes it (`instance.rs`).
+                self.last_error = Some(message);
             }
         }
     }

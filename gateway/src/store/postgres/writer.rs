@@ -103,6 +103,34 @@ impl Failure {
     }
 }
 
+/// The runs of one batch that failed in a way that is run again at once, not counted as the
+/// database failing: contention, and a session the server ended.
+#[derive(Default)]
+struct AtOnce {
+    contended: u32,
+    lost: u32,
+}
+
+impl AtOnce {
+    /// The metric kind of `failure` when the batch may run again at once (and counts that run);
+    /// `None` when the failure counts.
+    fn allows(&mut self, failure: &Failure) -> Option<&'static str> {
+        match failure {
+            Failure::Contention(reason) if self.contended < CONTENTION_RETRIES_MAX => {
+                self.contended += 1;
+                tracing::debug!(%reason, "contention with another gateway; running the batch again");
+                Some("contention")
+            }
+            Failure::SessionLost(reason) if self.lost < SESSION_RETRIES_MAX => {
+                self.lost += 1;
+                tracing::warn!(%reason, "the database ended this gateway's session; running the batch again on a fresh connection");
+                Some("session_lost")
+            }
+            _ => None,
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for Failure {
     fn from(error: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
@@ -189,31 +217,18 @@ impl Writer {
 
     async fn commit_until_done(&self, batch: &mut Vec<Job>) {
         let mut failures = 0u64;
-        let mut contended = 0u32;
-        let mut lost = 0u32;
+        let mut again = AtOnce::default();
         order(batch);
         loop {
             let started = Instant::now();
             self.progress.started();
             let committed = within(self.commit(batch)).await;
             self.progress.ended(committed.is_ok());
-            if let Err(Failure::Contention(reason)) = &committed
-                && contended < CONTENTION_RETRIES_MAX
+            if let Err(failure) = &committed
+                && let Some(kind) = again.allows(failure)
             {
-                contended += 1;
-                tracing::debug!(%reason, "contention with another gateway; running the batch again");
                 if let Some(metrics) = &self.metrics {
-                    metrics.store_error("contention");
-                }
-                continue;
-            }
-            if let Err(Failure::SessionLost(reason)) = &committed
-                && lost < SESSION_RETRIES_MAX
-            {
-                lost += 1;
-                tracing::warn!(%reason, "the database ended this gateway's session; running the batch again on a fresh connection");
-                if let Some(metrics) = &self.metrics {
-                    metrics.store_error("session_lost");
+                    metrics.store_error(kind);
                 }
                 continue;
             }
