@@ -233,7 +233,9 @@ async fn oversized_plugin_output_is_bounded() {
     // Proves the gateway refuses a plugin answer past its limits (a 12 MiB body, 10,000 headers)
     // as an "output" failure instead of sending it.
     let bank = Bank::start(&[]).await;
-    let settings = "memory_limit_bytes = 268435456\ntimeout_ms = 5000";
+    // Making 12 MiB takes the plugin time: on a loaded host more than the default 1 s of wall
+    // time, which would fail it as a timeout before its output is looked at.
+    let settings = "memory_limit_bytes = 268435456\ntimeout_ms = 5000\nwall_timeout_ms = 10000";
     let gateway = GatewayBuilder::new(route_with(&bank, "big", wasm::BIG_OUTPUT, settings))
         .server("max_response_bytes = 1048576")
         .start()
