@@ -102,22 +102,44 @@ run "curl -s -X POST http://127.0.0.1:8080/support/echo -H 'Content-Type: applic
 say "The audit stream: one line per request, tagged by the gateway (examples/txgate-data/audit.log):"
 run "tail -n 2 examples/txgate-data/audit.log"
 
-say "What an operator sees: the newest sagas (admin API):"
-run "curl -s 'http://127.0.0.1:9080/admin/sagas?limit=2'"
+# The demo's operators (examples/transfer.toml): ops-alice operates, auditor only reads.
+OPS="Authorization: Bearer demo-ops-alice-0123456789"
+AUDITOR="Authorization: Bearer demo-auditor-0123456789"
+
+say "What an operator sees: the newest sagas (admin API, the auditor's token):"
+run "curl -s -H \"\$AUDITOR\" 'http://127.0.0.1:9080/admin/sagas?limit=1'"
+
+say "Search by X-Request-ID (or saga id, or client):"
+run "curl -s -H \"\$AUDITOR\" 'http://127.0.0.1:9080/admin/sagas?q=demo-me-1' | python3 -c 'import json, sys; print([(s[\"request_id\"], s[\"client\"], s[\"status\"]) for s in json.load(sys.stdin)[\"sagas\"]])'"
+
+say "A transfer whose credit bank hangs (each credit times out) waits, retrying; an operator aborts it:"
+run "curl -s -X POST http://127.0.0.1:7002/_faults -H 'Content-Type: application/json' -d '{\"kind\":\"latency\",\"latency_ms\":1500,\"path_prefix\":\"/credit\"}' >/dev/null"
+curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-abort-1' -H 'Content-Type: application/json' -d '{"from":"bob","to":"carol","amount":7}' >"$demo_dir/abort-answer.json" &
+for _ in $(seq 100); do
+  saga=$(curl -s -H "$AUDITOR" 'http://127.0.0.1:9080/admin/sagas?q=demo-abort-1' | python3 -c 'import json, sys; s = json.load(sys.stdin)["sagas"]; print(s[0]["saga_id"] if s and s[0]["stage"] == "Forward(1)" else "")')
+  [ -n "$saga" ] && break
+  sleep 0.05
+done
+run "curl -s -o /dev/null -w 'the auditor may not: %{http_code}\\n' -X POST -H \"\$AUDITOR\" http://127.0.0.1:9080/admin/sagas/$saga/abort -d '{\"reason\":\"test\"}'"
+run "curl -s -X POST -H \"\$OPS\" http://127.0.0.1:9080/admin/sagas/$saga/abort -d '{\"reason\":\"customer cancelled by phone\"}' | python3 -c 'import json, sys; v = json.load(sys.stdin); print(v[\"status\"], v[\"actions\"])'"
+curl -s -X DELETE http://127.0.0.1:7002/_faults >/dev/null
+wait %% 2>/dev/null || true
+say "The client's answer (409: aborted, every applied step compensated):"
+run "cat $demo_dir/abort-answer.json; echo"
 
 say "The store as the running gateway reports it: SQLite, WAL, synchronous FULL, space per namespace:"
-run "curl -s http://127.0.0.1:9080/admin/store"
+run "curl -s -H \"\$AUDITOR\" http://127.0.0.1:9080/admin/store"
 
 say "An unknown path is an RFC 9457 problem:"
 run "curl -s http://127.0.0.1:8080/nowhere"
 
 say "Gateway metrics (admin listener):"
-curl -s http://127.0.0.1:9080/metrics | grep -E '^txgate_(requests_total|sagas_total)' || true
+curl -s -H "$AUDITOR" http://127.0.0.1:9080/metrics | grep -E '^txgate_(requests_total|sagas_total)' || true
 
 say "Logs are in $demo_dir/."
 if [ "${DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 say "The gateway is up on http://127.0.0.1:8080 (admin http://127.0.0.1:9080). Try:"
 echo "  curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: my-1' -d '{\"from\":\"bob\",\"to\":\"carol\",\"amount\":5}'"
-echo "  curl -s http://127.0.0.1:9080/admin/sagas?status=completed"
+echo "  curl -s -H '$AUDITOR' http://127.0.0.1:9080/admin/sagas?status=completed"
 echo "Press Ctrl-C to stop."
 wait

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     UriTooLong,
     /// Missing or wrong admin token.
     Unauthorized,
+    /// The operator's role does not allow the call (a `read` operator asking for a change).
+    Forbidden,
     /// The target is not in a state that allows the call (an admin call on a finished saga).
     Conflict,
     /// Too many connections, or shutting down.
@@ -96,6 +98,7 @@ impl ErrorKind {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Conflict => StatusCode::CONFLICT,
             Self::Overloaded | Self::BreakerOpen | Self::PluginFailed | Self::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -122,6 +125,7 @@ impl ErrorKind {
             Self::HeadersTooLarge => "headers-too-large",
             Self::UriTooLong => "uri-too-long",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::Conflict => "conflict",
             Self::Overloaded => "overloaded",
             Self::UpstreamConnect => "upstream-connect",
@@ -151,6 +155,7 @@ impl ErrorKind {
             Self::HeadersTooLarge => "Request headers too large",
             Self::UriTooLong => "Request URI too long",
             Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Not allowed for this operator",
             Self::Conflict => "Not allowed in the current state",
             Self::Overloaded => "Gateway overloaded",
             Self::UpstreamConnect => "Upstream unreachable",
@@ -181,6 +186,7 @@ impl ErrorKind {
             | Self::HeadersTooLarge
             | Self::UriTooLong
             | Self::Unauthorized
+            | Self::Forbidden
             | Self::Conflict
             | Self::FingerprintMismatch => Side::Downstream,
             Self::UpstreamConnect

@@ -33,6 +33,8 @@ pub struct Gateway {
     /// The sweeper thread, once started: the gateway is not ready without it.
     sweeper: Mutex<Option<std::thread::JoinHandle<()>>>,
     unmatched: Name,
+    /// The audit stream: plugins' events and operators' actions.
+    audit: Arc<AuditLog>,
 }
 
 impl Gateway {
@@ -43,7 +45,11 @@ impl Gateway {
         let store = open_store(&config, &metrics, &boot_id)?;
         let audit_file =
             (!config.audit.file.as_os_str().is_empty()).then(|| config.resolve(&config.audit.file));
-        let audit = AuditLog::open(audit_file.as_deref(), &config.gateway_id(), metrics.clone())?;
+        let audit = Arc::new(AuditLog::open(
+            audit_file.as_deref(),
+            &config.gateway_id(),
+            metrics.clone(),
+        )?);
         let env = Env {
             metrics: metrics.clone(),
             workers,
@@ -52,7 +58,7 @@ impl Gateway {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 boot_id,
-                audit: Arc::new(audit),
+                audit: audit.clone(),
             },
         };
         let retention = Duration::from_secs(config.store.retention_secs);
@@ -79,6 +85,7 @@ impl Gateway {
             ready: watch::channel(false).0,
             sweeper: Mutex::new(None),
             unmatched: Arc::new("_unmatched".to_string()),
+            audit,
         })
     }
 
@@ -159,7 +166,12 @@ impl Gateway {
         &self.engine
     }
 
-    /// Reloads the config file (blocking: plugins compile).
+    /// The audit stream.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Reloads the config file (blocking: plugins compile), for SIGHUP or `POST /admin/reload`.
     pub fn reload(&self) -> Result<Reloaded, Error> {
         self.running.reload()
     }

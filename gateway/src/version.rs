@@ -237,6 +237,7 @@ fn needs_restart(old: &Config, new: &Config) -> Option<String> {
         ("listen", a.listen != b.listen),
         ("admin_listen", a.admin_listen != b.admin_listen),
         ("admin_token", a.admin_token != b.admin_token),
+        ("admin_tokens", a.admin_tokens != b.admin_tokens),
         ("tls", a.tls != b.tls),
         ("workers", a.workers != b.workers),
         ("max_connections", a.max_connections != b.max_connections),

@@ -35,6 +35,7 @@ mod framing;
 mod jwt_auth;
 mod lifecycle;
 mod mask;
+mod operator_actions;
 mod operators;
 mod plugin_authors;
 mod plugin_cache;

@@ -193,6 +193,49 @@ async fn finished_sagas_expire_listings_filter_by_status_and_the_unfinished_are_
 }
 
 #[tokio::test]
+async fn a_search_finds_sagas_by_id_request_id_or_client_newest_first() {
+    for Backend { name, store, .. } in backends().await {
+        let rows = [
+            ("01a", "order-7", "", "completed"),
+            ("01b", "order-7", "acme", "stuck"),
+            ("01c", "order-8", "acme", "pending"),
+            ("01d", "order-9", "other", "pending"),
+        ];
+        for (id, request_id, client, status) in rows {
+            let mut row = saga(id, request_id, status, None);
+            row.key.client = client.into();
+            store.claim_saga(row).await.unwrap();
+        }
+        let ids = |rows: Vec<SagaRow>| -> Vec<String> {
+            rows.iter().map(|row| row.id.to_string()).collect()
+        };
+        let all = SagaFilter {
+            status: None,
+            limit: 10,
+        };
+        let search = |text: &'static str, filter| {
+            let store = store.clone();
+            async move { ids(store.search_sagas(text, filter).await.unwrap()) }
+        };
+        assert_eq!(search("order-7", all).await, ["01b", "01a"], "{name}");
+        assert_eq!(search("acme", all).await, ["01c", "01b"], "{name}");
+        assert_eq!(search("01d", all).await, ["01d"], "{name}");
+        assert!(search("order", all).await.is_empty(), "{name}: exact only");
+        assert!(search("01", all).await.is_empty(), "{name}: exact only");
+        let stuck = SagaFilter {
+            status: Some("stuck"),
+            limit: 10,
+        };
+        assert_eq!(search("acme", stuck).await, ["01b"], "{name}");
+        let one = SagaFilter {
+            status: None,
+            limit: 1,
+        };
+        assert_eq!(search("acme", one).await, ["01c"], "{name}");
+    }
+}
+
+#[tokio::test]
 async fn keys_follow_put_delete_compare_and_swap_and_increment_in_both_durabilities() {
     for Backend { name, store, .. } in backends().await {
         for durability in [Durability::Durable, Durability::Volatile] {

@@ -5,6 +5,7 @@
 //! `validate.rs`. The types here are plain data.
 
 pub(crate) mod load;
+mod operators;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use load::{ConfigIssue, load};
+pub use operators::{ADMIN_OPERATOR, AdminTokenConfig, Role};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,8 +55,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The admin API.
     pub admin_listen: SocketAddr,
-    /// Bearer token for admin calls; empty means none (loopback only).
+    /// Bearer token for admin calls; empty means none (loopback only). It is the operator
+    /// `admin`, with the `operate` role.
     pub admin_token: String,
+    /// Named operators, each with its own token and role.
+    pub admin_tokens: Vec<AdminTokenConfig>,
     /// Larger request bodies get 413.
     pub max_body_bytes: u64,
     /// Larger upstream response bodies get 502.
@@ -89,6 +94,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
             admin_token: String::new(),
+            admin_tokens: Vec::new(),
             max_body_bytes: 1_048_576,
             max_response_bytes: 8 * 1_048_576,
             max_header_bytes: 32 * 1024,

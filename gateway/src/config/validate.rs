@@ -102,14 +102,18 @@ impl Issues {
 
 fn server(config: &Config, issues: &mut Issues) {
     let server = &config.server;
-    if !server.admin_listen.ip().is_loopback() && server.admin_token.is_empty() {
+    let no_token = server.admin_token.is_empty() && server.admin_tokens.is_empty();
+    if !server.admin_listen.ip().is_loopback() && no_token {
         issues.push(
             "server.admin_token",
-            "required when admin_listen is not a loopback address",
+            "required when admin_listen is not a loopback address (or give admin_tokens)",
         );
     }
     if let Err(reason) = token_strength(&server.admin_token) {
         issues.push("server.admin_token", reason);
+    }
+    for (key, reason) in super::operators::check(server, token_strength) {
+        issues.push(key, reason);
     }
     for (key, value) in [
         ("max_body_bytes", server.max_body_bytes),
@@ -382,6 +386,60 @@ mod tests {
         }
         let strong = "[server]\nadmin_token = \"0123456789abcdef\"\n";
         assert!(issues_of(strong).is_empty());
+    }
+
+    #[test]
+    fn named_operators_need_their_own_strong_token_and_a_unique_name() {
+        let ok = r#"
+[server]
+admin_listen = "0.0.0.0:9080"
+[[server.admin_tokens]]
+name = "alice"
+token = "alice-0123456789abcdef"
+role = "operate"
+[[server.admin_tokens]]
+name = "bob"
+token = "bob-0123456789abcdef"
+role = "read"
+"#;
+        assert!(issues_of(ok).is_empty(), "{:?}", issues_of(ok));
+        let bad = r#"
+[server]
+admin_token = "shared-0123456789abcdef"
+[[server.admin_tokens]]
+name = "admin"
+token = "other-0123456789abcdef"
+role = "read"
+[[server.admin_tokens]]
+name = "carol"
+token = "shared-0123456789abcdef"
+role = "read"
+[[server.admin_tokens]]
+name = "dave smith"
+token = "short"
+role = "read"
+[[server.admin_tokens]]
+name = "erin"
+token_env = "TXGATE_TEST_TOKEN_NEVER_SET"
+role = "read"
+[[server.admin_tokens]]
+name = "frank"
+role = "read"
+"#;
+        assert_eq!(
+            issues_of(bad),
+            [
+                "server.admin_tokens[0].name",
+                "server.admin_tokens[1].token",
+                "server.admin_tokens[2].name",
+                "server.admin_tokens[2].token",
+                "server.admin_tokens[3].token_env",
+                "server.admin_tokens[4].token",
+            ]
+        );
+        let role = "[[server.admin_tokens]]\nname = \"x\"\ntoken = \"0123456789abcdef\"\nrole = \"root\"\n";
+        let issue = &parse(role).unwrap_err()[0];
+        assert!(issue.key.starts_with("server"), "{issue}");
     }
 
     #[test]

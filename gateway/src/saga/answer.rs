@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::record::{Answer, Cause, SagaRecord, Status, Undo};
+use super::record::{ActionOutcome, Answer, Cause, OperatorAction, SagaRecord, Status, Undo};
 
 /// An upstream body: JSON when it parses (copied through as is), otherwise a string.
 #[derive(Serialize)]
@@ -87,6 +87,7 @@ fn status_code(record: &SagaRecord) -> StatusCode {
                 .unwrap_or(StatusCode::CONFLICT),
             Cause::Unavailable | Cause::Missing => StatusCode::BAD_GATEWAY,
             Cause::Plugin => StatusCode::SERVICE_UNAVAILABLE,
+            Cause::Aborted => StatusCode::CONFLICT,
         },
         (_, None) => StatusCode::BAD_GATEWAY,
     }
@@ -154,6 +155,7 @@ pub fn admin(record: &SagaRecord) -> Value {
         })),
         "failures_in_a_row": record.failures_in_a_row,
         "resolution": record.resolution.as_deref().map(|note| serde_json::from_str::<Value>(note).unwrap_or(json!(note))),
+        "actions": record.actions.iter().map(action).collect::<Vec<_>>(),
         "attempts_total": record.attempts_total,
         "attempts": record.attempts.iter().map(|a| json!({
             "step": name(a.step),
@@ -163,5 +165,24 @@ pub fn admin(record: &SagaRecord) -> Value {
             "latency_ms": a.latency_ms,
             "error": a.error,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// An operator's action as the admin API shows it.
+fn action(action: &OperatorAction) -> Value {
+    let (outcome, refused_because) = match &action.outcome {
+        Some(ActionOutcome::Applied) => ("applied", None),
+        Some(ActionOutcome::Refused(why)) => ("refused", Some(why.as_str())),
+        None => ("asked", None),
+    };
+    json!({
+        "id": action.id,
+        "action": action.kind.as_str(),
+        "operator": action.operator,
+        "reason": action.reason,
+        "at_ms": action.at_ms,
+        "note": action.note.as_deref().map(|note| serde_json::from_str::<Value>(note).unwrap_or(json!(note))),
+        "outcome": outcome,
+        "refused_because": refused_because,
     })
 }

@@ -183,8 +183,8 @@ pub(super) async fn shape(chain: Option<&Chain>, call: StepCall) -> Result<StepC
 }
 
 /// Waits before the next try: exponential backoff with jitter while fresh, exactly
-/// `backoff_max_ms` once stuck, and at once on an admin retry. Returns false when an operator
-/// resolved the saga meanwhile.
+/// `backoff_max_ms` once stuck, and at once on an operator's action. Returns false when an
+/// operator's action waits for the task to take it.
 pub(super) async fn wait_to_retry(
     record: &SagaRecord,
     handle: &Handle,
@@ -197,7 +197,7 @@ pub(super) async fn wait_to_retry(
         backoff_delay(record.failures_in_a_row, base_ms, max_ms)
     };
     wait(handle, delay).await;
-    !handle.resolving()
+    !handle.asked()
 }
 
 /// Sleeps, or less when an operator wakes the saga.

@@ -4,9 +4,9 @@
 //! reached the backend, which decides whether the step is undone (SPEC §4).
 
 use super::call::{self, Sending};
-use super::ctx::{Ctx, Lost, block, chain_of, send, shape, upstream_of};
+use super::ctx::{Ctx, Lost, block, chain_of, persist, send, shape, upstream_of, wait};
 use super::handle::Handle;
-use super::record::{Cause, Failed, SagaRecord};
+use super::record::{Cause, Failed, SagaRecord, Stage};
 use super::route::forward_phase;
 use crate::step::Verdict;
 use crate::upstream::backoff_delay;
@@ -74,8 +74,16 @@ pub(super) async fn forward(
             }
             Verdict::Retry if attempt < config.max_attempts => {
                 reached_before = reached;
-                let wait = backoff_delay(attempt, config.backoff_base_ms, config.backoff_max_ms);
-                tokio::time::sleep(wait).await;
+                let delay = backoff_delay(attempt, config.backoff_base_ms, config.backoff_max_ms);
+                wait(handle, delay).await;
+                // An operator's action is taken here, where it is known whether an attempt
+                // may have reached the backend: an abort undoes this step only if one may have.
+                if handle.take_actions(record, reached) {
+                    persist(ctx, record, handle).await?;
+                    if record.stage != Stage::Forward(i) {
+                        return Ok(());
+                    }
+                }
             }
             Verdict::Retry => {
                 let error = format!("unavailable after {attempt} attempts: {error}");

@@ -6,7 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-use super::record::SagaRecord;
+use super::record::{OperatorAction, SagaRecord};
+
+/// Operator actions that may wait for one saga's task at once; more are refused (409) until
+/// it has taken them.
+const ACTIONS_WAITING_MAX: usize = 16;
 
 /// Where the claim of a new saga stands.
 #[derive(Debug, Clone)]
@@ -30,10 +34,10 @@ pub(super) struct Handle {
     pub(super) admission: watch::Sender<Admission>,
     /// The record as last persisted: what a waiting request may answer, since it is on disk.
     pub(super) record: watch::Sender<Arc<SagaRecord>>,
-    /// Wakes the saga from a retry wait (admin retry, resolve).
+    /// Wakes the saga from a retry wait (an operator's action).
     pub(super) wake: Notify,
-    /// An operator's resolution waiting to be applied by the saga's task.
-    pub(super) resolution: Mutex<Option<String>>,
+    /// Operators' actions waiting for the saga's task, which alone changes the record.
+    actions: Mutex<Vec<OperatorAction>>,
     /// The length of the record as last persisted (the store books size changes by it).
     pub(super) persisted_bytes: AtomicUsize,
     /// The fencing token this gateway holds the saga at: 1 when claimed here, the stored one
@@ -49,7 +53,7 @@ impl Handle {
             admission: watch::channel(admission).0,
             record: watch::channel(Arc::new(record)).0,
             wake: Notify::new(),
-            resolution: Mutex::new(None),
+            actions: Mutex::new(Vec::new()),
             persisted_bytes: AtomicUsize::new(0),
             epoch,
         })
@@ -60,13 +64,33 @@ impl Handle {
         self.record.borrow().clone()
     }
 
-    /// Takes an operator's resolution, if one waits.
-    pub(super) fn take_resolution(&self) -> Option<String> {
-        self.resolution.lock().expect("resolution").take()
+    /// Hands an operator's action to the saga's task and wakes it; `false` when too many wait.
+    pub(super) fn ask(&self, action: OperatorAction) -> bool {
+        let mut waiting = self.actions.lock().expect("operator actions");
+        if waiting.len() >= ACTIONS_WAITING_MAX {
+            return false;
+        }
+        waiting.push(action);
+        drop(waiting);
+        self.wake.notify_one();
+        true
     }
 
-    /// Whether an operator's resolution waits.
-    pub(super) fn resolving(&self) -> bool {
-        self.resolution.lock().expect("resolution").is_some()
+    /// Whether an operator's action waits for the task.
+    pub(super) fn asked(&self) -> bool {
+        !self.actions.lock().expect("operator actions").is_empty()
+    }
+
+    /// The task takes the waiting actions into `record` (each once, by id); returns whether
+    /// there were any. `reached`: whether the current step's call may have reached its backend.
+    pub(super) fn take_actions(&self, record: &mut SagaRecord, reached: bool) -> bool {
+        let waiting = std::mem::take(&mut *self.actions.lock().expect("operator actions"));
+        let any = !waiting.is_empty();
+        for action in waiting {
+            if !record.has_action(&action.id) {
+                record.take_action(action, reached);
+            }
+        }
+        any
     }
 }

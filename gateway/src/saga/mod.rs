@@ -13,7 +13,8 @@
 //! - `engine.rs`: dedup per (route, client, X-Request-ID), admission owned by the engine, the
 //!   client's deadline;
 //! - `resume.rs`: recovery at start, and in a fleet, takeover of dead gateways' sagas;
-//! - `operate.rs`: the admin calls, for sagas run here or anywhere in the fleet;
+//! - `operate.rs`: the admin calls, for sagas run here or anywhere in the fleet: operators'
+//!   actions go to the task that runs the saga, which records them in its timeline;
 //! - `answer.rs`: the JSON clients and operators see.
 //!
 //! Write-ahead: the record says "this call is being sent" durably before the call goes out, and
@@ -39,7 +40,10 @@ pub use answer::{SagaOf, admin as admin_view, client as client_answer};
 pub use call::BACKEND_CONTRACT_HEADERS;
 pub use ctx::Live;
 pub use engine::{Engine, EngineParts, SagaRequest};
-pub use operate::LIST_LIMIT_MAX;
+pub use operate::{Acted, LIST_LIMIT_MAX};
 pub use plan::{PlannedCall, PlannedStep};
-pub use record::{ENGINE_KEY_PREFIX, Mode, SagaRecord, Status, fingerprint, is_engine_key};
+pub use record::{
+    ActionKind, ENGINE_KEY_PREFIX, Mode, OperatorAction, SagaRecord, Status, fingerprint,
+    is_engine_key,
+};
 pub use route::{ClientKey, SagaRoute};

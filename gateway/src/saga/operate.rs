@@ -1,4 +1,4 @@
-//! What operators do with sagas through the admin API: look, list, retry, resolve. Any gateway
+//! What operators do with sagas through the admin API: look, list, retry, resolve, abort. Any gateway
 //! of a fleet can do each for any saga: one it runs itself directly, one another gateway runs
 //! through a request stored with the saga and announced to the fleet.
 
@@ -6,14 +6,25 @@ use std::time::{Duration, Instant};
 
 use super::engine::{Engine, store_error};
 use super::handle::Handle;
-use super::record::{SagaRecord, Status};
+use super::record::{ActionKind, ActionOutcome, OperatorAction, SagaRecord, Stage, Status};
 use crate::error::{Error, ErrorKind};
 use crate::store::SagaFilter;
 
 /// Most sagas one admin listing returns.
 pub const LIST_LIMIT_MAX: usize = 1000;
-/// How long an admin resolve waits for the saga's task to apply it.
-const RESOLVE_WAIT: Duration = Duration::from_secs(30);
+/// How long a resolve or an abort waits for the saga's task to take it (a call in flight
+/// finishes first).
+const ACTION_WAIT: Duration = Duration::from_secs(30);
+
+/// What an operator's action came to, as far as the admin call waited.
+#[derive(Debug)]
+pub enum Acted {
+    /// The saga took it; the record shows it in its timeline.
+    Taken(SagaRecord),
+    /// Asked: the saga's task takes it when it next looks (a retry at once; a resolve or an
+    /// abort whose task was busy longer than the wait). The action's id.
+    Asked(std::sync::Arc<str>),
+}
 
 impl Engine {
     /// The latest record of a saga: the running task's, or the stored one.
@@ -36,10 +47,38 @@ impl Engine {
             limit: limit.min(LIST_LIMIT_MAX),
         };
         let rows = self.ctx.store.sagas(filter).await.map_err(store_error)?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| SagaRecord::decode(&row.record))
-            .collect())
+        Ok(self.latest_of(&rows))
+    }
+
+    /// The records of `rows`, each as its running task last persisted it when it runs here
+    /// (the same as `find`), so that a listing and a saga's page never disagree.
+    fn latest_of(&self, rows: &[crate::store::SagaRow]) -> Vec<SagaRecord> {
+        rows.iter()
+            .filter_map(|row| match self.by_id.get(&*row.id) {
+                Some(handle) => Some((*handle.latest()).clone()),
+                None => SagaRecord::decode(&row.record),
+            })
+            .collect()
+    }
+
+    /// The newest sagas whose id, X-Request-ID or client is `text`, optionally of one status.
+    pub async fn search(
+        &self,
+        text: &str,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, Error> {
+        let filter = SagaFilter {
+            status: status.map(Status::as_str),
+            limit: limit.min(LIST_LIMIT_MAX),
+        };
+        let rows = self
+            .ctx
+            .store
+            .search_sagas(text, filter)
+            .await
+            .map_err(store_error)?;
+        Ok(self.latest_of(&rows))
     }
 
     /// The handle of a saga this gateway runs, or its current record from the store.
@@ -53,76 +92,48 @@ impl Engine {
         }
     }
 
-    /// Admin retry: wakes a saga's retry wait now.
-    pub async fn retry(&self, id: &str) -> Result<(), Error> {
-        let status = match self.locate(id).await? {
-            Ok(handle) => {
-                let status = handle.latest().status;
-                if !status.is_final() {
-                    handle.wake.notify_one();
-                    return Ok(());
-                }
-                status
-            }
-            Err(record) if !record.status.is_final() => {
-                return match self
-                    .ctx
-                    .store
-                    .request(id, "retry")
-                    .await
-                    .map_err(store_error)?
-                {
-                    true => Ok(()),
-                    false => Err(Error::new(
-                        ErrorKind::Conflict,
-                        format!("saga `{id}` has finished"),
-                    )),
-                };
-            }
-            Err(record) => record.status,
-        };
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!("saga `{id}` is {}", status.as_str()),
-        ))
-    }
-
-    /// Admin resolve: the saga's task marks it compensated with the note, and stops.
-    pub async fn resolve(&self, id: &str, note: String) -> Result<SagaRecord, Error> {
+    /// An operator's action on saga `id`: handed to the task that runs it, here or on another
+    /// gateway of the fleet, which records it in the saga's timeline (applied, or refused with
+    /// why). A retry is answered once asked; a resolve or an abort once the task has taken it,
+    /// or [`Acted::Asked`] when that took longer than [`ACTION_WAIT`].
+    pub async fn act(&self, id: &str, action: OperatorAction) -> Result<Acted, Error> {
         let located = self.locate(id).await?;
-        let status = match &located {
-            Ok(handle) => handle.latest().status,
-            Err(record) => record.status,
+        let latest = match &located {
+            Ok(handle) => handle.latest(),
+            Err(record) => std::sync::Arc::new(record.clone()),
         };
-        if !matches!(status, Status::Stuck | Status::Compensating) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "saga `{id}` is {}; only a stuck or compensating saga can be resolved",
-                    status.as_str()
-                ),
-            ));
-        }
+        refuse_early(&latest, action.kind)?;
+        let action_id = action.id.clone();
+        let kind = action.kind;
         match located {
             Ok(handle) => {
-                *handle.resolution.lock().expect("resolution") = Some(note);
-                handle.wake.notify_one();
+                if !handle.ask(action) {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("saga `{id}` has too many operator actions waiting; try again"),
+                    ));
+                }
+                if kind == ActionKind::Retry {
+                    return Ok(Acted::Asked(action_id));
+                }
                 let mut watch = handle.record.subscribe();
-                let finished =
-                    tokio::time::timeout(RESOLVE_WAIT, watch.wait_for(|r| r.status.is_final()))
+                let taken =
+                    tokio::time::timeout(ACTION_WAIT, watch.wait_for(|r| r.has_action(&action_id)))
                         .await
                         .ok()
                         .and_then(Result::ok)
                         .map(|record| (**record).clone());
-                finished.ok_or_else(|| {
-                    Error::new(ErrorKind::Internal, "the saga did not stop within 30 s")
-                })
+                match taken {
+                    Some(record) => taken_by(record, &action_id),
+                    None => Ok(Acted::Asked(action_id)),
+                }
             }
             Err(_) => {
+                let text = serde_json::to_string(&action).expect("an action always serializes");
                 let asked = self
                     .ctx
                     .store
-                    .request(id, &format!("resolve:{note}"))
+                    .request(id, &text)
                     .await
                     .map_err(store_error)?;
                 if !asked {
@@ -131,26 +142,63 @@ impl Engine {
                         format!("saga `{id}` has finished"),
                     ));
                 }
-                self.wait_finished_elsewhere(id).await
+                if kind == ActionKind::Retry {
+                    return Ok(Acted::Asked(action_id));
+                }
+                self.wait_taken_elsewhere(id, &action_id).await
             }
         }
     }
 
-    /// Waits until saga `id`, run by another gateway, is finished.
-    async fn wait_finished_elsewhere(&self, id: &str) -> Result<SagaRecord, Error> {
-        let deadline = Instant::now() + RESOLVE_WAIT;
+    /// Waits until saga `id`, run by another gateway, has taken action `action_id`.
+    async fn wait_taken_elsewhere(&self, id: &str, action_id: &str) -> Result<Acted, Error> {
+        let deadline = Instant::now() + ACTION_WAIT;
         while Instant::now() < deadline {
             let changed = self.ctx.store.changed(id);
             if let Some(record) = self.find(id).await?
-                && record.status.is_final()
+                && record.has_action(action_id)
             {
-                return Ok(record);
+                return taken_by(record, action_id);
             }
             let _ = tokio::time::timeout_at(deadline.into(), changed).await;
         }
-        Err(Error::new(
-            ErrorKind::Internal,
-            "the saga did not stop within 30 s",
-        ))
+        Ok(Acted::Asked(action_id.into()))
+    }
+}
+
+/// Refuses at once what the saga's state already rules out (the task checks again).
+fn refuse_early(record: &SagaRecord, kind: ActionKind) -> Result<(), Error> {
+    let allowed = match kind {
+        ActionKind::Retry => !record.status.is_final(),
+        ActionKind::Resolve => matches!(record.status, Status::Stuck | Status::Compensating),
+        ActionKind::Abort => {
+            matches!(record.stage, Stage::Forward(_))
+                && matches!(record.status, Status::Pending | Status::Stuck)
+        }
+    };
+    if allowed {
+        return Ok(());
+    }
+    let only = match kind {
+        ActionKind::Retry => "a finished saga cannot be retried",
+        ActionKind::Resolve => "only a stuck or compensating saga can be resolved",
+        ActionKind::Abort => "only a pending saga, or one stuck going forward, can be aborted",
+    };
+    Err(Error::new(
+        ErrorKind::Conflict,
+        format!("saga `{}` is {}; {only}", record.id, record.status.as_str()),
+    ))
+}
+
+/// The record that took action `id`: applied, or refused with the task's reason (409).
+fn taken_by(record: SagaRecord, id: &str) -> Result<Acted, Error> {
+    let outcome = record
+        .actions
+        .iter()
+        .find(|action| &*action.id == id)
+        .and_then(|action| action.outcome.clone());
+    match outcome {
+        Some(ActionOutcome::Refused(why)) => Err(Error::new(ErrorKind::Conflict, why)),
+        _ => Ok(Acted::Taken(record)),
     }
 }

@@ -24,10 +24,13 @@ use serde::{Deserialize, Serialize};
 use super::plan::PlannedStep;
 use crate::step::Phase;
 
+mod actions;
 mod encoding;
 mod keys;
 mod parts;
 
+pub(super) use actions::ActionOutcome;
+pub use actions::{ActionKind, OperatorAction};
 pub use keys::{ENGINE_KEY_PREFIX, is_engine_key};
 pub(super) use parts::{Answer, Attempt, Cause, Failed, Failure, Stage, StepState, Undo};
 pub use parts::{Mode, Status};
@@ -86,6 +89,10 @@ pub struct SagaRecord {
     /// whatever the route is called later. `None` in records of the first encoding (the route's
     /// plugins, by the route's name).
     pub plugins: Option<Arc<[String]>>,
+    /// Operators' actions, newest last (at most `ACTIONS_KEPT_MAX`). Stored after the rest
+    /// (see `record/encoding.rs`), so records written before it had them still read.
+    #[serde(skip)]
+    pub actions: Vec<OperatorAction>,
 }
 
 /// SHA-256 of a request's method, path and body: what a repeat of its X-Request-ID must match.
@@ -161,6 +168,7 @@ impl SagaRecord {
             attempts_total: 0,
             key_secret: Some(uuid::Uuid::new_v4().into_bytes()),
             plugins: Some(start.plugins),
+            actions: Vec::new(),
         }
     }
 
@@ -311,7 +319,7 @@ impl SagaRecord {
         // its undo would wait on the same dead backend.
         self.steps[i].touched = match failed.cause {
             Cause::Rejected => self.mode == Mode::Tcc || failed.reached,
-            Cause::Unavailable | Cause::Plugin | Cause::Missing => failed.reached,
+            Cause::Unavailable | Cause::Plugin | Cause::Missing | Cause::Aborted => failed.reached,
         };
         self.failure = Some(Failure {
             step: i,
@@ -428,7 +436,7 @@ impl SagaRecord {
     }
 
     /// An operator fixed the saga by hand: it is compensated, with their note.
-    pub fn resolve(&mut self, note: String) -> bool {
+    fn resolve(&mut self, note: String) -> bool {
         if !matches!(self.status, Status::Stuck | Status::Compensating) {
             return false;
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::engine::Engine;
 use super::handle::{Admission, Handle};
-use super::record::SagaRecord;
+use super::record::{ActionKind, OperatorAction, SagaRecord};
 use crate::error::{Error, ErrorKind};
 use crate::store::SagaRow;
 
@@ -107,10 +107,21 @@ impl Engine {
     }
 }
 
-/// Applies an operator's request stored with a saga: `retry`, or `resolve:<note>`.
-fn apply(handle: &Handle, action: &str) {
-    if let Some(note) = action.strip_prefix("resolve:") {
-        *handle.resolution.lock().expect("resolution") = Some(note.to_string());
+/// Hands an operator's request stored with a saga to its task: an action in JSON, or, from a
+/// gateway of the version before, `retry` or `resolve:<note>` (by the operator `admin`).
+fn apply(handle: &Handle, stored: &str) {
+    let action = serde_json::from_str::<OperatorAction>(stored).unwrap_or_else(|_| {
+        let admin = Arc::from(crate::config::ADMIN_OPERATOR);
+        match stored.strip_prefix("resolve:") {
+            Some(note) => {
+                let mut action = OperatorAction::new(ActionKind::Resolve, admin, String::new());
+                action.note = Some(note.to_string());
+                action
+            }
+            None => OperatorAction::new(ActionKind::Retry, admin, String::new()),
+        }
+    });
+    if !handle.ask(action) {
+        tracing::warn!("an operator's request was dropped: too many wait for the saga's task");
     }
-    handle.wake.notify_one();
 }

@@ -14,7 +14,7 @@ use super::route::undo_phase;
 use super::settle::settle;
 use crate::step::Phase;
 
-/// Runs a saga to its end (or until an operator resolves it) and returns its final record;
+/// Runs a saga to its end (an operator's resolve is one) and returns its final record;
 /// `None` when another gateway of the fleet took it over (this one then sent nothing more).
 /// `resumed`: the record was loaded from the store, so the call of its current step may have
 /// been sent before.
@@ -36,13 +36,12 @@ async fn drive(
     // Stages only move forward, so the stage it was loaded at never comes back once left.
     let loaded_at = resumed.then_some(record.stage);
     loop {
-        if let Some(note) = handle.take_resolution()
-            && record.resolve(note)
-        {
-            persist(ctx, &record, handle).await?;
-            break;
-        }
         let resumed_here = loaded_at == Some(record.stage);
+        // A step this process has not sent yet reached nothing, unless a run before sent it.
+        if handle.take_actions(&mut record, resumed_here) {
+            persist(ctx, &record, handle).await?;
+            continue;
+        }
         match record.stage {
             Stage::Forward(i) => forward(ctx, &mut record, handle, i, resumed_here).await?,
             Stage::Confirm(i) => settle(ctx, &mut record, handle, i, Phase::Confirm).await?,

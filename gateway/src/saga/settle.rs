@@ -13,8 +13,8 @@ use crate::config::UpstreamConfig;
 use crate::plugin::{Chain, FailureKind};
 use crate::step::{Phase, StepCall, UndoDecision, Verdict};
 
-/// Sends step `j`'s undo or confirm until it succeeds. Returns early when an operator resolves
-/// the saga.
+/// Sends step `j`'s undo or confirm until it succeeds. Returns early when an operator acts on
+/// the saga (the task takes the action, then comes back here if it is still this step's turn).
 pub(super) async fn settle(
     ctx: &Ctx,
     record: &mut SagaRecord,
@@ -74,7 +74,7 @@ pub(super) async fn settle(
 }
 
 /// Persists a failed try, then waits for the next: the backoff, or an operator's wake. `false`
-/// when an operator resolved the saga meanwhile.
+/// when an operator's action waits.
 async fn persist_then_wait(
     ctx: &Ctx,
     record: &mut SagaRecord,

@@ -90,6 +90,14 @@ impl Store for Embedded {
         Box::pin(self.sqlite.sagas(filter))
     }
 
+    fn search_sagas<'a>(
+        &'a self,
+        text: &'a str,
+        filter: SagaFilter,
+    ) -> BoxFuture<'a, Result<Vec<SagaRow>, StoreError>> {
+        Box::pin(self.sqlite.search(text.to_string(), filter))
+    }
+
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(std::future::ready(self.sqlite.unfinished()))
     }

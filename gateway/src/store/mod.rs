@@ -162,8 +162,7 @@ pub struct SagaRow {
     pub replaces_bytes: usize,
     /// The fencing token: 1 when claimed, bumped by every takeover (fleets).
     pub epoch: u64,
-    /// An operator's request waiting for the gateway that runs the saga: `retry`, or
-    /// `resolve:<note>` (fleets).
+    /// An operator's action waiting for the gateway that runs the saga, in JSON (fleets).
     pub admin: Option<String>,
 }
 
@@ -209,6 +208,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The newest sagas (admin listings).
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>>;
+
+    /// The newest sagas whose id, X-Request-ID or client is `text` exactly (an operator's
+    /// search), through indexes: never a scan of the finished ones.
+    fn search_sagas<'a>(
+        &'a self,
+        text: &'a str,
+        filter: SagaFilter,
+    ) -> BoxFuture<'a, Result<Vec<SagaRow>, StoreError>>;
 
     /// Every unfinished saga (start-up recovery).
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>>;
@@ -297,7 +304,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(tokio::time::sleep(Duration::from_millis(250)))
     }
 
-    /// Asks the gateway that runs saga `id` to `retry` or `resolve:<note>` it. Returns whether
+    /// Hands an operator's action (JSON) to the gateway that runs saga `id`. Returns whether
     /// an unfinished saga was there to ask about.
     fn request<'a>(
         &'a self,

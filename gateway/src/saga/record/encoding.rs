@@ -5,32 +5,53 @@
 //! one gateway at a time) must finish them. So each record starts with [`TAG`] and a version
 //! byte, and the decoder keeps the layouts it ever wrote. The first encoding had no tag: its
 //! records start with the saga id's length (36, a UUID), never with `0xFF`.
+//!
+//! From version 3 on, what was added after version 2 follows the record as a second postcard
+//! value ([`Extras`]), so version 2's layout is read by the same code, with no extras.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Attempt, Failure, Mode, SagaRecord, Stage, Status, StepState};
+use super::{Attempt, Failure, Mode, OperatorAction, SagaRecord, Stage, Status, StepState};
 use crate::saga::plan::PlannedStep;
 
 /// Marks a tagged record; a version byte follows.
 const TAG: [u8; 4] = [0xFF, b'T', b'X', b'R'];
-/// The encoding this build writes: the first one plus the key secret and the plugin names.
-const VERSION: u8 = 2;
+/// The first one plus the key secret and the plugin names.
+const VERSION_2: u8 = 2;
+/// The encoding this build writes: version 2, then [`Extras`].
+const VERSION: u8 = 3;
+
+/// What follows version 2's layout.
+#[derive(Serialize, Deserialize)]
+struct Extras {
+    actions: Vec<OperatorAction>,
+}
 
 /// The record, tagged.
 pub(super) fn encode(record: &SagaRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&TAG);
     out.push(VERSION);
-    postcard::to_extend(record, out).expect("a saga record always encodes")
+    let out = postcard::to_extend(record, out).expect("a saga record always encodes");
+    let extras = Extras {
+        actions: record.actions.clone(),
+    };
+    postcard::to_extend(&extras, out).expect("a saga record always encodes")
 }
 
 /// A record of any encoding this build knows; `None` for anything else, a newer one included.
 pub(super) fn decode(bytes: &[u8]) -> Option<SagaRecord> {
     match bytes.strip_prefix(&TAG) {
-        Some([VERSION, rest @ ..]) => postcard::from_bytes(rest).ok(),
+        Some([VERSION, rest @ ..]) => {
+            let (mut record, rest) = postcard::take_from_bytes::<SagaRecord>(rest).ok()?;
+            let extras: Extras = postcard::from_bytes(rest).ok()?;
+            record.actions = extras.actions;
+            Some(record)
+        }
+        Some([VERSION_2, rest @ ..]) => postcard::from_bytes(rest).ok(),
         Some(_) => None,
         None => postcard::from_bytes::<First>(bytes)
             .ok()
@@ -89,8 +110,17 @@ impl First {
             attempts_total: self.attempts_total,
             key_secret: None,
             plugins: None,
+            actions: Vec::new(),
         }
     }
+}
+
+/// A record as version 2 wrote it (tests of the upgrade).
+#[cfg(test)]
+pub(super) fn second_encoding(record: &SagaRecord) -> Vec<u8> {
+    let mut out = TAG.to_vec();
+    out.push(VERSION_2);
+    postcard::to_extend(record, out).expect("encodes")
 }
 
 /// A record as the first encoding wrote it (tests of the upgrade).

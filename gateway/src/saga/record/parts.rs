@@ -122,6 +122,8 @@ pub enum Cause {
     Plugin,
     /// The step's upstream is not in the running config.
     Missing,
+    /// An operator aborted the saga.
+    Aborted,
 }
 
 /// The failure that started the compensation.

@@ -262,3 +262,99 @@ fn keys_of_the_engine_form_are_recognised_in_either_encoding() {
         assert!(!is_engine_key(key.as_bytes()), "{key}");
     }
 }
+
+fn action(kind: ActionKind) -> OperatorAction {
+    OperatorAction::new(kind, Arc::from("alice"), "ticket 42".into())
+}
+
+#[test]
+fn an_abort_compensates_every_step_that_may_hold_an_effect() {
+    let mut record = saga(Mode::Saga, 3);
+    record.forward_done(0, Some(ok()));
+    record.take_action(action(ActionKind::Abort), true);
+    assert_eq!(record.status, Status::Compensating);
+    assert_eq!(
+        record.stage,
+        Stage::Undo(1),
+        "the step in flight is undone first"
+    );
+    assert_eq!(record.failure.as_ref().unwrap().cause, Cause::Aborted);
+    assert_eq!(record.actions[0].outcome, Some(ActionOutcome::Applied));
+    assert_eq!(&*record.actions[0].operator, "alice");
+}
+
+#[test]
+fn an_abort_before_the_step_was_sent_leaves_that_step_alone() {
+    let mut record = saga(Mode::Saga, 3);
+    record.forward_done(0, Some(ok()));
+    record.take_action(action(ActionKind::Abort), false);
+    assert_eq!(
+        record.stage,
+        Stage::Undo(0),
+        "step 1 never reached its backend"
+    );
+    assert!(!record.steps[1].touched);
+}
+
+#[test]
+fn an_abort_of_a_saga_past_going_forward_is_refused_and_recorded() {
+    let mut tcc = saga(Mode::Tcc, 1);
+    tcc.forward_done(0, Some(ok()));
+    assert_eq!(tcc.stage, Stage::Confirm(0));
+    tcc.take_action(action(ActionKind::Abort), true);
+    assert_eq!(
+        tcc.stage,
+        Stage::Confirm(0),
+        "a decided TCC is never cancelled"
+    );
+    let Some(ActionOutcome::Refused(why)) = &tcc.actions[0].outcome else {
+        panic!("{:?}", tcc.actions);
+    };
+    assert!(why.contains("confirming step `s0`"), "{why}");
+    let mut done = saga(Mode::Saga, 1);
+    done.forward_done(0, Some(ok()));
+    done.take_action(action(ActionKind::Abort), true);
+    assert_eq!(done.status, Status::Completed);
+    done.take_action(action(ActionKind::Retry), true);
+    assert!(matches!(
+        done.actions[1].outcome,
+        Some(ActionOutcome::Refused(_))
+    ));
+}
+
+#[test]
+fn a_resolve_action_carries_its_note_and_the_timeline_keeps_the_newest() {
+    let mut record = saga(Mode::Saga, 1);
+    record.forward_failed(0, failed(Cause::Unavailable, true));
+    for _ in 0..actions::ACTIONS_KEPT_MAX + 5 {
+        record.take_action(action(ActionKind::Retry), true);
+    }
+    let mut resolve = action(ActionKind::Resolve);
+    resolve.note = Some("{\"by\":\"ops\"}".into());
+    let id = resolve.id.clone();
+    record.take_action(resolve, true);
+    assert_eq!(record.status, Status::Compensated);
+    assert_eq!(record.resolution.as_deref(), Some("{\"by\":\"ops\"}"));
+    assert_eq!(record.actions.len(), actions::ACTIONS_KEPT_MAX);
+    assert!(record.has_action(&id));
+}
+
+#[test]
+fn records_of_the_second_encoding_decode_with_no_actions_and_new_ones_keep_them() {
+    let mut record = saga(Mode::Saga, 2);
+    record.forward_done(0, Some(ok()));
+    let decoded = SagaRecord::decode(&encoding::second_encoding(&record)).expect("decodes");
+    assert_eq!(decoded, record);
+    record.take_action(action(ActionKind::Abort), true);
+    let decoded = SagaRecord::decode(&record.encode()).expect("decodes");
+    assert_eq!(decoded.actions, record.actions);
+    assert_eq!(decoded, record);
+}
+
+#[test]
+fn a_long_reason_is_cut_at_a_character_boundary() {
+    let long = "é".repeat(actions::REASON_BYTES_MAX);
+    let action = OperatorAction::new(ActionKind::Abort, Arc::from("a"), long);
+    assert!(action.reason.len() <= actions::REASON_BYTES_MAX);
+    assert!(action.reason.chars().all(|c| c == 'é'));
+}

@@ -245,3 +245,29 @@ async fn an_operators_listing_of_one_status_reads_through_the_status_index() {
         "{plan:?}"
     );
 }
+
+#[tokio::test]
+async fn an_operators_search_reads_through_indexes_never_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    let conn = rusqlite::Connection::open(dir.path().join("txgate.db")).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::store::sqlite::SAGAS_SEARCH
+        ))
+        .unwrap()
+        .query_map(rusqlite::params!["order-7", "", 50], |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        plan.iter().all(|step| !step.starts_with("SCAN sagas")),
+        "{plan:?}"
+    );
+    for index in ["sagas_request_id", "sagas_client"] {
+        assert!(plan.iter().any(|step| step.contains(index)), "{plan:?}");
+    }
+}

@@ -255,6 +255,14 @@ impl Store for Postgres {
         Box::pin(within(sagas::list(&self.pool, filter)))
     }
 
+    fn search_sagas<'a>(
+        &'a self,
+        text: &'a str,
+        filter: SagaFilter,
+    ) -> BoxFuture<'a, Result<Vec<SagaRow>, StoreError>> {
+        Box::pin(within(sagas::search(&self.pool, text, filter)))
+    }
+
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(async move {
             let generation = self.lease.generation();

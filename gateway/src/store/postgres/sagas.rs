@@ -70,6 +70,27 @@ pub(super) async fn list(pool: &Pool, filter: SagaFilter) -> Result<Vec<SagaRow>
     }
 }
 
+/// The newest sagas whose id, X-Request-ID or client is `text`, through the primary key and the
+/// `sagas_request_id` and `sagas_client` indexes; `filter.status` narrows each.
+pub(super) async fn search(
+    pool: &Pool,
+    text: &str,
+    filter: SagaFilter,
+) -> Result<Vec<SagaRow>, StoreError> {
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    let status = filter.status.unwrap_or("");
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE id IN (
+            SELECT id FROM sagas WHERE id = $1 AND ($2 = '' OR status = $2)
+            UNION SELECT id FROM (SELECT id FROM sagas
+                WHERE request_id = $1 AND ($2 = '' OR status = $2) ORDER BY id DESC LIMIT $3) r
+            UNION SELECT id FROM (SELECT id FROM sagas
+                WHERE client = $1 AND ($2 = '' OR status = $2) ORDER BY id DESC LIMIT $3) c
+         ) ORDER BY id DESC LIMIT $3"
+    );
+    query(pool, &sql, &[&text, &status, &limit]).await
+}
+
 /// This gateway's own unfinished sagas, from a run before this one. Their epoch goes up, so the
 /// old run, should it still be alive somewhere, can write none of them any more.
 pub(super) async fn own_unfinished(pool: &Pool, gateway: &str) -> Result<Vec<SagaRow>, StoreError> {

@@ -43,7 +43,7 @@ use answer::Job;
 use ops::{Book, Done, Op, SAGAS};
 use read::Readers;
 #[cfg(test)]
-pub(super) use read::SAGAS_BY_STATUS;
+pub(super) use read::{SAGAS_BY_STATUS, SAGAS_SEARCH};
 use writer::{Shared, Writer};
 
 /// The database file's name in the store directory.
@@ -249,6 +249,18 @@ impl Sqlite {
     pub(super) async fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || readers.sagas(filter))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// The newest sagas whose id, X-Request-ID or client is `text`.
+    pub(super) async fn search(
+        &self,
+        text: String,
+        filter: SagaFilter,
+    ) -> Result<Vec<SagaRow>, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.search(&text, filter))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }

@@ -35,6 +35,17 @@ pub(in crate::store) const SAGAS_BY_STATUS: &str = "SELECT id, status, created_m
      expires_at_ms, record, route, client, request_id FROM sagas WHERE status = ?1 \
      ORDER BY id DESC LIMIT ?2";
 
+/// The newest sagas whose id, X-Request-ID or client is `?1`, of status `?2` (or any, for an
+/// empty one), at most `?3`: each part through its index, the id's through the primary key.
+pub(in crate::store) const SAGAS_SEARCH: &str = "SELECT id, status, created_ms, updated_ms, \
+     expires_at_ms, record, route, client, request_id FROM sagas WHERE id IN ( \
+     SELECT id FROM sagas WHERE id = ?1 AND (?2 = '' OR status = ?2) \
+     UNION SELECT id FROM (SELECT id FROM sagas WHERE request_id = ?1 \
+         AND (?2 = '' OR status = ?2) ORDER BY id DESC LIMIT ?3) \
+     UNION SELECT id FROM (SELECT id FROM sagas WHERE client = ?1 \
+         AND (?2 = '' OR status = ?2) ORDER BY id DESC LIMIT ?3) \
+     ) ORDER BY id DESC LIMIT ?3";
+
 /// A saga row from `SAGA_COLUMNS` (the first six are enough when the key is known).
 pub(super) fn saga_columns(row: &Row<'_>, key: SagaKey) -> rusqlite::Result<SagaRow> {
     let id: String = row.get(0)?;
@@ -140,6 +151,22 @@ impl Readers {
             };
             let mut statement = conn.prepare_cached(&sql)?;
             let rows = statement.query_map(params![status, limit], full_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The newest sagas whose id, X-Request-ID or client is `text`, through the primary key and
+    /// the `sagas_request_id` and `sagas_client` indexes; `filter.status` narrows each.
+    pub(super) fn search(
+        &self,
+        text: &str,
+        filter: SagaFilter,
+    ) -> Result<Vec<SagaRow>, StoreError> {
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let status = filter.status.unwrap_or("");
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(SAGAS_SEARCH)?;
+            let rows = statement.query_map(params![text, status, limit], full_row)?;
             rows.collect()
         })
     }

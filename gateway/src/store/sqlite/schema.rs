@@ -17,6 +17,7 @@
 //!
 //! Version 2 indexes sagas by status, so that an operator's listing of one status (`?status=
 //! compensated` among millions of completed sagas) reads the rows it returns, not the table.
+//! Version 3 indexes them by X-Request-ID and by client, for an operator's search (`?q=`).
 
 use std::path::Path;
 
@@ -27,10 +28,15 @@ use crate::error::{Error, ErrorKind};
 /// `PRAGMA application_id`: "TXGT".
 const APPLICATION_ID: i32 = 0x5458_4754;
 /// The schema this build reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 2;
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 /// From version 1 to 2.
 const UPGRADE_2: &str = "CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, id);";
+/// From version 2 to 3.
+const UPGRADE_3: &str = "
+CREATE INDEX IF NOT EXISTS sagas_request_id ON sagas (request_id, id);
+CREATE INDEX IF NOT EXISTS sagas_client ON sagas (client, id);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE sagas (
@@ -49,6 +55,8 @@ CREATE TABLE sagas (
 );
 CREATE INDEX sagas_unfinished ON sagas (id) WHERE expires_at_ms IS NULL;
 CREATE INDEX sagas_status ON sagas (status, id);
+CREATE INDEX sagas_request_id ON sagas (request_id, id);
+CREATE INDEX sagas_client ON sagas (client, id);
 CREATE TABLE kv (
     namespace TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -127,7 +135,7 @@ pub(super) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     match (application_id, version) {
         (0, 0) if tables == 0 => create(conn).map_err(fail)?,
         (APPLICATION_ID, SCHEMA_VERSION) => {}
-        (APPLICATION_ID, 1) => upgrade(conn).map_err(fail)?,
+        (APPLICATION_ID, 1 | 2) => upgrade(conn).map_err(fail)?,
         (APPLICATION_ID, newer) if newer > SCHEMA_VERSION => {
             return Err(Error::new(
                 ErrorKind::Store,
@@ -167,6 +175,7 @@ pub(super) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Error> {
 fn upgrade(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute_batch(UPGRADE_2)?;
+    tx.execute_batch(UPGRADE_3)?;
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
     tx.commit()
 }
