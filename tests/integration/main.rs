@@ -22,6 +22,7 @@ mod bank;
 mod client_chaos;
 mod clients;
 mod config_check;
+mod console;
 mod crash;
 mod disk_full;
 mod edge;

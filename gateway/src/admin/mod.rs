@@ -7,6 +7,7 @@
 
 mod auth;
 mod sagas;
+mod ui;
 
 use std::sync::Arc;
 
@@ -26,13 +27,18 @@ use crate::server::listener::{ConnInfo, Handler};
 pub struct Admin {
     gateway: Arc<Gateway>,
     operators: Operators,
+    sessions: ui::Sessions,
 }
 
 impl Admin {
     /// An admin API for a gateway.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         let operators = Operators::of(&gateway.config().server);
-        Self { gateway, operators }
+        Self {
+            gateway,
+            operators,
+            sessions: ui::Sessions::default(),
+        }
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
@@ -42,6 +48,11 @@ impl Admin {
                 return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
             }
             (&Method::GET, "/readyz") => return Ok(self.readyz()),
+            // The console signs its operators in itself, into a session cookie.
+            (_, "/ui") => return Ok(self.console().handle(request).await),
+            (_, path) if path.starts_with("/ui/") => {
+                return Ok(self.console().handle(request).await);
+            }
             _ => {}
         }
         let operator = self.operators.identify(request.headers())?;
@@ -71,6 +82,14 @@ impl Admin {
                 ErrorKind::NotFound,
                 format!("no admin call {} {path}", request.method()),
             )),
+        }
+    }
+
+    fn console(&self) -> ui::Console<'_> {
+        ui::Console {
+            gateway: &self.gateway,
+            operators: &self.operators,
+            sessions: &self.sessions,
         }
     }
 
