@@ -351,8 +351,21 @@ pub fn status_name(text: &str) -> Option<&'static str> {
 }
 
 /// A database error, as the store's "cannot do this now".
-pub(crate) fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+pub(crate) fn unavailable(error: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(described(&error))
+}
+
+/// An error with its causes: a driver's own text is often only "db error", and the server's
+/// code and message, which say what went wrong, are its source.
+pub(crate) fn described(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// A count or time as a database integer (both backends store them signed).

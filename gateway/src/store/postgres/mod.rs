@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::progress::Tracker;
 use super::{
     Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaRow, Store,
-    StoreError, now_unix_ms, unavailable,
+    StoreError, now_unix_ms,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
@@ -199,10 +199,10 @@ impl Postgres {
         self.queue
             .send(Job { op, reply })
             .await
-            .map_err(|_| unavailable("the store has stopped"))?;
+            .map_err(|_| StoreError::Unavailable("the store has stopped".into()))?;
         answer
             .await
-            .map_err(|_| unavailable("the store has stopped"))?
+            .map_err(|_| StoreError::Unavailable("the store has stopped".into()))?
     }
 
     fn writable(&self) -> Result<(), StoreError> {
@@ -231,7 +231,9 @@ impl Store for Postgres {
                     Ok(Claim::Won)
                 }
                 Done::Claim(claim) => Ok(claim),
-                Done::Saved => Err(unavailable("the store answered out of turn")),
+                Done::Saved => Err(StoreError::Unavailable(
+                    "the store answered out of turn".into(),
+                )),
             }
         })
     }

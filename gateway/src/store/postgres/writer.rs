@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::super::progress::Tracker;
-use super::super::{Claim, SagaKey, SagaRow, StoreError, status_name, to_i64};
+use super::super::{Claim, SagaKey, SagaRow, StoreError, described, status_name, to_i64};
 use super::deadline::within;
 use crate::metrics::Metrics;
 
@@ -144,12 +144,16 @@ impl From<tokio_postgres::Error> for Failure {
         });
         let ended = error.is_closed()
             || error.code() == Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT);
+        let reason = match error.code() {
+            Some(code) => format!("{} ({})", described(&error), code.code()),
+            None => described(&error),
+        };
         if contention {
-            Self::Contention(error.to_string())
+            Self::Contention(reason)
         } else if ended {
-            Self::SessionLost(error.to_string())
+            Self::SessionLost(reason)
         } else {
-            Self::Other(error.to_string())
+            Self::Other(reason)
         }
     }
 }
@@ -174,6 +178,22 @@ fn order(batch: &mut [Job]) {
         (Op::Save(_), Op::Claim(_)) => std::cmp::Ordering::Greater,
         (Op::Save(a), Op::Save(b)) => a.id.cmp(&b.id),
     });
+}
+
+/// The error that failed a pipelined transaction. Once one statement fails, the server refuses
+/// every statement after it as "the transaction is aborted", and that says nothing of why: a claim
+/// that sends its second statement only after the first is answered can be refused so, ahead of
+/// the deadlock that aborted the transaction, and the batch would count as the database failing.
+fn root_cause(
+    errors: impl Iterator<Item = tokio_postgres::Error>,
+) -> Option<tokio_postgres::Error> {
+    use tokio_postgres::error::SqlState;
+    let mut errors: Vec<_> = errors.collect();
+    let root = errors
+        .iter()
+        .position(|e| e.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
+        .unwrap_or(0);
+    (!errors.is_empty()).then(|| errors.swap_remove(root))
 }
 
 fn millis(value: i64) -> u64 {
@@ -274,15 +294,15 @@ impl Writer {
             .pool
             .get()
             .await
-            .map_err(|e| Failure::Other(e.to_string()))?;
+            .map_err(|e| Failure::Other(described(&e)))?;
         let tx = client.transaction().await.map_err(Failure::from)?;
         let results = join_all(batch.iter().map(|job| self.run_one(&tx, &job.op))).await;
-        let results = results
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Failure::from)?;
+        let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        if let Some(error) = root_cause(failed.into_iter().filter_map(Result::err)) {
+            return Err(Failure::from(error));
+        }
         tx.commit().await.map_err(Failure::from)?;
-        Ok(results)
+        Ok(done.into_iter().filter_map(Result::ok).collect())
     }
 
     async fn run_one(
