@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use crate::sagas::{banks, transfer_routes};
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
 
-const OPS: &str = "ops-token-0123456789";
-const READER: &str = "reader-token-0123456789";
+pub(crate) const OPS: &str = "ops-token-0123456789";
+pub(crate) const READER: &str = "reader-token-0123456789";
 
-async fn gateway_with_operators(a: &Bank, b: &Bank) -> Gateway {
+pub(crate) async fn gateway_with_operators(a: &Bank, b: &Bank) -> Gateway {
     GatewayBuilder::new(transfer_routes(a, b, ""))
         .server("request_timeout_ms = 300")
         .server("admin_token = \"admin-token-0123456789\"")
@@ -107,7 +107,7 @@ fn csrf(page: &str) -> String {
 }
 
 /// A stuck saga whose body holds a script tag; its id.
-async fn stuck_with_script(gateway: &Gateway, a: &Bank) -> String {
+pub(crate) async fn stuck_with_script(gateway: &Gateway, a: &Bank) -> String {
     a.fault(json!({"kind": "fail_before", "path_prefix": "/debit/compensate"}))
         .await;
     let body = json!({"from": "alice", "to": "nobody", "amount": 100, "memo": "<script>alert(1)</script>"});
@@ -226,6 +226,11 @@ async fn a_read_operator_sees_no_action_and_forged_forms_are_refused() {
     ];
     let (status, _) = ops.post(&resolve, &good, Some("http://evil.example")).await;
     assert_eq!(status, 403, "another origin");
+    let (status, _) = ops.post(&resolve, &good, Some("null")).await;
+    assert_eq!(
+        status, 403,
+        "a hidden origin, and no Sec-Fetch-Site to vouch for it"
+    );
     let no_token = [("reason", "fixed"), ("confirm", "yes")];
     let (status, _) = ops.post(&resolve, &no_token, Some(&ops.origin())).await;
     assert_eq!(status, 403, "no anti-CSRF token");

@@ -23,6 +23,7 @@ mod client_chaos;
 mod clients;
 mod config_check;
 mod console;
+mod console_browser;
 mod crash;
 mod disk_full;
 mod edge;

@@ -3,6 +3,7 @@
 
 mod bank;
 mod blackhole;
+mod browser;
 mod fleet;
 mod gateway;
 pub mod postgres;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use bank::Bank;
 pub use blackhole::Blackhole;
+pub use browser::Browser;
 pub use fleet::Fleet;
 pub use gateway::{Gateway, GatewayBuilder};
 pub use tmpfs::Tmpfs;

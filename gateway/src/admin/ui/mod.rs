@@ -65,7 +65,7 @@ impl Console<'_> {
         for (name, value) in [
             ("content-security-policy", CSP),
             ("x-content-type-options", "nosniff"),
-            ("referrer-policy", "no-referrer"),
+            ("referrer-policy", "same-origin"),
             ("cache-control", "no-store"),
             ("x-frame-options", "DENY"),
         ] {
@@ -300,20 +300,24 @@ fn action_of(kind: ActionKind, session: &Session, form: &[u8]) -> Result<Operato
     Ok(action)
 }
 
-/// Refuses a form another site made the browser post: its `Origin` (or `Sec-Fetch-Site`) must
-/// be this console's. A client with neither (curl) still needs the session's anti-CSRF token.
+/// Refuses a form another site made the browser post. A browser names where a form came from
+/// in `Sec-Fetch-Site`, which no page can set, and in `Origin`, which is `null` when the page's
+/// referrer policy hides it: whichever of the two is given must say this console. A client with
+/// neither (curl) still needs the session's anti-CSRF token.
 fn same_origin(headers: &HeaderMap) -> Result<(), Error> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
     let site = headers.get("sec-fetch-site").and_then(|h| h.to_str().ok());
-    let ours = match (origin, host) {
+    let site_ours = site.map(|site| site == "same-origin" || site == "none");
+    let origin_ours = match (origin, host) {
+        (None, _) => None,
+        (Some("null"), _) => Some(site_ours == Some(true)),
         (Some(origin), Some(host)) => {
-            origin == format!("http://{host}") || origin == format!("https://{host}")
+            Some(origin == format!("http://{host}") || origin == format!("https://{host}"))
         }
-        (Some(_), None) => false,
-        (None, _) => site.is_none_or(|site| site == "same-origin" || site == "none"),
+        (Some(_), None) => Some(false),
     };
-    if ours {
+    if site_ours != Some(false) && origin_ours != Some(false) {
         Ok(())
     } else {
         Err(Error::new(
