@@ -22,6 +22,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod gateway;
+pub mod last_hour;
 pub mod logging;
 pub mod metrics;
 mod migrate;

@@ -2,6 +2,7 @@
 //!
 //! Label values are `Arc<String>` so the hot path clones a pointer, not a string.
 
+use crate::last_hour::LastHour;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -99,6 +100,7 @@ pub struct Metrics {
     store_wal_bytes: Gauge,
     fleet_takeovers: Counter,
     lease_renewal: Histogram,
+    last_hour: LastHour,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -238,7 +240,13 @@ impl Metrics {
             store_wal_bytes,
             fleet_takeovers,
             lease_renewal,
+            last_hour: LastHour::default(),
         }
+    }
+
+    /// This gateway's finished sagas, minute by minute, over the last hour.
+    pub fn last_hour(&self) -> &LastHour {
+        &self.last_hour
     }
 
     /// Counts one answered request and its latency.
@@ -306,13 +314,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one finished saga.
-    pub fn saga_finished(&self, route: &Name, outcome: &'static str) {
+    /// Counts one finished saga, which took `latency_ms` from its start to its end at `now_ms`.
+    pub fn saga_finished(&self, route: &Name, outcome: &'static str, latency_ms: u64, now_ms: u64) {
         let labels = RouteOutcome {
             route: route.clone(),
             outcome,
         };
         self.sagas.get_or_create(&labels).inc();
+        self.last_hour.record(outcome, latency_ms, now_ms);
     }
 
     /// The in-flight saga gauge.

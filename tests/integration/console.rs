@@ -258,3 +258,77 @@ async fn a_read_operator_sees_no_action_and_forged_forms_are_refused() {
     assert_eq!(view["status"], "stuck", "{view}");
     assert_eq!(view["actions"], json!([]));
 }
+
+#[tokio::test]
+async fn the_list_counts_filters_and_charts_and_a_saga_page_shows_bodies_masked() {
+    // Proves the sagas page counts each status, filters by route and time (bad input named in
+    // a 400), and charts the last hour; and that a saga's page shows its bodies as the route's
+    // mask plugin does, never the card number or e-mail address as stored.
+    let (a, b) = banks().await;
+    let routes = transfer_routes(&a, &b, "").replace(
+        "path = \"/transfers\"",
+        "path = \"/transfers\"\nplugins = [\"mask\"]",
+    );
+    let config = format!(
+        "{routes}\n[plugins.mask]\nmodule = \"{}\"\n[plugins.mask.config]\nluhn_scan = true\n\
+         rules = [{{ path = \"$..email\", mask = \"email\" }}]\n",
+        crate::wasm::MASK
+    );
+    let gateway = GatewayBuilder::new(config)
+        .server(&format!(
+            "[[server.admin_tokens]]\nname = \"ops-alice\"\ntoken = \"{OPS}\"\nrole = \"operate\""
+        ))
+        .start()
+        .await;
+    let body = json!({"from": "alice", "to": "carol", "amount": 5,
+                      "memo": "card 4111111111111111", "email": "alice@example.com"});
+    let response = client()
+        .post(gateway.url("/transfers"))
+        .header("x-request-id", "masked-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.json::<Value>().await.unwrap()["saga_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let browser = Browser::sign_in(&gateway, OPS).await;
+    let (status, list) = browser.get("/ui/").await;
+    assert_eq!(status, 200);
+    assert!(
+        list.contains("completed</span> <strong>1</strong>"),
+        "{list}"
+    );
+    assert!(list.contains("1 sagas finished"), "the chart: {list}");
+    assert!(list.contains("<svg"), "{list}");
+    let link = format!("href=\"/ui/sagas/{id}\"");
+    assert!(browser.get("/ui/?route=transfers").await.1.contains(&link));
+    assert!(!browser.get("/ui/?route=refunds").await.1.contains(&link));
+    assert!(
+        !browser
+            .get("/ui/?before=2000-01-01T00:00")
+            .await
+            .1
+            .contains(&link)
+    );
+    assert!(
+        browser
+            .get("/ui/?before=2100-01-01T00:00")
+            .await
+            .1
+            .contains(&link)
+    );
+    let (status, page) = browser.get("/ui/?before=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("before"), "{page}");
+
+    let (_, page) = browser.get(&format!("/ui/sagas/{id}")).await;
+    assert!(page.contains("mask plugin"), "{page}");
+    assert!(page.contains("************1111"), "{page}");
+    assert!(page.contains("a***@example.com"), "{page}");
+    assert!(!page.contains("4111111111111111"), "{page}");
+    assert!(!page.contains("alice@example.com"), "{page}");
+}

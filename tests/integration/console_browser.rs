@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::console::{OPS, READER, gateway_with_operators, stuck_with_script};
 use crate::sagas::banks;
-use crate::support::{Browser, Gateway};
+use crate::support::{Browser, Gateway, client};
 
 /// Signs in through the page's form, and lands on the sagas.
 async fn sign_in(client: &Client, gateway: &Gateway, token: &str) {
@@ -65,6 +65,22 @@ async fn snapshot(client: &Client, name: &str) {
     }
 }
 
+/// Ten transfers that complete and two that compensate (no such payee), for the chart.
+async fn traffic(gateway: &Gateway) {
+    for n in 0..12 {
+        let to = if n % 6 == 5 { "nobody" } else { "carol" };
+        let response = client()
+            .post(gateway.url("/transfers"))
+            .header("x-request-id", format!("traffic-{n}"))
+            .json(&serde_json::json!({"from": "alice", "to": to, "amount": 1}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status == 200 || status.is_client_error(), "{status}");
+    }
+}
+
 #[tokio::test]
 async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a_reason() {
     // Proves the console works end to end in a browser: sign-in, search, the saga's page with
@@ -72,13 +88,26 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
     // confirmed form whose reason and operator then show in the saga's actions.
     let (a, b) = banks().await;
     let gateway = gateway_with_operators(&a, &b).await;
+    traffic(&gateway).await;
     let id = stuck_with_script(&gateway, &a).await;
     let browser = Browser::start().await;
     let client = &browser.client;
     client.goto(&gateway.admin_url("/ui/")).await.unwrap();
     snapshot(client, "console-login").await;
     sign_in(client, &gateway, OPS).await;
+    let chart = text_of(client, "section.chart").await;
+    assert!(chart.contains("12 sagas finished"), "{chart}");
     snapshot(client, "console-sagas").await;
+    client
+        .goto(&gateway.admin_url("/ui/attention"))
+        .await
+        .unwrap();
+    let attention = text_of(client, "table.sagas").await;
+    assert!(
+        attention.contains("console-1"),
+        "a stuck saga needs attention: {attention}"
+    );
+    snapshot(client, "console-attention").await;
 
     let search = client.find(Locator::Css("input[name=q]")).await.unwrap();
     search.send_keys("console-1\u{E007}").await.unwrap();
@@ -145,11 +174,18 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
     let status = text_of(client, "dl.facts dd").await;
     assert!(status.starts_with("compensated"), "{status}");
 
-    client
-        .goto(&gateway.admin_url("/ui/attention"))
+    // On a phone: the page fits the screen's width (wide tables scroll inside themselves).
+    client.set_window_size(390, 844).await.unwrap();
+    let overflow = client
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
         .await
         .unwrap();
-    snapshot(client, "console-attention").await;
+    assert_eq!(overflow.as_i64(), Some(0), "the page is wider than a phone");
+    snapshot(client, "console-phone").await;
+
     browser.close().await;
 }
 

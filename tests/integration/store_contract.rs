@@ -177,11 +177,43 @@ async fn finished_sagas_expire_listings_filter_by_status_and_the_unfinished_are_
             let filter = SagaFilter {
                 status: Some(status),
                 limit: 10,
+                ..SagaFilter::default()
             };
             let listed = store.sagas(filter).await.unwrap();
             assert_eq!(listed.len(), expected, "{name}: {status}");
             assert!(listed.iter().all(|row| row.status == status), "{name}");
         }
+        let listed = |filter: SagaFilter| {
+            let store = store.clone();
+            async move {
+                let rows = store.sagas(filter).await.unwrap();
+                rows.iter().map(|r| r.id.to_string()).collect::<Vec<_>>()
+            }
+        };
+        let of = |route: Option<&str>, before_ms: Option<u64>| SagaFilter {
+            route: route.map(str::to_string),
+            before_ms,
+            limit: 10,
+            ..SagaFilter::default()
+        };
+        let all = ["00c", "00b", "00a"];
+        assert_eq!(listed(of(Some("transfers"), None)).await, all, "{name}");
+        assert!(listed(of(Some("refunds"), None)).await.is_empty(), "{name}");
+        // Ids sort by creation time: "00…" ones were made after the epoch's first millisecond.
+        assert!(listed(of(None, Some(0))).await.is_empty(), "{name}");
+        assert_eq!(listed(of(None, Some(u64::MAX >> 16))).await, all, "{name}");
+        let counts = store.saga_counts(1).await.unwrap();
+        assert_eq!(
+            counts,
+            [
+                ("pending", 1),
+                ("compensating", 0),
+                ("stuck", 1),
+                ("completed", 1),
+                ("compensated", 0)
+            ],
+            "{name}: each status counted, up to the cap"
+        );
         assert_eq!(store.expire().await.unwrap(), 1, "{name}");
         assert_eq!(store.saga_by_id("00a").await.unwrap(), None, "{name}");
         assert_eq!(
@@ -210,26 +242,34 @@ async fn a_search_finds_sagas_by_id_request_id_or_client_newest_first() {
             rows.iter().map(|row| row.id.to_string()).collect()
         };
         let all = SagaFilter {
-            status: None,
             limit: 10,
+            ..SagaFilter::default()
         };
         let search = |text: &'static str, filter| {
             let store = store.clone();
             async move { ids(store.search_sagas(text, filter).await.unwrap()) }
         };
-        assert_eq!(search("order-7", all).await, ["01b", "01a"], "{name}");
-        assert_eq!(search("acme", all).await, ["01c", "01b"], "{name}");
-        assert_eq!(search("01d", all).await, ["01d"], "{name}");
-        assert!(search("order", all).await.is_empty(), "{name}: exact only");
+        assert_eq!(
+            search("order-7", all.clone()).await,
+            ["01b", "01a"],
+            "{name}"
+        );
+        assert_eq!(search("acme", all.clone()).await, ["01c", "01b"], "{name}");
+        assert_eq!(search("01d", all.clone()).await, ["01d"], "{name}");
+        assert!(
+            search("order", all.clone()).await.is_empty(),
+            "{name}: exact only"
+        );
         assert!(search("01", all).await.is_empty(), "{name}: exact only");
         let stuck = SagaFilter {
             status: Some("stuck"),
             limit: 10,
+            ..SagaFilter::default()
         };
         assert_eq!(search("acme", stuck).await, ["01b"], "{name}");
         let one = SagaFilter {
-            status: None,
             limit: 1,
+            ..SagaFilter::default()
         };
         assert_eq!(search("acme", one).await, ["01c"], "{name}");
     }

@@ -6,6 +6,7 @@
 //! `sagas.rs`.
 
 mod auth;
+mod listing;
 mod sagas;
 mod ui;
 

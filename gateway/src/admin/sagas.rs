@@ -8,68 +8,33 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::listing::Listing;
 use super::{Operator, json, not_allowed};
 use crate::audit::Subject;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::pipeline::read_body;
-use crate::saga::{self, Acted, ActionKind, OperatorAction, Status};
+use crate::saga::{self, Acted, ActionKind, OperatorAction};
 
 /// Largest body an action takes (a resolve's note, a reason).
 const NOTE_BYTES_MAX: u64 = 64 * 1024;
-/// Longest search text.
-const QUERY_CHARS_MAX: usize = 512;
 
-/// `GET /admin/sagas?status=S&limit=N&q=TEXT`.
+/// `GET /admin/sagas?status=S&route=R&before_ms=T&limit=N&q=TEXT`.
 pub(super) async fn list(
     gateway: &Gateway,
     query: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let mut status = None;
-    let mut limit = 50;
-    let mut search = None;
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*key {
-            "status" => status = Some(parse_status(&value)?),
-            "limit" => {
-                limit = value.parse().map_err(|_| {
-                    Error::new(
-                        ErrorKind::BadRequest,
-                        format!("limit `{value}` is not a number"),
-                    )
-                })?;
-            }
-            "q" if value.chars().count() > QUERY_CHARS_MAX => {
-                return Err(Error::new(
-                    ErrorKind::BadRequest,
-                    format!("q is longer than {QUERY_CHARS_MAX} characters"),
-                ));
-            }
-            "q" if !value.trim().is_empty() => search = Some(value.trim().to_string()),
-            _ => {}
-        }
-    }
+    let Listing { filter, q } = Listing::parse(query.unwrap_or(""), 50)?;
     let engine = gateway.engine();
-    let sagas = match search {
-        Some(text) => engine.search(&text, status, limit).await?,
-        None => engine.list(status, limit).await?,
+    let sagas = match q {
+        Some(text) => engine.search(&text, filter).await?,
+        None => engine.list(filter).await?,
     };
     let body: Vec<_> = sagas.iter().map(saga::admin_view).collect();
     Ok(json(
         StatusCode::OK,
         &json!({ "sagas": body, "limit_max": saga::LIST_LIMIT_MAX }),
     ))
-}
-
-fn parse_status(value: &str) -> Result<Status, Error> {
-    Status::parse(value).ok_or_else(|| {
-        Error::new(
-            ErrorKind::BadRequest,
-            format!(
-                "unknown status `{value}`; use pending, compensating, stuck, completed or compensated"
-            ),
-        )
-    })
 }
 
 /// `/admin/sagas/{id}` and `/admin/sagas/{id}/{action}`.

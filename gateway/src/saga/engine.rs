@@ -280,8 +280,12 @@ impl Engine {
         // Cached before it leaves the running map, so a repeat always finds it somewhere.
         self.finished.insert(key.clone(), record.clone());
         self.forget(&key, &record.id, handle);
-        self.metrics
-            .saga_finished(&Arc::new(record.route.to_string()), record.status.as_str());
+        self.metrics.saga_finished(
+            &Arc::new(record.route.to_string()),
+            record.status.as_str(),
+            record.updated_ms.saturating_sub(record.created_ms),
+            crate::store::now_unix_ms(),
+        );
     }
 }
 

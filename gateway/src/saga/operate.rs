@@ -8,7 +8,7 @@ use super::engine::{Engine, store_error};
 use super::handle::Handle;
 use super::record::{ActionKind, ActionOutcome, OperatorAction, SagaRecord, Stage, Status};
 use crate::error::{Error, ErrorKind};
-use crate::store::SagaFilter;
+use crate::store::{SagaCounts, SagaFilter};
 
 /// Most sagas one admin listing returns.
 pub const LIST_LIMIT_MAX: usize = 1000;
@@ -36,18 +36,16 @@ impl Engine {
         Ok(row.and_then(|row| SagaRecord::decode(&row.record)))
     }
 
-    /// The newest sagas, optionally of one status.
-    pub async fn list(
-        &self,
-        status: Option<Status>,
-        limit: usize,
-    ) -> Result<Vec<SagaRecord>, Error> {
-        let filter = SagaFilter {
-            status: status.map(Status::as_str),
-            limit: limit.min(LIST_LIMIT_MAX),
-        };
+    /// The newest sagas, filtered as `filter` says.
+    pub async fn list(&self, mut filter: SagaFilter) -> Result<Vec<SagaRecord>, Error> {
+        filter.limit = filter.limit.min(LIST_LIMIT_MAX);
         let rows = self.ctx.store.sagas(filter).await.map_err(store_error)?;
         Ok(self.latest_of(&rows))
+    }
+
+    /// How many sagas of each status the store holds, each counted up to `cap`.
+    pub async fn counts(&self, cap: u64) -> Result<SagaCounts, Error> {
+        self.ctx.store.saga_counts(cap).await.map_err(store_error)
     }
 
     /// The records of `rows`, each as its running task last persisted it when it runs here
@@ -61,17 +59,14 @@ impl Engine {
             .collect()
     }
 
-    /// The newest sagas whose id, X-Request-ID or client is `text`, optionally of one status.
+    /// The newest sagas whose id, X-Request-ID or client is `text`, optionally of one status
+    /// (the search's other filters are its text).
     pub async fn search(
         &self,
         text: &str,
-        status: Option<Status>,
-        limit: usize,
+        mut filter: SagaFilter,
     ) -> Result<Vec<SagaRecord>, Error> {
-        let filter = SagaFilter {
-            status: status.map(Status::as_str),
-            limit: limit.min(LIST_LIMIT_MAX),
-        };
+        filter.limit = filter.limit.min(LIST_LIMIT_MAX);
         let rows = self
             .ctx
             .store

@@ -11,8 +11,8 @@ use super::quota::Quota;
 use super::sqlite::{Settings, Sqlite};
 use super::volatile::Volatile;
 use super::{
-    Applied, BoxFuture, Claim, Durability, EXPIRE_BATCH, Health, Mutation, SagaFilter, SagaRow,
-    Store, StoreError, now_unix_ms,
+    Applied, BoxFuture, Claim, Durability, EXPIRE_BATCH, Health, Mutation, SagaCounts, SagaFilter,
+    SagaRow, Store, StoreError, now_unix_ms,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -96,6 +96,10 @@ impl Store for Embedded {
         filter: SagaFilter,
     ) -> BoxFuture<'a, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(self.sqlite.search(text.to_string(), filter))
+    }
+
+    fn saga_counts(&self, cap: u64) -> BoxFuture<'_, Result<SagaCounts, StoreError>> {
+        Box::pin(self.sqlite.counts(cap))
     }
 
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {

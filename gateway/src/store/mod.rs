@@ -176,13 +176,50 @@ pub enum Claim {
 }
 
 /// Which sagas an admin listing wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SagaFilter {
     /// Only this status.
     pub status: Option<&'static str>,
+    /// Only this route's.
+    pub route: Option<String>,
+    /// Only those created before this time (ms since the epoch), found through the id.
+    pub before_ms: Option<u64>,
     /// At most this many, newest first.
     pub limit: usize,
 }
+
+impl SagaFilter {
+    /// The `WHERE` clause of a listing (empty when nothing is filtered) and its values in
+    /// order, numbered by `mark` from 1; the limit is for the caller to add. Each filter goes
+    /// through its index: status and route through `(status, id)` and `(route, id)`, the time
+    /// through the primary key, as a UUID v7 starts with its creation time.
+    pub(crate) fn conditions(&self, mark: impl Fn(usize) -> String) -> (String, Vec<String>) {
+        let mut terms = Vec::new();
+        let mut values = Vec::new();
+        let mut add = |column: &str, op: &str, value: String| {
+            values.push(value);
+            terms.push(format!("{column} {op} {}", mark(values.len())));
+        };
+        if let Some(status) = self.status {
+            add("status", "=", status.to_string());
+        }
+        if let Some(route) = &self.route {
+            add("route", "=", route.clone());
+        }
+        if let Some(before_ms) = self.before_ms {
+            add("id", "<", saga_id_prefix(before_ms));
+        }
+        if terms.is_empty() {
+            (String::new(), values)
+        } else {
+            (format!("WHERE {}", terms.join(" AND ")), values)
+        }
+    }
+}
+
+/// How many sagas of each status there are, each counted up to a cap (a store of a million
+/// finished sagas must not be counted on every page view).
+pub type SagaCounts = Vec<(&'static str, u64)>;
 
 /// Whether the store accepts writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +253,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         text: &'a str,
         filter: SagaFilter,
     ) -> BoxFuture<'a, Result<Vec<SagaRow>, StoreError>>;
+
+    /// How many sagas of each status, each counted up to `cap` through the status index.
+    fn saga_counts(&self, cap: u64) -> BoxFuture<'_, Result<SagaCounts, StoreError>>;
 
     /// Every unfinished saga (start-up recovery).
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>>;

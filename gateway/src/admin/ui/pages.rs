@@ -6,7 +6,11 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
+use super::chart;
+use super::masked::Shown;
 use crate::config::Role;
+use crate::last_hour::MinuteView;
+use crate::store::SagaFilter;
 
 /// What every page knows about who is looking.
 pub(super) struct Viewer<'a> {
@@ -81,38 +85,84 @@ pub(super) fn login(error: Option<&str>) -> Markup {
     )
 }
 
-/// A listing: `title`, the sagas as the admin API shows them, and the filters in force.
-pub(super) fn list(
-    viewer: &Viewer<'_>,
-    title: &str,
-    sagas: &[Value],
-    status: Option<&str>,
-    q: &str,
-) -> Markup {
+/// What a listing page shows.
+pub(super) struct ListPage<'a> {
+    /// Its heading.
+    pub(super) title: &'a str,
+    /// The sagas, as the admin API shows them.
+    pub(super) sagas: &'a [Value],
+    /// The filters in force, when the page offers them.
+    pub(super) filter: Option<&'a SagaFilter>,
+    /// The search text.
+    pub(super) q: &'a str,
+    /// Sagas per status, each counted up to `count_cap`.
+    pub(super) counts: &'a [(&'static str, u64)],
+    pub(super) count_cap: u64,
+    /// The routes a filter may name.
+    pub(super) routes: &'a [String],
+    /// The last hour, oldest minute first (empty: no chart).
+    pub(super) hour: &'a [MinuteView],
+}
+
+/// A listing: counts, filters, the sagas, and the last hour's chart.
+pub(super) fn list(viewer: &Viewer<'_>, listing: &ListPage<'_>) -> Markup {
     layout(
-        title,
+        listing.title,
         Some(viewer),
-        q,
+        listing.q,
         html! {
-            h1 { (title) }
-            form.filters method="get" action="/ui/" {
-                input type="hidden" name="q" value=(q);
-                label for="status" { "Status" }
-                select #status name="status" {
-                    option value="" selected[status.is_none()] { "any" }
-                    @for s in STATUSES {
-                        option value=(s) selected[status == Some(s)] { (s) }
+            h1 { (listing.title) }
+            @if !listing.counts.is_empty() {
+                ul.counts aria-label="Sagas per status" {
+                    @for (status, n) in listing.counts {
+                        li { a href={ "/ui/?status=" (status) } {
+                            span class={ "status " (status) } { (status) } " "
+                            strong { (n) @if *n >= listing.count_cap { "+" } }
+                        } }
                     }
                 }
-                button type="submit" { "Filter" }
             }
-            p.count { (sagas.len()) " saga" @if sagas.len() != 1 { "s" } }
-            (saga_table(sagas))
+            @if !listing.hour.is_empty() { (chart::last_hour(listing.hour)) }
+            @if let Some(filter) = listing.filter { (filters(filter, listing.q, listing.routes)) }
+            @if !listing.sagas.is_empty() {
+                p.count { (listing.sagas.len()) " saga" @if listing.sagas.len() != 1 { "s" } " shown, newest first" }
+            }
+            (saga_table(listing.sagas))
         },
     )
 }
 
+/// The filter form: status, route, and created before a time (UTC).
+fn filters(filter: &SagaFilter, q: &str, routes: &[String]) -> Markup {
+    let before = filter.before_ms.map(minute_text).unwrap_or_default();
+    html! {
+        form.filters method="get" action="/ui/" {
+            input type="hidden" name="q" value=(q);
+            label for="status" { "Status" }
+            select #status name="status" {
+                option value="" selected[filter.status.is_none()] { "any" }
+                @for s in STATUSES {
+                    option value=(s) selected[filter.status == Some(s)] { (s) }
+                }
+            }
+            label for="route" { "Route" }
+            select #route name="route" {
+                option value="" selected[filter.route.is_none()] { "any" }
+                @for r in routes {
+                    option value=(r) selected[filter.route.as_deref() == Some(r.as_str())] { (r) }
+                }
+            }
+            label for="before" { "Created before (UTC)" }
+            input #before type="datetime-local" name="before" value=(before);
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
 fn saga_table(sagas: &[Value]) -> Markup {
+    if sagas.is_empty() {
+        return html! { p.none { "None." } };
+    }
     html! {
         table.sagas {
             thead { tr { th { "Saga" } th { "Status" } th { "Route" } th { "Client" } th { "X-Request-ID" } th { "Created" } } }
@@ -135,7 +185,13 @@ fn saga_table(sagas: &[Value]) -> Markup {
 
 /// One saga's page: what it is, its plan and steps, every attempt, its operators' actions, and
 /// (for an `operate` operator) the actions its state allows.
-pub(super) fn saga(viewer: &Viewer<'_>, saga: &Value, body: &str, notice: Option<&str>) -> Markup {
+pub(super) fn saga(
+    viewer: &Viewer<'_>,
+    saga: &Value,
+    bodies: &[Shown],
+    masked: bool,
+    notice: Option<&str>,
+) -> Markup {
     let id = text(&saga["saga_id"]);
     layout(
         &id,
@@ -173,8 +229,12 @@ pub(super) fn saga(viewer: &Viewer<'_>, saga: &Value, body: &str, notice: Option
                     }
                 }
             }
-            h2 { "Request body" }
-            pre.body { (body) }
+            h2 { "Bodies" }
+            @if masked { p { "As the route's mask plugin shows them." } }
+            @for shown in bodies {
+                h3 { (shown.what) }
+                pre.body { (shown.text) }
+            }
             h2 { "Attempts" }
             p { (saga["attempts_total"]) " in all; the newest are kept." }
             table.timeline {
@@ -285,6 +345,15 @@ fn text(value: &Value) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
+}
+
+/// Milliseconds since the Unix epoch as a browser's `datetime-local` value (UTC).
+fn minute_text(ms: u64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
 }
 
 /// Milliseconds since the Unix epoch as an RFC 3339 time (UTC).

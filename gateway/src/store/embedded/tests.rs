@@ -222,26 +222,55 @@ fn a_damaged_schema_refuses_to_start_without_a_panic() {
     assert!(error.to_string().contains("txgate.db"), "{error}");
 }
 
+/// The steps of `sql`'s query plan.
+fn plan_of(conn: &rusqlite::Connection, sql: &str, values: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(values, |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[tokio::test]
-async fn an_operators_listing_of_one_status_reads_through_the_status_index() {
+async fn an_operators_listings_and_counts_read_through_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let _store = open(dir.path());
     let conn = rusqlite::Connection::open(dir.path().join("txgate.db")).unwrap();
-    let plan: Vec<String> = conn
-        .prepare(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            crate::store::sqlite::SAGAS_BY_STATUS
-        ))
-        .unwrap()
-        .query_map(rusqlite::params!["compensated", 50], |r| {
-            r.get::<_, String>(3)
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let status = SagaFilter {
+        status: Some("compensated"),
+        ..SagaFilter::default()
+    };
+    let route = SagaFilter {
+        route: Some("transfers".into()),
+        ..SagaFilter::default()
+    };
+    let before = SagaFilter {
+        before_ms: Some(1_700_000_000_000),
+        ..SagaFilter::default()
+    };
+    for (filter, index) in [
+        (status, "sagas_status"),
+        (route, "sagas_route"),
+        (before, "sqlite_autoindex_sagas_1"),
+    ] {
+        let (sql, values) = crate::store::sqlite::listing(&filter);
+        let mut params: Vec<&dyn rusqlite::ToSql> =
+            values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+        params.push(&50);
+        let plan = plan_of(&conn, &sql, &params);
+        assert!(
+            plan.iter().any(|step| step.contains(index)),
+            "{filter:?}: {plan:?}"
+        );
+    }
+    let plan = plan_of(
+        &conn,
+        crate::store::sqlite::SAGAS_COUNT,
+        rusqlite::params!["completed", 10_000],
+    );
     assert!(
-        plan.iter()
-            .any(|step| step.contains("USING INDEX sagas_status")),
+        plan.iter().any(|step| step.contains("sagas_status")),
         "{plan:?}"
     );
 }

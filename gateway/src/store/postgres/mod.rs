@@ -43,8 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::progress::Tracker;
 use super::{
-    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaFilter, SagaRow, Store,
-    StoreError, now_unix_ms,
+    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaCounts, SagaFilter, SagaRow,
+    Store, StoreError, now_unix_ms,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
@@ -263,6 +263,10 @@ impl Store for Postgres {
         filter: SagaFilter,
     ) -> BoxFuture<'a, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(within(sagas::search(&self.pool, text, filter)))
+    }
+
+    fn saga_counts(&self, cap: u64) -> BoxFuture<'_, Result<SagaCounts, StoreError>> {
+        Box::pin(within(sagas::counts(&self.pool, cap)))
     }
 
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {

@@ -6,7 +6,8 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
 use super::super::{
-    EXPIRE_BATCH, SagaFilter, SagaKey, SagaRow, StoreError, saga_id_prefix, to_i64, unavailable,
+    EXPIRE_BATCH, SAGA_STATUSES, SagaCounts, SagaFilter, SagaKey, SagaRow, StoreError,
+    saga_id_prefix, to_i64, unavailable,
 };
 use super::deadline::within;
 use super::kv::client;
@@ -45,29 +46,36 @@ pub(super) async fn by_id(pool: &Pool, id: &str) -> Result<Option<SagaRow>, Stor
     Ok(query(pool, &sql, &[&id]).await?.into_iter().next())
 }
 
-/// The newest sagas of the fleet, optionally of one status.
+/// The newest sagas of the fleet, filtered as `filter` says, each filter through its index.
 pub(super) async fn list(pool: &Pool, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
     let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-    match filter.status {
-        // The unfinished ones are found by the partial index.
-        Some(status @ ("pending" | "compensating" | "stuck")) => {
-            let sql = format!(
-                "SELECT {SAGA_COLUMNS} FROM sagas WHERE expires_at_ms IS NULL AND status = $1
-                 ORDER BY id DESC LIMIT $2"
-            );
-            query(pool, &sql, &[&status, &limit]).await
-        }
-        Some(status) => {
-            let sql = format!(
-                "SELECT {SAGA_COLUMNS} FROM sagas WHERE status = $1 ORDER BY id DESC LIMIT $2"
-            );
-            query(pool, &sql, &[&status, &limit]).await
-        }
-        None => {
-            let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas ORDER BY id DESC LIMIT $1");
-            query(pool, &sql, &[&limit]).await
-        }
+    let (conditions, values) = filter.conditions(|n| format!("${n}"));
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas {conditions} ORDER BY id DESC LIMIT ${}",
+        values.len() + 1
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+    params.push(&limit);
+    query(pool, &sql, &params).await
+}
+
+/// How many sagas of each status, each up to `cap`, through the status index.
+pub(super) async fn counts(pool: &Pool, cap: u64) -> Result<SagaCounts, StoreError> {
+    let cap = to_i64(cap);
+    let client = client(pool).await?;
+    let statement = client
+        .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM sagas WHERE status = $1 LIMIT $2) s")
+        .await
+        .map_err(unavailable)?;
+    let mut counts = Vec::with_capacity(SAGA_STATUSES.len());
+    for status in SAGA_STATUSES {
+        let row = client
+            .query_one(&statement, &[&status, &cap])
+            .await
+            .map_err(unavailable)?;
+        counts.push((status, row.get::<_, i64>(0).max(0) as u64));
     }
+    Ok(counts)
 }
 
 /// The newest sagas whose id, X-Request-ID or client is `text`, through the primary key and the

@@ -172,6 +172,7 @@ fn schema_2() -> String {
 const SCHEMA_3: &str = "
 CREATE INDEX IF NOT EXISTS sagas_request_id ON sagas (request_id, id);
 CREATE INDEX IF NOT EXISTS sagas_client ON sagas (client, id);
+CREATE INDEX IF NOT EXISTS sagas_route ON sagas (route, id);
 ";
 
 /// What the migration found and did.

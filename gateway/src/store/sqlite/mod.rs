@@ -36,14 +36,14 @@ use tokio::sync::mpsc;
 use super::cache::Recent;
 use super::progress::{self, Progress};
 use super::quota::{Quota, Usage};
-use super::{Applied, Claim, Health, Mutation, SagaFilter, SagaRow, StoreError};
+use super::{Applied, Claim, Health, Mutation, SagaCounts, SagaFilter, SagaRow, StoreError};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use answer::Job;
 use ops::{Book, Done, Op, SAGAS};
 use read::Readers;
 #[cfg(test)]
-pub(super) use read::{SAGAS_BY_STATUS, SAGAS_SEARCH};
+pub(super) use read::{SAGAS_COUNT, SAGAS_SEARCH, listing};
 use writer::{Shared, Writer};
 
 /// The database file's name in the store directory.
@@ -261,6 +261,14 @@ impl Sqlite {
     ) -> Result<Vec<SagaRow>, StoreError> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || readers.search(&text, filter))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// How many sagas of each status, each up to `cap`, read on a blocking thread.
+    pub(super) async fn counts(&self, cap: u64) -> Result<SagaCounts, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.counts(cap))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }

@@ -11,7 +11,9 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OpenFlags, OptionalExtension, Row, params};
 
-use super::super::{SagaFilter, SagaKey, SagaRow, StoreError, status_name, unavailable};
+use super::super::{
+    SAGA_STATUSES, SagaCounts, SagaFilter, SagaKey, SagaRow, StoreError, status_name, unavailable,
+};
 use crate::error::{Error, ErrorKind};
 
 /// Read connections kept open.
@@ -30,10 +32,9 @@ pub(super) struct Readers {
 const SAGA_COLUMNS: &str =
     "id, status, created_ms, updated_ms, expires_at_ms, record, route, client, request_id";
 
-/// The newest sagas of one status (`?1`), at most `?2`: through the status index.
-pub(in crate::store) const SAGAS_BY_STATUS: &str = "SELECT id, status, created_ms, updated_ms, \
-     expires_at_ms, record, route, client, request_id FROM sagas WHERE status = ?1 \
-     ORDER BY id DESC LIMIT ?2";
+/// How many sagas of status `?1` there are, up to `?2`: through the status index.
+pub(in crate::store) const SAGAS_COUNT: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM sagas WHERE status = ?1 LIMIT ?2)";
 
 /// The newest sagas whose id, X-Request-ID or client is `?1`, of status `?2` (or any, for an
 /// empty one), at most `?3`: each part through its index, the id's through the primary key.
@@ -45,6 +46,16 @@ pub(in crate::store) const SAGAS_SEARCH: &str = "SELECT id, status, created_ms, 
      UNION SELECT id FROM (SELECT id FROM sagas WHERE client = ?1 \
          AND (?2 = '' OR status = ?2) ORDER BY id DESC LIMIT ?3) \
      ) ORDER BY id DESC LIMIT ?3";
+
+/// A listing's statement and its values, the limit last (its own parameter, after them).
+pub(in crate::store) fn listing(filter: &SagaFilter) -> (String, Vec<String>) {
+    let (conditions, values) = filter.conditions(|n| format!("?{n}"));
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas {conditions} ORDER BY id DESC LIMIT ?{}",
+        values.len() + 1
+    );
+    (sql, values)
+}
 
 /// A saga row from `SAGA_COLUMNS` (the first six are enough when the key is known).
 pub(super) fn saga_columns(row: &Row<'_>, key: SagaKey) -> rusqlite::Result<SagaRow> {
@@ -136,22 +147,33 @@ impl Readers {
         })
     }
 
-    /// The newest sagas: of one status through the status index, or all by id.
+    /// The newest sagas, filtered as `filter` says, each filter through its index.
     pub(super) fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let (sql, values) = listing(&filter);
         self.with(|conn| {
-            let (sql, status) = match filter.status {
-                Some(status) => (SAGAS_BY_STATUS.to_string(), status),
-                None => (
-                    format!(
-                        "SELECT {SAGA_COLUMNS} FROM sagas WHERE ?1 = '' ORDER BY id DESC LIMIT ?2"
-                    ),
-                    "",
-                ),
-            };
             let mut statement = conn.prepare_cached(&sql)?;
-            let rows = statement.query_map(params![status, limit], full_row)?;
+            let mut params: Vec<&dyn rusqlite::ToSql> =
+                values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+            params.push(&limit);
+            let rows = statement.query_map(params.as_slice(), full_row)?;
             rows.collect()
+        })
+    }
+
+    /// How many sagas of each status, each up to `cap`: a count of a million rows would take a
+    /// page view's whole budget.
+    pub(super) fn counts(&self, cap: u64) -> Result<SagaCounts, StoreError> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(SAGAS_COUNT)?;
+            SAGA_STATUSES
+                .into_iter()
+                .map(|status| {
+                    let n: i64 = statement.query_row(params![status, cap], |row| row.get(0))?;
+                    Ok((status, n.max(0) as u64))
+                })
+                .collect()
         })
     }
 

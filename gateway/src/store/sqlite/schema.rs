@@ -36,6 +36,7 @@ const UPGRADE_2: &str = "CREATE INDEX IF NOT EXISTS sagas_status ON sagas (statu
 const UPGRADE_3: &str = "
 CREATE INDEX IF NOT EXISTS sagas_request_id ON sagas (request_id, id);
 CREATE INDEX IF NOT EXISTS sagas_client ON sagas (client, id);
+CREATE INDEX IF NOT EXISTS sagas_route ON sagas (route, id);
 ";
 
 const SCHEMA: &str = "
@@ -57,6 +58,7 @@ CREATE INDEX sagas_unfinished ON sagas (id) WHERE expires_at_ms IS NULL;
 CREATE INDEX sagas_status ON sagas (status, id);
 CREATE INDEX sagas_request_id ON sagas (request_id, id);
 CREATE INDEX sagas_client ON sagas (client, id);
+CREATE INDEX sagas_route ON sagas (route, id);
 CREATE TABLE kv (
     namespace TEXT NOT NULL,
     key TEXT NOT NULL,
