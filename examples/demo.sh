@@ -127,6 +127,11 @@ wait %% 2>/dev/null || true
 say "The client's answer (409: aborted, every applied step compensated):"
 run "cat $demo_dir/abort-answer.json; echo"
 
+say "The operator console at /ui/ (a browser's way in; here with curl): sign in, then the counts per status:"
+curl -s -o /dev/null -c "$demo_dir/console.cookies" -X POST http://127.0.0.1:9080/ui/login \
+  -H 'Origin: http://127.0.0.1:9080' --data-urlencode 'token=demo-auditor-0123456789'
+run "curl -s -b $demo_dir/console.cookies http://127.0.0.1:9080/ui/ | grep -o '<ul class=\"counts\".*</ul>' | sed -e 's/<[^>]*>/ /g' -e 's/  */ /g'"
+
 say "The store as the running gateway reports it: SQLite, WAL, synchronous FULL, space per namespace:"
 run "curl -s -H \"\$AUDITOR\" http://127.0.0.1:9080/admin/store"
 
@@ -141,5 +146,6 @@ if [ "${DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 say "The gateway is up on http://127.0.0.1:8080 (admin http://127.0.0.1:9080). Try:"
 echo "  curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: my-1' -d '{\"from\":\"bob\",\"to\":\"carol\",\"amount\":5}'"
 echo "  curl -s -H '$AUDITOR' http://127.0.0.1:9080/admin/sagas?status=completed"
+echo "  or open http://127.0.0.1:9080/ui/ in a browser, signed in as ops-alice: demo-ops-alice-0123456789"
 echo "Press Ctrl-C to stop."
 wait
