@@ -111,3 +111,53 @@ async fn bank_keeps_its_books_across_a_kill() {
         "the replayed key is not applied again"
     );
 }
+
+#[tokio::test]
+async fn bank_answers_the_status_call_with_what_it_holds_for_a_step() {
+    // Proves the `status` call reconciliation asks (SPEC §10): applied, then compensated, with
+    // the amount; 404 for a step never seen; 400 without the step's headers. It only reads: a
+    // status call does not take the action's key, so the action's retry is not refused as in
+    // progress.
+    let bank = Bank::start(&["alice=100"]).await;
+    let status = |saga: &'static str| {
+        let url = bank.url("/debit/status");
+        async move {
+            let response = client()
+                .get(url)
+                .header("idempotency-key", format!("{saga}.debit.action"))
+                .header("x-saga-id", saga)
+                .header("x-saga-step", "debit")
+                .send()
+                .await
+                .unwrap();
+            let code = response.status().as_u16();
+            (code, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(status("s7").await.0, 404);
+    let body = json!({"account": "alice", "amount": 25});
+    call(&bank, "/debit", "s7.debit.action", "s7", body).await;
+    let (code, held) = status("s7").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (&held["applied"], &held["compensated"], &held["amount"]),
+        (&json!(true), &json!(false), &json!(25))
+    );
+    call(
+        &bank,
+        "/debit/compensate",
+        "s7.debit.compensate",
+        "s7",
+        json!({}),
+    )
+    .await;
+    let (_, undone) = status("s7").await;
+    assert_eq!(undone["compensated"], true);
+    let bare = client()
+        .get(bank.url("/debit/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 400);
+    assert_eq!(bank.balance("alice").await, 100, "reading moved nothing");
+}

@@ -188,7 +188,9 @@ impl Bank {
                 }
             }
         }
-        let _in_progress = if management {
+        // A status call only reads: it must not hold the key an action is retried with.
+        let reads = request.method() == Method::GET && path.ends_with("/status");
+        let _in_progress = if management || reads {
             None
         } else {
             match self.begin(request.headers()) {
@@ -252,6 +254,7 @@ impl Bank {
             (_, ["_faults"]) => self.faults(request).await,
             (&Method::GET, ["_requests"]) => self.request_log(),
             (_, ["echo", ..]) => echo(request).await,
+            (&Method::GET, [_, "status"] | ["tcc", _, "status"]) => self.status(request.headers()),
             (&Method::POST, [direction]) => self.business(request, direction, "action").await,
             (&Method::POST, [direction, "compensate"]) => {
                 self.business(request, direction, "compensate").await
@@ -328,6 +331,28 @@ impl Bank {
             log.pop_front();
         }
         log.push_back(entry);
+    }
+
+    /// `GET /{debit,credit}/status` and `GET /tcc/{debit,credit}/status`: what the bank holds
+    /// for the step named by `X-Saga-ID` and `X-Saga-Step` (`txgate reconcile` asks).
+    fn status(&self, headers: &HeaderMap) -> Response<Full<Bytes>> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(saga), Some(step)) = (header("x-saga-id"), header("x-saga-step")) else {
+            let detail = "a status call needs X-Saga-ID and X-Saga-Step";
+            return reply(400, &json!({"error": "bad_request", "detail": detail}));
+        };
+        match self
+            .ledger
+            .lock()
+            .unwrap()
+            .status(&format!("{saga}/{step}"))
+        {
+            Some(held) => reply(200, &held),
+            None => reply(
+                404,
+                &json!({"error": "unknown_key", "detail": "this bank holds nothing for that step"}),
+            ),
+        }
     }
 
     fn request_log(&self) -> Response<Full<Bytes>> {

@@ -220,6 +220,29 @@ impl Ledger {
         self.barriers.iter()
     }
 
+    /// What the bank holds for a saga's step, by its barrier key (`saga/step`), as the `status`
+    /// call answers it (SPEC §10): whether its effect was applied, whether it was compensated
+    /// (or a TCC reservation released), and the amount; `held` marks a TCC try neither confirmed
+    /// nor cancelled. `None` for a step the bank never saw, or has forgotten.
+    pub fn status(&self, barrier: &str) -> Option<Value> {
+        let (applied, compensated, amount, held) = match self.barriers.get(barrier)? {
+            Barrier::Applied { delta, .. } | Barrier::Confirmed { delta, .. } => {
+                (true, false, Some(delta.abs()), false)
+            }
+            Barrier::Compensated { delta, .. } => (true, true, Some(delta.abs()), false),
+            Barrier::Tried { amount, .. } => (false, false, Some(*amount), true),
+            Barrier::NullCompensated | Barrier::Cancelled | Barrier::NullCancelled => {
+                (false, true, None, false)
+            }
+        };
+        Some(serde_json::json!({
+            "applied": applied,
+            "compensated": compensated,
+            "amount": amount,
+            "held": held,
+        }))
+    }
+
     /// The stored answer for a key, if the key was seen.
     pub fn replay(&self, key: &str) -> Option<&Answer> {
         self.answers.get(key)
@@ -556,6 +579,36 @@ mod tests {
         assert_eq!(ledger.account("alice").unwrap().balance, 100);
         let (late, _) = ledger.apply(&op("t2", Direction::Debit, Phase::Try, 40));
         assert_eq!(late.status, 409, "a try after its cancel is barred");
+    }
+
+    #[test]
+    fn status_says_what_each_step_holds() {
+        let mut ledger = ledger();
+        let status = |ledger: &Ledger| ledger.status("saga-1/step");
+        assert_eq!(status(&ledger), None, "never seen");
+        ledger.apply(&op("a", Direction::Debit, Phase::Action, 30));
+        let held = status(&ledger).unwrap();
+        assert_eq!(
+            (held["applied"].as_bool(), held["compensated"].as_bool()),
+            (Some(true), Some(false))
+        );
+        assert_eq!(held["amount"], 30);
+        ledger.apply(&op("c", Direction::Debit, Phase::Compensate, 30));
+        let undone = status(&ledger).unwrap();
+        assert_eq!(undone["compensated"], true);
+        let mut tcc = self::ledger();
+        tcc.apply(&op("t", Direction::Debit, Phase::Try, 40));
+        let tried = status(&tcc).unwrap();
+        assert_eq!(
+            (tried["applied"].as_bool(), tried["held"].as_bool()),
+            (Some(false), Some(true))
+        );
+        tcc.apply(&op("f", Direction::Debit, Phase::Confirm, 40));
+        let confirmed = status(&tcc).unwrap();
+        assert_eq!(
+            (confirmed["applied"].as_bool(), confirmed["amount"].as_i64()),
+            (Some(true), Some(40))
+        );
     }
 
     #[test]

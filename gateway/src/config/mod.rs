@@ -345,6 +345,9 @@ pub struct StepConfig {
     pub confirm: Option<String>,
     /// TCC mode: release the reservation.
     pub cancel: Option<String>,
+    /// Either mode, optional: the call `txgate reconcile` asks what the backend holds for the
+    /// step (a `GET`; SPEC §10).
+    pub status: Option<String>,
 }
 
 mod defaults {

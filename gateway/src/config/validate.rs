@@ -326,6 +326,16 @@ fn step_checks(key: &str, step: &StepConfig, mode: SagaMode, config: &Config, is
         ("confirm", &step.confirm, mode == SagaMode::Tcc),
         ("cancel", &step.cancel, mode == SagaMode::Tcc),
     ];
+    if let Some(status) = &step.status {
+        match super::parse_call(status) {
+            Ok(call) if call.method == http::Method::GET => {}
+            Ok(_) => issues.push(
+                format!("{key}.status"),
+                "a status call only reads: it must be a GET",
+            ),
+            Err(reason) => issues.push(format!("{key}.status"), reason),
+        }
+    }
     let mode_name = match mode {
         SagaMode::Saga => "saga",
         SagaMode::Tcc => "tcc",
@@ -360,6 +370,27 @@ mod tests {
             .into_iter()
             .map(|i| i.key)
             .collect()
+    }
+
+    #[test]
+    fn a_steps_status_call_must_be_a_get() {
+        let route = |status: &str| {
+            format!(
+                "[upstreams.bank]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"t\"\n\
+                 path = \"/t\"\n[routes.saga]\nmode = \"saga\"\n[[routes.saga.steps]]\n\
+                 name = \"debit\"\nupstream = \"bank\"\naction = \"POST /debit\"\n\
+                 compensate = \"POST /debit/compensate\"\n{status}"
+            )
+        };
+        assert!(issues_of(&route("status = \"GET /debit/status\"")).is_empty());
+        assert!(issues_of(&route("")).is_empty(), "it is optional");
+        for bad in ["status = \"POST /debit/status\"", "status = \"debit\""] {
+            assert_eq!(
+                issues_of(&route(bad)),
+                ["routes[0].saga.steps[0].status"],
+                "{bad}"
+            );
+        }
     }
 
     #[test]
