@@ -27,11 +27,7 @@ refuse_busy "$A_PORT" "$B_PORT" "$TXGATE_PORT" "$ADMIN_PORT"
 build_release
 work=$(mktemp -d)
 trap 'stop_all; rm -rf "$work"' EXIT
-BIG=1000000000000000
-target/release/txgate-bank --listen "127.0.0.1:$A_PORT" --accounts "alice=$BIG" --keys-max 200000 >/dev/null 2>&1 &
-PIDS+=($!)
-target/release/txgate-bank --listen "127.0.0.1:$B_PORT" --accounts "carol=$BIG" --keys-max 200000 >/dev/null 2>&1 &
-PIDS+=($!)
+start_transfer_banks "$A_PORT" "$B_PORT" "$work"
 cat >"$work/txgate.toml" <<CONFIG
 [server]
 listen = "127.0.0.1:$TXGATE_PORT"
@@ -50,8 +46,6 @@ $(transfer_route transfers /transfers)
 CONFIG
 start_txgate "$work/txgate.toml" "$work/txgate.log"
 wait_port "$TXGATE_PORT"
-wait_port "$A_PORT"
-wait_port "$B_PORT"
 finished() { curl -s -H "Authorization: Bearer $TOKEN" "$ADMIN/metrics" | awk '/^txgate_sagas_total/ { n += $NF } END { printf "%d", n }'; }
 
 transfers_lua "$work/unique.lua"

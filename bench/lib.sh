@@ -51,6 +51,20 @@ start_bank() {
   wait_port "$port"
 }
 
+# start_transfer_banks A_PORT B_PORT DIR: the two banks of the transfer saga, alice paying at
+# bank_a and carol paid at bank_b, each with funds no run exhausts; their logs go to DIR.
+start_transfer_banks() {
+  local big=1000000000000000
+  target/release/txgate-bank --listen "127.0.0.1:$1" --name bank_a --accounts "alice=$big" \
+    --keys-max 200000 >"$3/a.log" 2>&1 &
+  PIDS+=($!)
+  target/release/txgate-bank --listen "127.0.0.1:$2" --name bank_b --accounts "carol=$big" \
+    --keys-max 200000 >"$3/b.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$1"
+  wait_port "$2"
+}
+
 # start_txgate CONFIG LOG
 start_txgate() {
   TXGATE_LOG=${TXGATE_LOG:-warn} target/release/txgate serve --config "$1" >"$2" 2>&1 &

@@ -38,15 +38,7 @@ build_release
 
 work=$(mktemp -d)
 trap 'stop_all; rm -rf "$work"' EXIT
-BIG=1000000000000000
-target/release/txgate-bank --listen "127.0.0.1:$A_PORT" --name bank_a --accounts "alice=$BIG" \
-  --keys-max 200000 >"$work/a.log" 2>&1 &
-PIDS+=($!)
-target/release/txgate-bank --listen "127.0.0.1:$B_PORT" --name bank_b --accounts "carol=$BIG" \
-  --keys-max 200000 >"$work/b.log" 2>&1 &
-PIDS+=($!)
-wait_port "$A_PORT"
-wait_port "$B_PORT"
+start_transfer_banks "$A_PORT" "$B_PORT" "$work"
 
 plugin_config=""
 if [ "$PLUGINS" = 1 ]; then

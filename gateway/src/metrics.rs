@@ -2,7 +2,6 @@
 //!
 //! Label values are `Arc<String>` so the hot path clones a pointer, not a string.
 
-use crate::last_hour::LastHour;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -13,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::last_hour::LastHour;
 
 /// A label value shared by every series that carries it.
 pub type Name = Arc<String>;
@@ -314,14 +315,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one finished saga, which took `latency_ms` from its start to its end at `now_ms`.
-    pub fn saga_finished(&self, route: &Name, outcome: &'static str, latency_ms: u64, now_ms: u64) {
+    /// Counts one finished saga, started at `started_ms` and ended at `ended_ms`.
+    pub fn saga_finished(
+        &self,
+        route: &Name,
+        outcome: &'static str,
+        started_ms: u64,
+        ended_ms: u64,
+    ) {
         let labels = RouteOutcome {
             route: route.clone(),
             outcome,
         };
         self.sagas.get_or_create(&labels).inc();
-        self.last_hour.record(outcome, latency_ms, now_ms);
+        let latency_ms = ended_ms.saturating_sub(started_ms);
+        self.last_hour.record(outcome, latency_ms, ended_ms);
     }
 
     /// The in-flight saga gauge.

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, Locator};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -50,6 +51,22 @@ async fn text_of(client: &Client, css: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// The element `css` once the page shows it (after a navigation), waiting up to 20 s.
+async fn shown(client: &Client, css: &str) -> Element {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("the page never showed {css}: {e}"))
+}
+
+/// The session's anti-CSRF token, as the open page's forms carry it.
+async fn csrf_of(client: &Client) -> String {
+    let field = client.find(Locator::Css("input[name=csrf]")).await.unwrap();
+    field.attr("value").await.unwrap().expect("a token")
 }
 
 /// Saves the page as `name.png` when screenshots are asked for.
@@ -111,12 +128,8 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
 
     let search = client.find(Locator::Css("input[name=q]")).await.unwrap();
     search.send_keys("console-1\u{E007}").await.unwrap();
-    let link = client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(&format!("a[href='/ui/sagas/{id}']")))
-        .await
-        .expect("the search finds the saga by its X-Request-ID");
+    // The search finds the saga by its X-Request-ID.
+    let link = shown(client, &format!("a[href='/ui/sagas/{id}']")).await;
     link.click().await.unwrap();
     wait_for_path(client, &format!("/ui/sagas/{id}")).await;
     let body = text_of(client, "pre.body").await;
@@ -160,15 +173,8 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
         .click()
         .await
         .unwrap();
-    let actions = client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("table.actions"))
-        .await
-        .expect("the action is in the saga's timeline")
-        .text()
-        .await
-        .unwrap();
+    // The action is in the saga's timeline.
+    let actions = shown(client, "table.actions").await.text().await.unwrap();
     assert!(actions.contains(reason), "{actions}");
     assert!(actions.contains("ops-alice"), "{actions}");
     let status = text_of(client, "dl.facts dd").await;
@@ -243,15 +249,7 @@ async fn a_reader_sees_no_action_and_a_post_from_another_origin_is_refused() {
         .await
         .unwrap();
     assert!(forms.is_empty(), "a reader is offered no action");
-    let csrf = reader
-        .client
-        .find(Locator::Css("input[name=csrf]"))
-        .await
-        .unwrap()
-        .attr("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let csrf = csrf_of(&reader.client).await;
     // The reader builds the form by hand in the console's own page (WebDriver's script is not
     // the page's, so the console's CSP does not stop it) and submits it.
     let forged = format!(
@@ -262,16 +260,7 @@ async fn a_reader_sees_no_action_and_a_post_from_another_origin_is_refused() {
          document.body.appendChild(f); f.submit();"
     );
     reader.client.execute(&forged, vec![]).await.unwrap();
-    let refused = reader
-        .client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refused = shown(&reader.client, "p.error").await.text().await.unwrap();
     assert!(refused.contains("read"), "{refused}");
     reader.close().await;
 
@@ -281,15 +270,7 @@ async fn a_reader_sees_no_action_and_a_post_from_another_origin_is_refused() {
         .goto(&gateway.admin_url(&format!("/ui/sagas/{id}")))
         .await
         .unwrap();
-    let csrf = ops
-        .client
-        .find(Locator::Css("input[name=csrf]"))
-        .await
-        .unwrap()
-        .attr("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let csrf = csrf_of(&ops.client).await;
     let lure = hostile_page(
         &gateway.admin_url(&resolve),
         &[("csrf", &csrf), ("reason", "pwned"), ("confirm", "yes")],
@@ -303,16 +284,7 @@ async fn a_reader_sees_no_action_and_a_post_from_another_origin_is_refused() {
         .click()
         .await
         .unwrap();
-    let refused = ops
-        .client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refused = shown(&ops.client, "p.error").await.text().await.unwrap();
     assert!(refused.to_lowercase().contains("origin"), "{refused}");
     ops.close().await;
 

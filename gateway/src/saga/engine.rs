@@ -283,8 +283,8 @@ impl Engine {
         self.metrics.saga_finished(
             &Arc::new(record.route.to_string()),
             record.status.as_str(),
-            record.updated_ms.saturating_sub(record.created_ms),
-            crate::store::now_unix_ms(),
+            record.created_ms,
+            record.updated_ms,
         );
     }
 }

@@ -47,19 +47,16 @@ pub(crate) async fn bodies(gateway: &Gateway, record: &SagaRecord) -> (Vec<Shown
         }
     }
     let version = gateway.version();
-    let route_plugins = version
-        .config
-        .routes
-        .iter()
-        .find(|r| *r.name == *record.route)
-        .map(|r| r.plugins.clone())
-        .unwrap_or_default();
-    let names: Vec<String> = record
-        .plugins
-        .as_deref()
-        .map_or(route_plugins, <[String]>::to_vec)
-        .into_iter()
+    // The saga's own plugins, as it started; older records name none, so the route's.
+    let plugins = match record.plugins.as_deref() {
+        Some(plugins) => plugins,
+        None => (version.config.routes.iter())
+            .find(|r| *r.name == *record.route)
+            .map_or(&[][..], |r| &r.plugins[..]),
+    };
+    let names: Vec<String> = (plugins.iter())
         .filter(|name| is_mask(&version.config, name))
+        .cloned()
         .collect();
     let chain = match version.chain_of(&names) {
         Ok(Some(chain)) => chain,

@@ -10,7 +10,7 @@ use super::chart;
 use super::masked::Shown;
 use crate::config::Role;
 use crate::last_hour::MinuteView;
-use crate::store::SagaFilter;
+use crate::store::{SAGA_STATUSES, SagaFilter};
 
 /// What every page knows about who is looking.
 pub(super) struct Viewer<'a> {
@@ -21,15 +21,6 @@ pub(super) struct Viewer<'a> {
     /// The session's anti-CSRF token, put in every form.
     pub(super) csrf: &'a str,
 }
-
-/// The statuses a listing filters on.
-const STATUSES: [&str; 5] = [
-    "pending",
-    "compensating",
-    "stuck",
-    "completed",
-    "compensated",
-];
 
 fn layout(title: &str, viewer: Option<&Viewer<'_>>, q: &str, body: Markup) -> Markup {
     html! {
@@ -141,7 +132,7 @@ fn filters(filter: &SagaFilter, q: &str, routes: &[String]) -> Markup {
             label for="status" { "Status" }
             select #status name="status" {
                 option value="" selected[filter.status.is_none()] { "any" }
-                @for s in STATUSES {
+                @for s in SAGA_STATUSES {
                     option value=(s) selected[filter.status == Some(s)] { (s) }
                 }
             }

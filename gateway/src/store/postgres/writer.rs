@@ -188,12 +188,14 @@ fn root_cause(
     errors: impl Iterator<Item = tokio_postgres::Error>,
 ) -> Option<tokio_postgres::Error> {
     use tokio_postgres::error::SqlState;
-    let mut errors: Vec<_> = errors.collect();
-    let root = errors
-        .iter()
-        .position(|e| e.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
-        .unwrap_or(0);
-    (!errors.is_empty()).then(|| errors.swap_remove(root))
+    let mut first = None;
+    for error in errors {
+        if error.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION) {
+            return Some(error);
+        }
+        first.get_or_insert(error);
+    }
+    first
 }
 
 fn millis(value: i64) -> u64 {
