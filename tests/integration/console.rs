@@ -331,4 +331,18 @@ async fn the_list_counts_filters_and_charts_and_a_saga_page_shows_bodies_masked(
     assert!(page.contains("a***@example.com"), "{page}");
     assert!(!page.contains("4111111111111111"), "{page}");
     assert!(!page.contains("alice@example.com"), "{page}");
+
+    // The mask plugin taken out of the config: the saga ran with it, so its bodies stay hidden.
+    gateway.write_config(&transfer_routes(&a, &b, ""));
+    let reloaded = client()
+        .post(gateway.admin_url("/admin/reload"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let (_, page) = browser.get(&format!("/ui/sagas/{id}")).await;
+    assert!(page.contains("withheld"), "{page}");
+    assert!(!page.contains("4111111111111111"), "{page}");
+    assert!(!page.contains("alice@example.com"), "{page}");
 }

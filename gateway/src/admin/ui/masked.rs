@@ -2,8 +2,9 @@
 //! sees what a client of the route would, card numbers and e-mail addresses masked alike.
 //!
 //! The route's mask plugin is the one named `mask`, or whose module is `mask*.wasm`; only it runs
-//! (an `audit` plugin beside it must not log an operator's look as a request). Should it fail,
-//! the body is withheld, never shown unmasked.
+//! (an `audit` plugin beside it must not log an operator's look as a request). Should it fail, or
+//! should a plugin the saga ran with be gone from the running config, the body is withheld,
+//! never shown unmasked.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -58,9 +59,28 @@ pub(crate) async fn bodies(gateway: &Gateway, record: &SagaRecord) -> (Vec<Shown
         .filter(|name| is_mask(&version.config, name))
         .cloned()
         .collect();
+    // A plugin the saga ran with that the running config no longer loads may have been its
+    // mask: what it would show cannot be told, so nothing is shown.
+    if let Some(gone) = plugins
+        .iter()
+        .find(|name| !version.config.plugins.contains_key(*name))
+    {
+        let why = format!("(withheld: the saga's plugin `{gone}` is not in the running config)");
+        return (
+            bodies.into_iter().map(|b| withheld(b, &why)).collect(),
+            true,
+        );
+    }
     let chain = match version.chain_of(&names) {
         Ok(Some(chain)) => chain,
-        _ => return (bodies.into_iter().map(plain).collect(), false),
+        Ok(None) => return (bodies.into_iter().map(plain).collect(), false),
+        Err(why) => {
+            let why = format!("(withheld: {why})");
+            return (
+                bodies.into_iter().map(|b| withheld(b, &why)).collect(),
+                true,
+            );
+        }
     };
     let scope = RequestScope::new(gateway.store().clone());
     let facts = Arc::new(request_facts(record));
@@ -80,6 +100,13 @@ pub(crate) async fn bodies(gateway: &Gateway, record: &SagaRecord) -> (Vec<Shown
         shown.push(Shown { what, text });
     }
     (shown, true)
+}
+
+fn withheld((what, _): (String, Bytes), why: &str) -> Shown {
+    Shown {
+        what,
+        text: why.to_string(),
+    }
 }
 
 fn plain((what, body): (String, Bytes)) -> Shown {
