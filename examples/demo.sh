@@ -132,6 +132,16 @@ curl -s -o /dev/null -c "$demo_dir/console.cookies" -X POST http://127.0.0.1:908
   -H 'Origin: http://127.0.0.1:9080' --data-urlencode 'token=demo-auditor-0123456789'
 run "curl -s -b $demo_dir/console.cookies http://127.0.0.1:9080/ui/ | grep -o '<ul class=\"counts\".*</ul>' | sed -e 's/<[^>]*>/ /g' -e 's/  */ /g'"
 
+say "Reconcile the books: every step of every saga finished in the last hour, against what its bank"
+say "holds (each step's status call). Exit 0: they agree:"
+run "target/release/txgate reconcile --config examples/transfer.toml --since 1h"
+
+say "A bank that acknowledges a debit and loses it: the saga completes, and reconcile finds the"
+say "missing effect (one JSON line per finding; exit 1):"
+run "curl -s -X POST http://127.0.0.1:7001/_faults -H 'Content-Type: application/json' -d '{\"kind\":\"ack\",\"path_prefix\":\"/debit\",\"count\":1}' >/dev/null"
+run "curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: demo-lost-1' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":5}'"
+run "target/release/txgate reconcile --config examples/transfer.toml --since 1h --format jsonl 2>/dev/null || echo \"exit \$?\""
+
 say "The store as the running gateway reports it: SQLite, WAL, synchronous FULL, space per namespace:"
 run "curl -s -H \"\$AUDITOR\" http://127.0.0.1:9080/admin/store"
 
@@ -146,6 +156,7 @@ if [ "${DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 say "The gateway is up on http://127.0.0.1:8080 (admin http://127.0.0.1:9080). Try:"
 echo "  curl -s -X POST http://127.0.0.1:8080/transfers -H 'X-Request-ID: my-1' -d '{\"from\":\"bob\",\"to\":\"carol\",\"amount\":5}'"
 echo "  curl -s -H '$AUDITOR' http://127.0.0.1:9080/admin/sagas?status=completed"
+echo "  target/release/txgate reconcile --config examples/transfer.toml --since 1h"
 echo "  or open http://127.0.0.1:9080/ui/ in a browser, signed in as ops-alice: demo-ops-alice-0123456789"
 echo "Press Ctrl-C to stop."
 wait

@@ -1,5 +1,5 @@
-//! The command line (SPEC §1): `txgate serve`, `txgate check` and `txgate migrate`, each taking
-//! `--config`.
+//! The command line (SPEC §1): `txgate serve`, `txgate check`, `txgate migrate` and `txgate
+//! reconcile`, each taking `--config`.
 
 use std::path::PathBuf;
 
@@ -46,5 +46,21 @@ pub enum Command {
         /// The config file.
         #[arg(short, long, default_value = "txgate.toml")]
         config: PathBuf,
+    },
+    /// Compare the sagas finished in a window with what each backend holds. Exit 0 when the
+    /// books agree, 1 when anything disagrees, 2 when the check could not be made or finished.
+    Reconcile {
+        /// The config file.
+        #[arg(short, long, default_value = "txgate.toml")]
+        config: PathBuf,
+        /// The window's start: an RFC 3339 time, or a duration back from now (`1h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// The window's end, likewise; now by default.
+        #[arg(long)]
+        until: Option<String>,
+        /// A table and a summary, or one JSON line per finding.
+        #[arg(long, value_enum, default_value_t = crate::reconcile::Format::Table)]
+        format: crate::reconcile::Format,
     },
 }

@@ -6,7 +6,7 @@
 //!
 //! The binary (`txgate serve`, `txgate check`) is a thin wrapper over this library:
 //! [`config::load`] reads and validates a config, [`serve`] runs it until SIGTERM, and [`check`]
-//! validates without serving. Every failure is an [`Error`], which becomes an RFC 9457 problem+json
+//! validates without serving, and [`reconcile::reconcile`] checks the books against the backends. Every failure is an [`Error`], which becomes an RFC 9457 problem+json
 //! response in exactly one place.
 
 // Denied, not forbidden: loading a compiled plugin from disk is `unsafe` in wasmtime, and
@@ -28,6 +28,7 @@ pub mod metrics;
 mod migrate;
 mod pipeline;
 pub mod plugin;
+pub mod reconcile;
 pub mod request_id;
 mod request_path;
 pub mod saga;

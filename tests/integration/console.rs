@@ -28,14 +28,14 @@ pub(crate) async fn gateway_with_operators(a: &Bank, b: &Bank) -> Gateway {
 }
 
 /// A browser-like session: no redirects followed, the session cookie sent back by hand.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     gateway: &'a Gateway,
     http: reqwest::Client,
     cookie: String,
 }
 
 impl<'a> Browser<'a> {
-    async fn sign_in(gateway: &'a Gateway, token: &str) -> Browser<'a> {
+    pub(crate) async fn sign_in(gateway: &'a Gateway, token: &str) -> Browser<'a> {
         let http = reqwest::Client::builder()
             .redirect(Policy::none())
             .timeout(Duration::from_secs(30))
@@ -63,7 +63,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
         let response = self
             .http
             .get(self.gateway.admin_url(path))

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::console::{OPS, READER, gateway_with_operators, stuck_with_script};
-use crate::sagas::banks;
+use crate::sagas::{banks, transfer};
 use crate::support::{Browser, Gateway, client};
 
 /// Signs in through the page's form, and lands on the sagas.
@@ -102,10 +102,16 @@ async fn traffic(gateway: &Gateway) {
 async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a_reason() {
     // Proves the console works end to end in a browser: sign-in, search, the saga's page with
     // its `<script>` body shown as text (no script element, no alert), and a resolve through the
-    // confirmed form whose reason and operator then show in the saga's actions.
+    // confirmed form whose reason and operator then show in the saga's actions; and reconcile's
+    // findings on their page, linked to their saga.
     let (a, b) = banks().await;
     let gateway = gateway_with_operators(&a, &b).await;
     traffic(&gateway).await;
+    // A bank that acknowledges a debit and loses it, for reconcile to find.
+    a.fault(serde_json::json!({"kind": "ack", "path_prefix": "/debit", "count": 1}))
+        .await;
+    let (status, lost) = transfer(&gateway, "/transfers", "lost-1", "alice", "carol", 5).await;
+    assert_eq!(status, 200, "{lost}");
     let id = stuck_with_script(&gateway, &a).await;
     let browser = Browser::start().await;
     let client = &browser.client;
@@ -113,7 +119,7 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
     snapshot(client, "console-login").await;
     sign_in(client, &gateway, OPS).await;
     let chart = text_of(client, "section.chart").await;
-    assert!(chart.contains("12 sagas finished"), "{chart}");
+    assert!(chart.contains("13 sagas finished"), "{chart}");
     snapshot(client, "console-sagas").await;
     client
         .goto(&gateway.admin_url("/ui/attention"))
@@ -179,6 +185,29 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
     assert!(actions.contains("ops-alice"), "{actions}");
     let status = text_of(client, "dl.facts dd").await;
     assert!(status.starts_with("compensated"), "{status}");
+
+    // Reconcile's finding (the lost debit) is on its page, linked to the saga.
+    let run = crate::reconcile::reconcile(gateway.config_path(), &["--since", "1h"]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    shown(client, "a[href='/ui/reconcile']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for_path(client, "/ui/reconcile").await;
+    let findings = text_of(client, "table.findings").await;
+    assert!(findings.contains("missing_effect"), "{findings}");
+    let lost_id = lost["saga_id"].as_str().unwrap();
+    shown(
+        client,
+        &format!("table.findings a[href='/ui/sagas/{lost_id}']"),
+    )
+    .await;
+    snapshot(client, "console-reconcile").await;
+    client
+        .goto(&gateway.admin_url(&format!("/ui/sagas/{id}")))
+        .await
+        .unwrap();
 
     // On a phone: the page fits the screen's width (wide tables scroll inside themselves).
     client.set_window_size(390, 844).await.unwrap();

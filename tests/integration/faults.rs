@@ -106,10 +106,12 @@ pub fn routes(banks: &[Bank]) -> String {
         for (step, (bank, debit)) in shape.legs.iter().enumerate() {
             let way = if *debit { "debit" } else { "credit" };
             let calls = if shape.mode == "saga" {
-                format!("action = \"POST /{way}\"\ncompensate = \"POST /{way}/compensate\"\n")
+                format!(
+                    "action = \"POST /{way}\"\ncompensate = \"POST /{way}/compensate\"\nstatus = \"GET /{way}/status\"\n"
+                )
             } else {
                 format!(
-                    "try = \"POST /tcc/{way}/try\"\nconfirm = \"POST /tcc/{way}/confirm\"\ncancel = \"POST /tcc/{way}/cancel\"\n"
+                    "try = \"POST /tcc/{way}/try\"\nconfirm = \"POST /tcc/{way}/confirm\"\ncancel = \"POST /tcc/{way}/cancel\"\nstatus = \"GET /tcc/{way}/status\"\n"
                 )
             };
             config.push_str(&format!(
@@ -346,6 +348,7 @@ async fn run(seed: u64) {
     let finals = settle(&[&gateway], &planned, FINISH_BOUND, &replay).await;
     wait_all_finished(&gateway, seed, &replay).await;
     check(&banks, &finals, seed, &replay).await;
+    crate::reconcile::books_agree(gateway.config_path(), seed, &replay);
 }
 
 #[tokio::test]

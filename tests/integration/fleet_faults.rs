@@ -251,6 +251,7 @@ async fn run(seed: u64) {
         "seed {seed}: the database agrees ({replay})"
     );
     check(&banks, &finals, seed, &replay).await;
+    crate::reconcile::books_agree(fleet.gw(1).config_path(), seed, &replay);
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ mod plugin_cache;
 mod plugin_pressure;
 mod plugins;
 mod proxy;
+mod reconcile;
 mod resilience;
 mod sagas;
 mod shipped_plugins;

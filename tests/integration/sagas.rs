@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
 
-/// A saga route and a TCC route across bank A (debits) and bank B (credits).
+/// A saga route and a TCC route across bank A (debits) and bank B (credits), each step with
+/// its status call.
 pub fn transfer_routes(a: &Bank, b: &Bank, upstream_extra: &str) -> String {
     format!(
         r#"
@@ -39,11 +40,13 @@ name = "debit"
 upstream = "bank_a"
 action = "POST /debit"
 compensate = "POST /debit/compensate"
+status = "GET /debit/status"
 [[routes.saga.steps]]
 name = "credit"
 upstream = "bank_b"
 action = "POST /credit"
 compensate = "POST /credit/compensate"
+status = "GET /credit/status"
 
 [[routes]]
 name = "tcc"
@@ -57,12 +60,14 @@ upstream = "bank_a"
 try = "POST /tcc/debit/try"
 confirm = "POST /tcc/debit/confirm"
 cancel = "POST /tcc/debit/cancel"
+status = "GET /tcc/debit/status"
 [[routes.saga.steps]]
 name = "credit"
 upstream = "bank_b"
 try = "POST /tcc/credit/try"
 confirm = "POST /tcc/credit/confirm"
 cancel = "POST /tcc/credit/cancel"
+status = "GET /tcc/credit/status"
 "#,
         a = a.base(),
         b = b.base()

@@ -22,6 +22,12 @@ pub enum FaultKind {
     Drop,
     /// Apply the call, then close the connection without answering.
     DropAfter,
+    /// Answer 200 without applying anything: a bank that acknowledges a call and loses it
+    /// (`txgate reconcile` finds what it should hold and does not).
+    Ack,
+    /// Apply an action or try with `amount` instead of the requested amount: a bank that
+    /// books a different sum than it was asked to.
+    Amount,
 }
 
 /// One rule.
@@ -45,6 +51,9 @@ pub struct FaultRule {
     /// Delay for `latency`.
     #[serde(default)]
     pub latency_ms: u64,
+    /// The amount `amount` books instead.
+    #[serde(default)]
+    pub amount: i64,
 }
 
 fn always() -> f64 {
@@ -121,6 +130,7 @@ mod tests {
             count,
             status: 503,
             latency_ms: 0,
+            amount: 0,
         }
     }
 

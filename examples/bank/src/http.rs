@@ -217,13 +217,20 @@ impl Bank {
                 ));
             }
             Some(FaultKind::Drop) => return Err(DropConnection),
+            Some(FaultKind::Ack) => {
+                return Ok(reply(200, &json!({"acknowledged": true})));
+            }
             Some(FaultKind::Latency) => {
                 let ms = fault.as_ref().map_or(0, |f| f.latency_ms);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             _ => {}
         }
-        let response = self.route(request, &path).await;
+        let amount = fault
+            .as_ref()
+            .filter(|f| f.kind == FaultKind::Amount)
+            .map(|f| f.amount);
+        let response = self.route(request, &path, amount).await;
         match fault {
             Some(FaultRule {
                 kind: FaultKind::FailAfter,
@@ -241,7 +248,13 @@ impl Bank {
         }
     }
 
-    async fn route(&self, request: Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
+    /// Serves one request; `amount` replaces a business call's amount (the `amount` fault).
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        amount: Option<i64>,
+    ) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
@@ -255,12 +268,15 @@ impl Bank {
             (&Method::GET, ["_requests"]) => self.request_log(),
             (_, ["echo", ..]) => echo(request).await,
             (&Method::GET, [_, "status"] | ["tcc", _, "status"]) => self.status(request.headers()),
-            (&Method::POST, [direction]) => self.business(request, direction, "action").await,
+            (&Method::POST, [direction]) => {
+                self.business(request, direction, "action", amount).await
+            }
             (&Method::POST, [direction, "compensate"]) => {
-                self.business(request, direction, "compensate").await
+                self.business(request, direction, "compensate", amount)
+                    .await
             }
             (&Method::POST, ["tcc", direction, phase]) => {
-                self.business(request, direction, phase).await
+                self.business(request, direction, phase, amount).await
             }
             _ => reply(
                 404,
@@ -274,6 +290,7 @@ impl Bank {
         request: Request<Incoming>,
         direction: &str,
         phase: &str,
+        amount: Option<i64>,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         let bytes = match read_body(body).await {
@@ -286,7 +303,10 @@ impl Bank {
         };
         self.remember(&parts, bytes);
         let op = match operation(&parts.headers, &body, direction, phase) {
-            Ok(op) => op,
+            Ok(op) => Operation {
+                amount: amount.unwrap_or(op.amount),
+                ..op
+            },
             Err(detail) => return reply(400, &json!({"error": "bad_request", "detail": detail})),
         };
         let answer = self.apply(&op);

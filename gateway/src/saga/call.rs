@@ -74,6 +74,20 @@ pub(super) fn build(
     })
 }
 
+/// The `status` call `txgate reconcile` sends for step `i` (SPEC §10): a `GET` of `path` with
+/// the key of the step's effect (its action or try) and the saga's headers, as the backend
+/// keyed them. `None` for a step the plan does not have.
+pub fn status_request(record: &SagaRecord, i: usize, path: &str) -> Option<OutboundRequest> {
+    let mut call = build(record, i, record.effect_phase(), "reconcile")?;
+    call.headers.remove(http::header::CONTENT_TYPE);
+    Some(OutboundRequest {
+        method: Method::GET,
+        path_and_query: path.to_string(),
+        headers: call.headers,
+        body: bytes::Bytes::new(),
+    })
+}
+
 /// The answer as the saga hooks see it.
 pub(super) fn answer_of(result: &Result<UpstreamResponse, Error>) -> StepAnswer {
     match result {

@@ -15,7 +15,8 @@
 //! - `resume.rs`: recovery at start, and in a fleet, takeover of dead gateways' sagas;
 //! - `operate.rs`: the admin calls, for sagas run here or anywhere in the fleet: operators'
 //!   actions go to the task that runs the saga, which records them in its timeline;
-//! - `answer.rs`: the JSON clients and operators see.
+//! - `answer.rs`: the JSON clients and operators see;
+//! - `expect.rs`: what a finished saga left at each backend, for `txgate reconcile`.
 //!
 //! Write-ahead: the record says "this call is being sent" durably before the call goes out, and
 //! its outcome is recorded durably before the next call. After a crash, recovery resumes each
@@ -26,6 +27,7 @@ mod answer;
 mod call;
 mod ctx;
 mod engine;
+mod expect;
 mod forward;
 mod handle;
 mod operate;
@@ -37,9 +39,10 @@ mod run;
 mod settle;
 
 pub use answer::{SagaOf, admin as admin_view, client as client_answer};
-pub use call::BACKEND_CONTRACT_HEADERS;
+pub use call::{BACKEND_CONTRACT_HEADERS, status_request};
 pub use ctx::Live;
 pub use engine::{Engine, EngineParts, SagaRequest};
+pub use expect::Expected;
 pub use operate::{Acted, LIST_LIMIT_MAX};
 pub use plan::{PlannedCall, PlannedStep};
 pub use record::{

@@ -102,6 +102,10 @@ impl Store for Embedded {
         Box::pin(self.sqlite.counts(cap))
     }
 
+    fn reconcile_runs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.sqlite.reconcile_runs(limit))
+    }
+
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {
         Box::pin(std::future::ready(self.sqlite.unfinished()))
     }

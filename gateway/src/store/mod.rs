@@ -23,6 +23,7 @@
 //! concurrent writers share one fsync: one writer thread commits whatever has queued as one
 //! transaction (group commit). The figures are in `bench/RESULTS.md`.
 
+pub mod books;
 pub mod cache;
 pub mod embedded;
 mod holds;
@@ -256,6 +257,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// How many sagas of each status, each counted up to `cap` through the status index.
     fn saga_counts(&self, cap: u64) -> BoxFuture<'_, Result<SagaCounts, StoreError>>;
+
+    /// The reports of the newest runs of `txgate reconcile` (JSON), newest first, at most
+    /// `limit`.
+    fn reconcile_runs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
 
     /// Every unfinished saga (start-up recovery).
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>>;

@@ -8,6 +8,7 @@
 //! value escaped by the templates. A `read` operator is shown no action, and gets 403 if it
 //! posts one anyway.
 
+mod books;
 mod chart;
 mod forms;
 mod masked;
@@ -95,6 +96,7 @@ impl Console<'_> {
                 self.list(&session, &query).await.map_err(with)
             }
             (Method::GET, "/ui/attention") => self.attention(&session).await.map_err(with),
+            (Method::GET, "/ui/reconcile") => self.reconcile(&session).await.map_err(with),
             (Method::POST, "/ui/logout") => {
                 let form = form_of(&session, request).await.map_err(with)?;
                 drop(form);

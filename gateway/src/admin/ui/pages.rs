@@ -22,7 +22,7 @@ pub(super) struct Viewer<'a> {
     pub(super) csrf: &'a str,
 }
 
-fn layout(title: &str, viewer: Option<&Viewer<'_>>, q: &str, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, viewer: Option<&Viewer<'_>>, q: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -39,6 +39,7 @@ fn layout(title: &str, viewer: Option<&Viewer<'_>>, q: &str, body: Markup) -> Ma
                         nav {
                             a href="/ui/" { "Sagas" }
                             a href="/ui/attention" { "Needs attention" }
+                            a href="/ui/reconcile" { "Reconcile" }
                         }
                         form.search method="get" action="/ui/" {
                             input type="search" name="q" value=(q) aria-label="Search"

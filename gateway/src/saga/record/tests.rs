@@ -358,3 +358,50 @@ fn a_long_reason_is_cut_at_a_character_boundary() {
     assert!(action.reason.len() <= actions::REASON_BYTES_MAX);
     assert!(action.reason.chars().all(|c| c == 'é'));
 }
+
+#[test]
+fn a_completed_saga_expects_every_step_applied() {
+    use crate::saga::expect::Expected;
+    let mut record = saga(Mode::Saga, 2);
+    record.forward_done(0, Some(ok()));
+    assert_eq!(record.expected(0), None, "unfinished: its steps still move");
+    record.forward_done(1, Some(ok()));
+    assert_eq!(record.expected(0), Some(Expected::Applied));
+    assert_eq!(record.expected(1), Some(Expected::Applied));
+    assert_eq!(record.expected(2), None);
+}
+
+#[test]
+fn a_compensated_saga_expects_nothing_of_its_undone_and_untouched_steps() {
+    use crate::saga::expect::Expected;
+    let mut record = saga(Mode::Saga, 3);
+    record.forward_done(0, Some(ok()));
+    record.forward_failed(1, failed(Cause::Rejected, false));
+    record.undo_sending(0);
+    record.undo_done(0, false);
+    assert_eq!(record.status, Status::Compensated);
+    for i in 0..3 {
+        assert_eq!(record.expected(i), Some(Expected::Absent), "step {i}");
+    }
+}
+
+#[test]
+fn a_skipped_undo_or_a_hand_resolution_leaves_the_step_unknown() {
+    use crate::saga::expect::Expected;
+    let mut record = saga(Mode::Tcc, 2);
+    record.forward_done(0, Some(ok()));
+    record.forward_failed(1, failed(Cause::Rejected, false));
+    record.undo_sending(1);
+    record.undo_done(1, false);
+    record.undo_done(0, true);
+    assert_eq!(record.expected(0), Some(Expected::Unknown));
+    assert_eq!(record.expected(1), Some(Expected::Absent));
+    assert_eq!(record.effect_phase(), Phase::Try);
+
+    let mut resolved = saga(Mode::Saga, 2);
+    resolved.forward_done(0, Some(ok()));
+    resolved.forward_failed(1, failed(Cause::Unavailable, true));
+    assert!(resolved.resolve("{}".into()));
+    assert_eq!(resolved.expected(0), Some(Expected::Unknown));
+    assert_eq!(resolved.expected(1), Some(Expected::Unknown));
+}

@@ -300,3 +300,30 @@ async fn an_operators_search_reads_through_indexes_never_the_table() {
         assert!(plan.iter().any(|step| step.contains(index)), "{plan:?}");
     }
 }
+
+#[tokio::test]
+async fn a_store_of_schema_3_gains_reconcile_runs_and_keeps_the_newest() {
+    // A file written before reconcile existed is upgraded on open; reconcile's own connection
+    // (beside the running store) records runs, and only the newest `RUNS_KEPT` stay.
+    use crate::store::books::RUNS_KEPT;
+    use crate::store::sqlite::books;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("txgate.db");
+    open(dir.path()).close();
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch("DROP TABLE reconcile_runs; PRAGMA user_version = 3;")
+        .unwrap();
+    let error = books::open(&file).map(drop).unwrap_err();
+    assert!(error.to_string().contains("txgate migrate"), "{error}");
+    let store = open(dir.path());
+    assert!(store.reconcile_runs(10).await.unwrap().is_empty());
+    let mut conn = books::open(&file).unwrap();
+    for n in 0..=RUNS_KEPT {
+        books::record_run(&mut conn, &format!("run-{n:04}"), &format!("{{\"n\":{n}}}")).unwrap();
+    }
+    let runs = store.reconcile_runs(RUNS_KEPT * 2).await.unwrap();
+    assert_eq!(runs.len(), RUNS_KEPT);
+    assert_eq!(runs[0], format!("{{\"n\":{RUNS_KEPT}}}"), "newest first");
+    assert_eq!(runs[RUNS_KEPT - 1], "{\"n\":1}", "the oldest went");
+}

@@ -17,6 +17,7 @@
 //! - `sagas.rs`: saga reads, takeover, operator requests and expiry.
 
 mod background;
+pub(super) mod books;
 mod connect;
 mod deadline;
 mod holds;
@@ -267,6 +268,10 @@ impl Store for Postgres {
 
     fn saga_counts(&self, cap: u64) -> BoxFuture<'_, Result<SagaCounts, StoreError>> {
         Box::pin(within(sagas::counts(&self.pool, cap)))
+    }
+
+    fn reconcile_runs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(within(sagas::reconcile_runs(&self.pool, limit)))
     }
 
     fn unfinished_sagas(&self) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {

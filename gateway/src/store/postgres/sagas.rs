@@ -78,6 +78,20 @@ pub(super) async fn counts(pool: &Pool, cap: u64) -> Result<SagaCounts, StoreErr
     Ok(counts)
 }
 
+/// The newest reports of `txgate reconcile` (run ids are UUID v7: they sort by time).
+pub(super) async fn reconcile_runs(pool: &Pool, limit: usize) -> Result<Vec<String>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let client = client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT report FROM reconcile_runs ORDER BY id DESC LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// The newest sagas whose id, X-Request-ID or client is `text`, through the primary key and the
 /// `sagas_request_id` and `sagas_client` indexes; `filter.status` narrows each.
 pub(super) async fn search(

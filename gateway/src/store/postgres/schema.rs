@@ -22,11 +22,12 @@
 //! Version 2 added the usage triggers (counting what `kv` holds once, as they are created), each
 //! gateway's declared lease and instance, and an index of sagas by status for operators.
 //! Version 3 indexes sagas by X-Request-ID and by client, for an operator's search.
+//! Version 4 keeps the runs of `txgate reconcile` (`reconcile_runs`), which the console shows.
 
 use tokio_postgres::Client;
 
 /// The schema this build reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 3;
+pub(super) const SCHEMA_VERSION: i32 = 4;
 /// `pg_advisory_xact_lock` key for migrations: "TXGT".
 const MIGRATION_LOCK: i64 = 0x5458_4754;
 
@@ -175,6 +176,14 @@ CREATE INDEX IF NOT EXISTS sagas_client ON sagas (client, id);
 CREATE INDEX IF NOT EXISTS sagas_route ON sagas (route, id);
 ";
 
+/// From the third schema to the fourth: the runs of `txgate reconcile`, each its JSON report.
+const SCHEMA_4: &str = "
+CREATE TABLE IF NOT EXISTS reconcile_runs (
+    id TEXT NOT NULL PRIMARY KEY,
+    report TEXT NOT NULL
+);
+";
+
 /// What the migration found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Migrated {
@@ -222,6 +231,9 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Migrated, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             tx.batch_execute(SCHEMA_3)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.batch_execute(SCHEMA_4)
                 .await
                 .map_err(|e| e.to_string())?;
             tx.execute("DELETE FROM txgate_schema", &[])

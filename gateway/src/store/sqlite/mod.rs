@@ -16,6 +16,7 @@
 //! without end.
 
 mod answer;
+pub(in crate::store) mod books;
 mod ops;
 mod read;
 mod schema;
@@ -269,6 +270,14 @@ impl Sqlite {
     pub(super) async fn counts(&self, cap: u64) -> Result<SagaCounts, StoreError> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || readers.counts(cap))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// The newest reports of `txgate reconcile`, read on a blocking thread.
+    pub(super) async fn reconcile_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.reconcile_runs(limit))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }

@@ -193,6 +193,17 @@ impl Readers {
         })
     }
 
+    /// The newest reports of `txgate reconcile` (run ids are UUID v7: they sort by time).
+    pub(super) fn reconcile_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT report FROM reconcile_runs ORDER BY id DESC LIMIT ?1")?;
+            let rows = statement.query_map(params![limit], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
     /// Every unfinished saga, oldest first.
     pub(super) fn unfinished(&self) -> Result<Vec<SagaRow>, StoreError> {
         self.with(|conn| {

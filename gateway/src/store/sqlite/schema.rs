@@ -18,6 +18,8 @@
 //! Version 2 indexes sagas by status, so that an operator's listing of one status (`?status=
 //! compensated` among millions of completed sagas) reads the rows it returns, not the table.
 //! Version 3 indexes them by X-Request-ID and by client, for an operator's search (`?q=`).
+//! Version 4 keeps the runs of `txgate reconcile` (`reconcile_runs`, the newest few, each as
+//! its JSON report), which the console shows.
 
 use std::path::Path;
 
@@ -26,9 +28,9 @@ use rusqlite::{Connection, ErrorCode};
 use crate::error::{Error, ErrorKind};
 
 /// `PRAGMA application_id`: "TXGT".
-const APPLICATION_ID: i32 = 0x5458_4754;
+pub(super) const APPLICATION_ID: i32 = 0x5458_4754;
 /// The schema this build reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 3;
+pub(super) const SCHEMA_VERSION: i32 = 4;
 
 /// From version 1 to 2.
 const UPGRADE_2: &str = "CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, id);";
@@ -37,6 +39,13 @@ const UPGRADE_3: &str = "
 CREATE INDEX IF NOT EXISTS sagas_request_id ON sagas (request_id, id);
 CREATE INDEX IF NOT EXISTS sagas_client ON sagas (client, id);
 CREATE INDEX IF NOT EXISTS sagas_route ON sagas (route, id);
+";
+/// From version 3 to 4.
+const UPGRADE_4: &str = "
+CREATE TABLE IF NOT EXISTS reconcile_runs (
+    id TEXT NOT NULL PRIMARY KEY,
+    report TEXT NOT NULL
+);
 ";
 
 const SCHEMA: &str = "
@@ -71,6 +80,10 @@ CREATE TABLE usage (
     namespace TEXT NOT NULL PRIMARY KEY,
     keys INTEGER NOT NULL,
     bytes INTEGER NOT NULL
+);
+CREATE TABLE reconcile_runs (
+    id TEXT NOT NULL PRIMARY KEY,
+    report TEXT NOT NULL
 );
 ";
 
@@ -137,7 +150,7 @@ pub(super) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     match (application_id, version) {
         (0, 0) if tables == 0 => create(conn).map_err(fail)?,
         (APPLICATION_ID, SCHEMA_VERSION) => {}
-        (APPLICATION_ID, 1 | 2) => upgrade(conn).map_err(fail)?,
+        (APPLICATION_ID, 1..=3) => upgrade(conn).map_err(fail)?,
         (APPLICATION_ID, newer) if newer > SCHEMA_VERSION => {
             return Err(Error::new(
                 ErrorKind::Store,
@@ -178,6 +191,7 @@ fn upgrade(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute_batch(UPGRADE_2)?;
     tx.execute_batch(UPGRADE_3)?;
+    tx.execute_batch(UPGRADE_4)?;
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
     tx.commit()
 }
