@@ -102,6 +102,21 @@ run "curl -s -X POST http://127.0.0.1:8080/support/echo -H 'Content-Type: applic
 say "The audit stream: one line per request, tagged by the gateway (examples/txgate-data/audit.log):"
 run "tail -n 2 examples/txgate-data/audit.log"
 
+say "A transactional message: the orders service prepares \"order paid\", commits its own transaction,"
+say "then submits; the message is delivered to bank_b's ledger (dave +25) and to a notification:"
+run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-42' -H 'Content-Type: application/json' -d '{\"account\":\"dave\",\"amount\":25,\"event\":\"order paid\"}'"
+run "curl -s -X POST http://127.0.0.1:8080/msg/orders/order-42/submit -H 'X-Request-ID: order-42'"
+for _ in $(seq 100); do
+  [ "$(curl -s http://127.0.0.1:7002/accounts/dave | python3 -c 'import json, sys; print(json.load(sys.stdin)["balance"])')" = 1055 ] && break
+  sleep 0.05
+done
+run "curl -s http://127.0.0.1:7002/accounts/dave"
+
+say "A message whose order rolled back is aborted, and never delivered; a late submit is refused (409):"
+run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-43' -d '{\"account\":\"dave\",\"amount\":99}'"
+run "curl -s -X POST http://127.0.0.1:8080/msg/orders/order-43/abort -H 'X-Request-ID: order-43'"
+run "curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:8080/msg/orders/order-43/submit -H 'X-Request-ID: order-43'"
+
 # The demo's operators (examples/transfer.toml): ops-alice operates, auditor only reads.
 OPS="Authorization: Bearer demo-ops-alice-0123456789"
 AUDITOR="Authorization: Bearer demo-auditor-0123456789"

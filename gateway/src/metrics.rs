@@ -93,6 +93,8 @@ pub struct Metrics {
     audit_series: std::sync::atomic::AtomicUsize,
     audit_dropped: Family<ReasonLabel, Counter>,
     sagas: Family<RouteOutcome, Counter>,
+    messages: Family<RouteOutcome, Counter>,
+    message_checks: Family<RouteOutcome, Counter>,
     sagas_in_flight: Gauge,
     store_commit_duration: Histogram,
     store_errors: Family<ErrorKindLabel, Counter>,
@@ -129,6 +131,8 @@ impl Metrics {
         let audit_events = Family::default();
         let audit_dropped = Family::default();
         let sagas = Family::default();
+        let messages = Family::default();
+        let message_checks = Family::default();
         let sagas_in_flight = Gauge::default();
         let store_commit_duration = latency_histogram();
         let store_errors = Family::default();
@@ -170,6 +174,16 @@ impl Metrics {
             plugin_duration.clone(),
         );
         registry.register(prefix("sagas"), "Sagas finished, by outcome", sagas.clone());
+        registry.register(
+            prefix("messages"),
+            "Messages finished, by outcome (delivered, aborted, resolved)",
+            messages.clone(),
+        );
+        registry.register(
+            prefix("message_checks"),
+            "Back-checks of prepared messages, by answer (committed, rolled_back, running, other)",
+            message_checks.clone(),
+        );
         registry.register(
             prefix("audit_events"),
             "Audit events written, by plugin and event name",
@@ -233,6 +247,8 @@ impl Metrics {
             audit_dropped,
             plugin_duration,
             sagas,
+            messages,
+            message_checks,
             sagas_in_flight,
             store_commit_duration,
             store_errors,
@@ -330,6 +346,24 @@ impl Metrics {
         self.sagas.get_or_create(&labels).inc();
         let latency_ms = ended_ms.saturating_sub(started_ms);
         self.last_hour.record(outcome, latency_ms, ended_ms);
+    }
+
+    /// Counts one finished message (`txgate_messages_total`).
+    pub fn message_finished(&self, route: &Name, outcome: &'static str) {
+        let labels = RouteOutcome {
+            route: route.clone(),
+            outcome,
+        };
+        self.messages.get_or_create(&labels).inc();
+    }
+
+    /// Counts one back-check answer; `other` is any answer but 200, 409 and 425, retried.
+    pub fn message_check(&self, route: &Name, answer: &'static str) {
+        let labels = RouteOutcome {
+            route: route.clone(),
+            outcome: answer,
+        };
+        self.message_checks.get_or_create(&labels).inc();
     }
 
     /// The in-flight saga gauge.

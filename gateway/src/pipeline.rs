@@ -27,7 +27,9 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::plugin::{RequestFacts, RequestScope, RequestStep};
 use crate::request_id;
-use crate::saga::{BACKEND_CONTRACT_HEADERS, SagaOf, SagaRequest, fingerprint, is_engine_key};
+use crate::saga::{
+    BACKEND_CONTRACT_HEADERS, Mode, SagaOf, SagaRequest, fingerprint, is_engine_key,
+};
 use crate::server::listener::{ConnInfo, Handler};
 use crate::upstream::{self, OutboundRequest, Upstream};
 use crate::version::{Route, Target, Version};
@@ -205,11 +207,18 @@ async fn target(
             proxy(upstream, parts, path, body, request).await
         }
         Target::Saga(route) => {
+            let client = route
+                .client_key
+                .client_of(&parts.headers, request.conn.peer.ip());
+            if route.mode == Mode::Msg
+                && let Some((id, call)) = route.message_call(&parts.method, parts.uri.path())?
+            {
+                let engine = request.gateway.engine();
+                return engine.message_call(route, client, &id, call).await;
+            }
             let saga = SagaRequest {
                 route,
-                client: route
-                    .client_key
-                    .client_of(&parts.headers, request.conn.peer.ip()),
+                client,
                 request_id: request.id.to_str().unwrap_or_default(),
                 fingerprint: fingerprint(parts.method.as_str(), path_and_query(&parts.uri), &body),
                 content_type: parts

@@ -37,6 +37,7 @@ mod framing;
 mod jwt_auth;
 mod lifecycle;
 mod mask;
+mod messages;
 mod operator_actions;
 mod operators;
 mod plugin_authors;

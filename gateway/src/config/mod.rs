@@ -5,6 +5,7 @@
 //! `validate.rs`. The types here are plain data.
 
 pub(crate) mod load;
+mod msg;
 mod operators;
 mod validate;
 
@@ -301,9 +302,11 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
     /// A saga or TCC route's steps.
     pub saga: Option<SagaConfig>,
+    /// A message route's back-check and steps (SPEC §9).
+    pub msg: Option<MsgConfig>,
 }
 
-/// Saga or TCC.
+/// Saga or TCC (or, for the steps of `[routes.msg]`, a message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SagaMode {
@@ -311,6 +314,27 @@ pub enum SagaMode {
     Saga,
     /// All tries, then all confirms, or cancels of everything tried.
     Tcc,
+    /// A message's deliveries: actions only. Never written as a `mode`: `[routes.msg]` is.
+    #[serde(skip)]
+    Msg,
+}
+
+/// `[routes.msg]`: a transactional message (SPEC §9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MsgConfig {
+    /// The back-check, `"METHOD /path"` on `check_upstream`.
+    pub check: String,
+    /// The service that answers the back-check.
+    pub check_upstream: String,
+    /// No submit or abort by then: ask the back-check.
+    #[serde(default = "defaults::prepare_timeout_ms")]
+    pub prepare_timeout_ms: u64,
+    /// Whose X-Request-IDs are kept apart, as for sagas.
+    #[serde(default)]
+    pub client_key: String,
+    /// The consumers, each with its `action`, delivered in order.
+    pub steps: Vec<StepConfig>,
 }
 
 /// `[routes.saga]`.
@@ -351,6 +375,9 @@ pub struct StepConfig {
 }
 
 mod defaults {
+    pub(super) fn prepare_timeout_ms() -> u64 {
+        10_000
+    }
     pub(super) fn upstream_timeout_ms() -> u64 {
         2000
     }

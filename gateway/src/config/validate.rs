@@ -79,7 +79,7 @@ fn token_strength(token: &str) -> Result<(), String> {
     ))
 }
 
-struct Issues(Vec<ConfigIssue>, Vec<String>);
+pub(super) struct Issues(Vec<ConfigIssue>, Vec<String>);
 
 impl Issues {
     /// Whether `key` (such as `upstreams.bank_a`) is a table that failed to parse.
@@ -89,7 +89,7 @@ impl Issues {
             .any(|b| b == key || b.starts_with(&format!("{key}.")))
     }
 
-    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.0.push(ConfigIssue::new(key, reason));
     }
 
@@ -226,7 +226,7 @@ fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Is
         }
         _ => {}
     }
-    if route.strip_prefix && (route.path_prefix.is_none() || route.saga.is_some()) {
+    if route.strip_prefix && (route.path_prefix.is_none() || route.upstream.is_none()) {
         issues.push(
             format!("{key}.strip_prefix"),
             "only a plain route with `path_prefix` can strip it",
@@ -244,36 +244,64 @@ fn route_checks(key: &str, route: &RouteConfig, config: &Config, issues: &mut Is
         }
     }
     route_plugins(key, route, config, issues);
-    match (&route.upstream, &route.saga) {
-        (Some(_), Some(_)) => issues.push(
-            format!("{key}.saga"),
-            "a route has either `upstream` (plain) or `saga`, not both",
-        ),
-        (None, None) => issues.push(
+    let targets = [
+        route.upstream.is_some(),
+        route.saga.is_some(),
+        route.msg.is_some(),
+    ];
+    match targets.iter().filter(|t| **t).count() {
+        0 => issues.push(
             format!("{key}.upstream"),
-            "a route needs `upstream` (plain) or a `saga` table",
+            "a route needs `upstream` (plain), a `saga` table or a `msg` table",
         ),
-        (Some(upstream), None) => {
-            known_upstream(&format!("{key}.upstream"), upstream, config, issues)
+        1 => {}
+        _ => issues.push(
+            format!("{key}.saga"),
+            "a route has one of `upstream` (plain), `saga` or `msg`, not more",
+        ),
+    }
+    if let Some(upstream) = &route.upstream {
+        known_upstream(&format!("{key}.upstream"), upstream, config, issues);
+    }
+    if let Some(saga) = &route.saga {
+        steps_checks(
+            &format!("{key}.saga"),
+            &saga.client_key,
+            &saga.steps,
+            saga.mode,
+            config,
+            issues,
+        );
+    }
+    if let Some(msg) = &route.msg {
+        super::msg::check(key, route, msg, config, issues);
+    }
+}
+
+/// A saga's or a message's client key and steps.
+pub(super) fn steps_checks(
+    key: &str,
+    client_key: &str,
+    steps: &[StepConfig],
+    mode: SagaMode,
+    config: &Config,
+    issues: &mut Issues,
+) {
+    if let Err(reason) = crate::saga::ClientKey::parse(client_key) {
+        issues.push(format!("{key}.client_key"), reason);
+    }
+    if steps.is_empty() || steps.len() > SAGA_STEPS_MAX {
+        let reason = format!("1 to {SAGA_STEPS_MAX} steps are needed");
+        issues.push(format!("{key}.steps"), reason);
+    }
+    let mut names = HashSet::new();
+    for (i, step) in steps.iter().enumerate() {
+        let step_key = format!("{key}.steps[{i}]");
+        if !names.insert(step.name.as_str()) {
+            let reason = format!("duplicate step name `{}`", step.name);
+            issues.push(format!("{step_key}.name"), reason);
         }
-        (None, Some(saga)) => {
-            if let Err(reason) = crate::saga::ClientKey::parse(&saga.client_key) {
-                issues.push(format!("{key}.saga.client_key"), reason);
-            }
-            if saga.steps.is_empty() || saga.steps.len() > SAGA_STEPS_MAX {
-                let reason = format!("a saga needs 1 to {SAGA_STEPS_MAX} steps");
-                issues.push(format!("{key}.saga.steps"), reason);
-            }
-            let mut names = HashSet::new();
-            for (i, step) in saga.steps.iter().enumerate() {
-                let step_key = format!("{key}.saga.steps[{i}]");
-                if !names.insert(step.name.as_str()) {
-                    let reason = format!("duplicate step name `{}`", step.name);
-                    issues.push(format!("{step_key}.name"), reason);
-                }
-                step_checks(&step_key, step, saga.mode, config, issues);
-            }
-        }
+        step_checks(&step_key, step, mode, config, issues);
     }
 }
 
@@ -296,7 +324,7 @@ fn route_plugins(key: &str, route: &RouteConfig, config: &Config, issues: &mut I
     }
 }
 
-fn known_upstream(key: &str, upstream: &str, config: &Config, issues: &mut Issues) {
+pub(super) fn known_upstream(key: &str, upstream: &str, config: &Config, issues: &mut Issues) {
     if !config.upstreams.contains_key(upstream)
         && !issues.is_broken(&format!("upstreams.{upstream}"))
     {
@@ -320,7 +348,7 @@ fn step_checks(key: &str, step: &StepConfig, mode: SagaMode, config: &Config, is
     }
     known_upstream(&format!("{key}.upstream"), &step.upstream, config, issues);
     let calls = [
-        ("action", &step.action, mode == SagaMode::Saga),
+        ("action", &step.action, mode != SagaMode::Tcc),
         ("compensate", &step.compensate, mode == SagaMode::Saga),
         ("try", &step.try_call, mode == SagaMode::Tcc),
         ("confirm", &step.confirm, mode == SagaMode::Tcc),
@@ -339,6 +367,7 @@ fn step_checks(key: &str, step: &StepConfig, mode: SagaMode, config: &Config, is
     let mode_name = match mode {
         SagaMode::Saga => "saga",
         SagaMode::Tcc => "tcc",
+        SagaMode::Msg => "msg",
     };
     for (field, value, wanted) in calls {
         match (value, wanted) {

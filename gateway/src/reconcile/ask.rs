@@ -36,8 +36,12 @@ impl Asker {
     pub(super) fn new(config: &Config) -> Result<Self, Error> {
         let mut paths = HashMap::new();
         for route in &config.routes {
-            let Some(saga) = &route.saga else { continue };
-            for step in &saga.steps {
+            let steps = match (&route.saga, &route.msg) {
+                (Some(saga), _) => &saga.steps,
+                (None, Some(msg)) => &msg.steps,
+                (None, None) => continue,
+            };
+            for step in steps {
                 if let Some(call) = step.status.as_deref().and_then(|s| parse_call(s).ok()) {
                     paths.insert((route.name.clone(), step.name.clone()), call.path);
                 }

@@ -33,6 +33,8 @@ pub enum Category {
     UnexpectedEffect,
     /// A TCC try neither confirmed nor cancelled at the backend.
     TccUnresolved,
+    /// A delivered message that its consumer does not hold.
+    MessageNotDelivered,
     /// The backend booked another amount than the request's.
     AmountDiffers,
     /// The backend applied the step more than once.
@@ -43,10 +45,11 @@ pub enum Category {
 
 impl Category {
     /// Every category, in report order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::MissingEffect,
         Self::UnexpectedEffect,
         Self::TccUnresolved,
+        Self::MessageNotDelivered,
         Self::AmountDiffers,
         Self::AppliedTwice,
         Self::Unchecked,
@@ -58,6 +61,7 @@ impl Category {
             Self::MissingEffect => "missing_effect",
             Self::UnexpectedEffect => "unexpected_effect",
             Self::TccUnresolved => "tcc_unresolved",
+            Self::MessageNotDelivered => "message_not_delivered",
             Self::AmountDiffers => "amount_differs",
             Self::AppliedTwice => "applied_twice",
             Self::Unchecked => "unchecked",
@@ -73,6 +77,9 @@ impl Category {
             Self::UnexpectedEffect => "reverse the effect at the backend by hand",
             Self::TccUnresolved => {
                 "confirm (saga completed) or cancel (saga compensated) the reservation at the backend"
+            }
+            Self::MessageNotDelivered => {
+                "hand the message to the consumer by hand (its step's action, with the same key)"
             }
             Self::AmountDiffers => "correct the booked amount at the backend to the request's",
             Self::AppliedTwice => "reverse the extra applications at the backend",
@@ -108,6 +115,11 @@ pub(super) fn judge(
             actual: describe(mode, held),
         });
     };
+    let missing = if mode == Mode::Msg {
+        Category::MessageNotDelivered
+    } else {
+        Category::MissingEffect
+    };
     let Held::Holds {
         applied,
         compensated,
@@ -116,7 +128,7 @@ pub(super) fn judge(
     } = held
     else {
         if expected == Expected::Applied {
-            add(Category::MissingEffect, "applied");
+            add(missing, "applied");
         }
         return found;
     };
@@ -124,7 +136,7 @@ pub(super) fn judge(
     if mode == Mode::Tcc && !applied && !compensated {
         add(Category::TccUnresolved, outcome(expected));
     } else if expected == Expected::Applied && !effect {
-        add(Category::MissingEffect, "applied");
+        add(missing, "applied");
     } else if expected == Expected::Absent && effect {
         add(Category::UnexpectedEffect, "nothing, or compensated");
     }
@@ -226,6 +238,15 @@ mod tests {
                 "{held:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_message_its_consumer_lacks_was_not_delivered() {
+        assert_eq!(
+            categories(Mode::Msg, Expected::Applied, Held::Nothing),
+            [Category::MessageNotDelivered]
+        );
+        assert!(categories(Mode::Msg, Expected::Absent, Held::Nothing).is_empty());
     }
 
     #[test]

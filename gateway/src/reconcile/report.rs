@@ -92,10 +92,10 @@ impl Report {
             self.steps,
             self.steps_without_call
         );
-        text.push_str(&format!("{:<20} {:>8}\n", "category", "count"));
+        text.push_str(&format!("{:<22} {:>6}\n", "category", "count"));
         for category in Category::ALL {
             text.push_str(&format!(
-                "{:<20} {:>8}\n",
+                "{:<22} {:>6}\n",
                 category.as_str(),
                 self.count(category)
             ));

@@ -93,8 +93,25 @@ fn status_code(record: &SagaRecord) -> StatusCode {
     }
 }
 
+/// A message's answer to its service: `{"msg_id", "status"}`, 201 for its prepare (a repeat
+/// too) and 200 for a submit or an abort.
+pub(super) fn message(record: &SagaRecord, status: StatusCode) -> Response<Full<Bytes>> {
+    let body = json!({"msg_id": record.id, "status": record.msg_state()});
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.extensions_mut().insert(SagaOf(record.id.clone()));
+    response
+}
+
 /// The client's answer.
 pub fn client(record: &SagaRecord) -> Response<Full<Bytes>> {
+    if record.mode == super::record::Mode::Msg {
+        return message(record, StatusCode::CREATED);
+    }
     let view = ClientView {
         saga_id: &record.id,
         status: if record.status.is_final() {
@@ -142,7 +159,8 @@ pub fn admin(record: &SagaRecord) -> Value {
             "undo": format!("{} {}", s.undo.method, s.undo.path),
             "confirm": s.confirm.as_ref().map(|c| format!("{} {}", c.method, c.path)),
         })).collect::<Vec<_>>(),
-        "mode": format!("{:?}", record.mode).to_lowercase(),
+        "mode": record.mode.as_str(),
+        "msg_state": (record.mode == super::record::Mode::Msg).then(|| record.msg_state()),
         "status": record.status.as_str(),
         "stage": format!("{:?}", record.stage),
         "created_ms": record.created_ms,

@@ -40,6 +40,8 @@ pub(super) struct Ctx {
     pub(super) live: Arc<dyn Live>,
     /// How long a finished saga is kept.
     pub(super) retention_ms: u64,
+    /// Metrics (a message's back-checks).
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Another gateway of the fleet owns the saga now: this task stops, and sends nothing more.
@@ -86,7 +88,11 @@ pub(super) async fn send(
 
 /// Before every call: is the saga still this gateway's? Waits while the store cannot tell. In a
 /// fleet, the answer comes as the [`Fence`] the call's connection checks before each write.
-async fn gate(ctx: &Ctx, record: &SagaRecord, handle: &Handle) -> Result<Option<Fence>, Lost> {
+pub(super) async fn gate(
+    ctx: &Ctx,
+    record: &SagaRecord,
+    handle: &Handle,
+) -> Result<Option<Fence>, Lost> {
     loop {
         let epoch = handle.epoch;
         match ctx.store.may_send(&record.id, epoch).await {

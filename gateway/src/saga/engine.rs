@@ -20,7 +20,7 @@ use http_body_util::Full;
 use super::answer;
 use super::ctx::{Ctx, Live};
 use super::handle::{Admission, Handle};
-use super::record::{NewSaga, SagaRecord};
+use super::record::{Mode, NewSaga, SagaRecord};
 use super::route::SagaRoute;
 use super::run;
 use crate::error::{Error, ErrorKind};
@@ -87,6 +87,7 @@ impl Engine {
                 store: parts.store,
                 live: parts.live,
                 retention_ms: u64::try_from(parts.retention.as_millis()).unwrap_or(u64::MAX),
+                metrics: parts.metrics.clone(),
             }),
             metrics: parts.metrics,
             spawner: parts.spawner,
@@ -129,6 +130,7 @@ impl Engine {
             content_type: request.content_type,
             body: request.body,
             plugins: request.route.plugins.clone(),
+            msg: request.route.msg.clone(),
         });
         let handle = match self.by_key.entry(key) {
             // Another request with this key got here first: follow its saga.
@@ -214,6 +216,9 @@ impl Engine {
         .await;
         let state = admission.borrow().clone();
         match state {
+            Admission::Existing(record) if record.mode == Mode::Msg => {
+                existing(&record, fingerprint)
+            }
             Admission::Existing(record) if !record.status.is_final() => {
                 self.follow_elsewhere(record, fingerprint, deadline).await
             }
@@ -225,6 +230,10 @@ impl Engine {
             Admission::Accepted => {
                 if handle.fingerprint != *fingerprint {
                     return Err(mismatch());
+                }
+                // A message's prepare is answered once its claim is on disk.
+                if handle.latest().mode == Mode::Msg {
+                    return Ok(answer::client(&handle.latest()));
                 }
                 let mut saved = handle.record.subscribe();
                 let _ = tokio::time::timeout_at(
@@ -280,8 +289,13 @@ impl Engine {
         // Cached before it leaves the running map, so a repeat always finds it somewhere.
         self.finished.insert(key.clone(), record.clone());
         self.forget(&key, &record.id, handle);
+        let route = Arc::new(record.route.to_string());
+        if record.mode == Mode::Msg {
+            self.metrics.message_finished(&route, record.msg_state());
+            return;
+        }
         self.metrics.saga_finished(
-            &Arc::new(record.route.to_string()),
+            &route,
             record.status.as_str(),
             record.created_ms,
             record.updated_ms,

@@ -38,7 +38,7 @@ impl SagaRecord {
     /// The phase whose key names step `i`'s effect: the action, or the try.
     pub fn effect_phase(&self) -> Phase {
         match self.mode {
-            Mode::Saga => Phase::Action,
+            Mode::Saga | Mode::Msg => Phase::Action,
             Mode::Tcc => Phase::Try,
         }
     }

@@ -7,6 +7,8 @@
 //! - `call.rs`: one call, with the backend contract's headers, sent and classified;
 //! - `run.rs`: a saga's task, walking the state machine with write-ahead persistence;
 //! - `forward.rs`, `settle.rs`: a step's forward call, and its undo or confirm;
+//! - `message.rs`: a transactional message's task: the back-check, then its deliveries;
+//! - `msg_calls.rs`: a message's submit and abort, as its service sends them;
 //! - `ctx.rs`: what a task works with, and what every step does with it: persist, ask whether
 //!   the saga is still this gateway's before each call (fleets), block, wait;
 //! - `handle.rs`: a saga being admitted or run, as waiting requests and operators see it;
@@ -30,6 +32,8 @@ mod engine;
 mod expect;
 mod forward;
 mod handle;
+mod message;
+mod msg_calls;
 mod operate;
 mod plan;
 mod record;
@@ -46,7 +50,7 @@ pub use expect::Expected;
 pub use operate::{Acted, LIST_LIMIT_MAX};
 pub use plan::{PlannedCall, PlannedStep};
 pub use record::{
-    ActionKind, ENGINE_KEY_PREFIX, Mode, OperatorAction, SagaRecord, Status, fingerprint,
+    ActionKind, ENGINE_KEY_PREFIX, Mode, MsgPlan, OperatorAction, SagaRecord, Status, fingerprint,
     is_engine_key,
 };
 pub use route::{ClientKey, SagaRoute};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::engine::{Engine, store_error};
 use super::handle::Handle;
-use super::record::{ActionKind, ActionOutcome, OperatorAction, SagaRecord, Stage, Status};
+use super::record::{ActionKind, ActionOutcome, Mode, OperatorAction, SagaRecord, Stage, Status};
 use crate::error::{Error, ErrorKind};
 use crate::store::{SagaCounts, SagaFilter};
 
@@ -166,10 +166,12 @@ fn refuse_early(record: &SagaRecord, kind: ActionKind) -> Result<(), Error> {
     let allowed = match kind {
         ActionKind::Retry => !record.status.is_final(),
         ActionKind::Resolve => matches!(record.status, Status::Stuck | Status::Compensating),
+        ActionKind::Abort if record.mode == Mode::Msg => record.stage == Stage::Prepared,
         ActionKind::Abort => {
             matches!(record.stage, Stage::Forward(_))
                 && matches!(record.status, Status::Pending | Status::Stuck)
         }
+        ActionKind::Submit => record.mode == Mode::Msg && record.stage == Stage::Prepared,
     };
     if allowed {
         return Ok(());
@@ -177,7 +179,9 @@ fn refuse_early(record: &SagaRecord, kind: ActionKind) -> Result<(), Error> {
     let only = match kind {
         ActionKind::Retry => "a finished saga cannot be retried",
         ActionKind::Resolve => "only a stuck or compensating saga can be resolved",
+        ActionKind::Abort if record.mode == Mode::Msg => "only a prepared message can be aborted",
         ActionKind::Abort => "only a pending saga, or one stuck going forward, can be aborted",
+        ActionKind::Submit => "only a prepared message can be submitted",
     };
     Err(Error::new(
         ErrorKind::Conflict,

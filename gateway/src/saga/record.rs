@@ -27,11 +27,13 @@ use crate::step::Phase;
 mod actions;
 mod encoding;
 mod keys;
+mod msg;
 mod parts;
 
 pub(super) use actions::ActionOutcome;
 pub use actions::{ActionKind, OperatorAction};
 pub use keys::{ENGINE_KEY_PREFIX, is_engine_key};
+pub use msg::MsgPlan;
 pub(super) use parts::{Answer, Attempt, Cause, Failed, Failure, Stage, StepState, Undo};
 pub use parts::{Mode, Status};
 
@@ -93,6 +95,10 @@ pub struct SagaRecord {
     /// (see `record/encoding.rs`), so records written before it had them still read.
     #[serde(skip)]
     pub actions: Vec<OperatorAction>,
+    /// A message's back-check and timeout (`None` for sagas). Stored after the rest, like
+    /// `actions`.
+    #[serde(skip)]
+    pub msg: Option<Arc<MsgPlan>>,
 }
 
 /// SHA-256 of a request's method, path and body: what a repeat of its X-Request-ID must match.
@@ -128,6 +134,8 @@ pub struct NewSaga {
     pub body: Bytes,
     /// The route's plugins, by name.
     pub plugins: Arc<[String]>,
+    /// A message route's back-check.
+    pub msg: Option<Arc<MsgPlan>>,
 }
 
 impl SagaRecord {
@@ -145,7 +153,9 @@ impl SagaRecord {
                 undo: Undo::None,
             })
             .collect();
-        steps[0].touched = true;
+        // A message sends nothing until its service commits; a saga sends step 0 at once.
+        let prepared = start.mode == Mode::Msg;
+        steps[0].touched = !prepared;
         Self {
             id: start.id,
             route: start.route,
@@ -159,7 +169,11 @@ impl SagaRecord {
             content_type: start.content_type,
             body: start.body,
             status: Status::Pending,
-            stage: Stage::Forward(0),
+            stage: if prepared {
+                Stage::Prepared
+            } else {
+                Stage::Forward(0)
+            },
             steps,
             failure: None,
             failures_in_a_row: 0,
@@ -169,6 +183,7 @@ impl SagaRecord {
             key_secret: Some(uuid::Uuid::new_v4().into_bytes()),
             plugins: Some(start.plugins),
             actions: Vec::new(),
+            msg: start.msg,
         }
     }
 
@@ -277,10 +292,11 @@ impl SagaRecord {
         self.touch();
         self.status = Status::Pending;
         self.failures_in_a_row = 0;
-        if self
-            .failure
-            .as_ref()
-            .is_some_and(|f| f.cause == Cause::Missing)
+        if self.mode == Mode::Msg
+            || self
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.cause == Cause::Missing)
         {
             self.failure = None;
         }
@@ -354,7 +370,7 @@ impl SagaRecord {
     pub fn current_step(&self) -> usize {
         match self.stage {
             Stage::Forward(i) | Stage::Confirm(i) | Stage::Undo(i) => i,
-            Stage::Finished => 0,
+            Stage::Finished | Stage::Prepared => 0,
         }
     }
 

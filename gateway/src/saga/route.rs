@@ -1,5 +1,6 @@
 //! A saga route, resolved from the config: its mode, how it tells clients apart, and the plan
-//! every new saga on it starts with.
+//! every new saga on it starts with. A message route (`[routes.msg]`) is one too, in
+//! `Mode::Msg`, with its back-check.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -7,8 +8,8 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 use super::plan::{PlannedCall, PlannedStep};
-use super::record::Mode;
-use crate::config::{RouteConfig, SagaMode, parse_call};
+use super::record::{Mode, MsgPlan};
+use crate::config::{RouteConfig, SagaMode, StepConfig, parse_call};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Name;
 use crate::step::Phase;
@@ -64,6 +65,10 @@ pub struct SagaRoute {
     pub plan: Arc<[PlannedStep]>,
     /// The route's plugins, by name: a saga keeps running its hooks with them.
     pub plugins: Arc<[String]>,
+    /// A message route's back-check.
+    pub msg: Option<Arc<MsgPlan>>,
+    /// A message route's path prefix: its submit and abort calls are under it.
+    pub prefix: Option<String>,
 }
 
 impl SagaRoute {
@@ -75,62 +80,90 @@ impl SagaRoute {
                 format!("route `{}`: {reason}", route.name),
             )
         };
-        let saga = route
-            .saga
-            .as_ref()
-            .ok_or_else(|| fail("has no saga".into()))?;
-        let call = |text: &Option<String>, what: &str| -> Result<PlannedCall, Error> {
-            let text = text
-                .as_deref()
-                .ok_or_else(|| fail(format!("a step lacks `{what}`")))?;
-            let call = parse_call(text).map_err(fail)?;
-            Ok(PlannedCall {
-                method: call.method.to_string(),
-                path: call.path,
-            })
-        };
-        let plan = saga
-            .steps
-            .iter()
-            .map(|step| {
-                let (forward, undo, confirm) = match saga.mode {
-                    SagaMode::Saga => (
-                        call(&step.action, "action")?,
-                        call(&step.compensate, "compensate")?,
-                        None,
-                    ),
-                    SagaMode::Tcc => (
-                        call(&step.try_call, "try")?,
-                        call(&step.cancel, "cancel")?,
-                        Some(call(&step.confirm, "confirm")?),
-                    ),
+        let (mode, client_key, steps, msg) = match (&route.saga, &route.msg) {
+            (Some(saga), _) => (saga.mode, &saga.client_key, &saga.steps, None),
+            (None, Some(msg)) => {
+                let check = planned(&msg.check).map_err(&fail)?;
+                let plan = MsgPlan {
+                    check,
+                    check_upstream: msg.check_upstream.clone(),
+                    prepare_timeout_ms: msg.prepare_timeout_ms,
                 };
-                Ok(PlannedStep {
-                    name: step.name.clone(),
-                    upstream: step.upstream.clone(),
-                    forward,
-                    undo,
-                    confirm,
-                })
-            })
+                (
+                    SagaMode::Msg,
+                    &msg.client_key,
+                    &msg.steps,
+                    Some(Arc::new(plan)),
+                )
+            }
+            (None, None) => return Err(fail("has no saga".into())),
+        };
+        let plan = steps
+            .iter()
+            .map(|step| planned_step(step, mode).map_err(&fail))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             name: Arc::new(route.name.clone()),
-            mode: match saga.mode {
+            mode: match mode {
                 SagaMode::Saga => Mode::Saga,
                 SagaMode::Tcc => Mode::Tcc,
+                SagaMode::Msg => Mode::Msg,
             },
-            client_key: ClientKey::parse(&saga.client_key).map_err(fail)?,
+            client_key: ClientKey::parse(client_key).map_err(fail)?,
             plan: plan.into(),
             plugins: route.plugins.clone().into(),
+            msg,
+            prefix: route.path_prefix.clone(),
         })
     }
+}
+
+fn planned(text: &str) -> Result<PlannedCall, String> {
+    let call = parse_call(text)?;
+    Ok(PlannedCall {
+        method: call.method.to_string(),
+        path: call.path,
+    })
+}
+
+/// A step's calls in a mode. A message's step has only its action: it is never undone, so its
+/// plan's undo repeats the action and is never sent.
+fn planned_step(step: &StepConfig, mode: SagaMode) -> Result<PlannedStep, String> {
+    let call = |text: &Option<String>, what: &str| -> Result<PlannedCall, String> {
+        planned(
+            text.as_deref()
+                .ok_or_else(|| format!("a step lacks `{what}`"))?,
+        )
+    };
+    let (forward, undo, confirm) = match mode {
+        SagaMode::Saga => (
+            call(&step.action, "action")?,
+            call(&step.compensate, "compensate")?,
+            None,
+        ),
+        SagaMode::Tcc => (
+            call(&step.try_call, "try")?,
+            call(&step.cancel, "cancel")?,
+            Some(call(&step.confirm, "confirm")?),
+        ),
+        SagaMode::Msg => {
+            let action = call(&step.action, "action")?;
+            (action.clone(), action, None)
+        }
+    };
+    Ok(PlannedStep {
+        name: step.name.clone(),
+        upstream: step.upstream.clone(),
+        forward,
+        undo,
+        confirm,
+    })
 }
 
 /// The forward phase's name in a mode.
 pub(super) fn forward_phase(mode: Mode) -> Phase {
     match mode {
-        Mode::Saga => Phase::Action,
+        Mode::Saga | Mode::Msg => Phase::Action,
         Mode::Tcc => Phase::Try,
     }
 }
@@ -138,7 +171,7 @@ pub(super) fn forward_phase(mode: Mode) -> Phase {
 /// The undo phase's name in a mode.
 pub(super) fn undo_phase(mode: Mode) -> Phase {
     match mode {
-        Mode::Saga => Phase::Compensate,
+        Mode::Saga | Mode::Msg => Phase::Compensate,
         Mode::Tcc => Phase::Cancel,
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use super::ctx::{Ctx, Lost, persist};
 use super::forward::forward;
 use super::handle::Handle;
-use super::record::{SagaRecord, Stage};
+use super::message;
+use super::record::{Mode, SagaRecord, Stage};
 use super::route::undo_phase;
 use super::settle::settle;
 use crate::step::Phase;
@@ -43,6 +44,14 @@ async fn drive(
             continue;
         }
         match record.stage {
+            Stage::Prepared => {
+                if !message::prepared(ctx, &mut record, handle).await? {
+                    continue;
+                }
+            }
+            Stage::Forward(i) if record.mode == Mode::Msg => {
+                message::deliver(ctx, &mut record, handle, i).await?;
+            }
             Stage::Forward(i) => forward(ctx, &mut record, handle, i, resumed_here).await?,
             Stage::Confirm(i) => settle(ctx, &mut record, handle, i, Phase::Confirm).await?,
             Stage::Undo(i) => {

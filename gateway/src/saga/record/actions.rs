@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cause, Failure, SagaRecord, Stage, Status};
+use super::{Cause, Failure, Mode, SagaRecord, Stage, Status};
 
 /// Most actions kept per saga: the newest ones (a saga acted on more often than this needs
 /// more than a timeline).
@@ -23,8 +23,11 @@ pub enum ActionKind {
     Retry,
     /// Fixed by hand: mark the saga compensated.
     Resolve,
-    /// Stop going forward, and compensate every step that may hold an effect.
+    /// Stop going forward, and compensate every step that may hold an effect (a prepared
+    /// message: roll it back).
     Abort,
+    /// A message's service committed: deliver it.
+    Submit,
 }
 
 impl ActionKind {
@@ -34,6 +37,7 @@ impl ActionKind {
             Self::Retry => "retry",
             Self::Resolve => "resolve",
             Self::Abort => "abort",
+            Self::Submit => "submit",
         }
     }
 }
@@ -116,7 +120,18 @@ impl SagaRecord {
                     ))
                 }
             }
+            ActionKind::Abort if self.stage == Stage::Prepared => {
+                self.roll_back("aborted: the service rolled back".into())
+            }
+            ActionKind::Abort if self.mode == Mode::Msg => Err(format!(
+                "{}; only a prepared message can be aborted",
+                self.state_words()
+            )),
             ActionKind::Abort => self.abort(reached),
+            ActionKind::Submit if self.mode != Mode::Msg => {
+                Err("only a message can be submitted".into())
+            }
+            ActionKind::Submit => self.submit(),
         };
         action.outcome = Some(match outcome {
             Ok(()) => ActionOutcome::Applied,
@@ -157,8 +172,11 @@ impl SagaRecord {
             Stage::Forward(i) => format!(" at step `{}`", self.step_name(i)),
             Stage::Confirm(i) => format!(" confirming step `{}`", self.step_name(i)),
             Stage::Undo(i) => format!(" undoing step `{}`", self.step_name(i)),
-            Stage::Finished => String::new(),
+            Stage::Finished | Stage::Prepared => String::new(),
         };
+        if self.mode == Mode::Msg {
+            return format!("the message is {}{at}", self.msg_state());
+        }
         format!("the saga is {}{at}", self.status.as_str())
     }
 }

@@ -14,19 +14,30 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Attempt, Failure, Mode, OperatorAction, SagaRecord, Stage, Status, StepState};
+use super::{
+    Attempt, Failure, Mode, MsgPlan, OperatorAction, SagaRecord, Stage, Status, StepState,
+};
 use crate::saga::plan::PlannedStep;
 
 /// Marks a tagged record; a version byte follows.
 const TAG: [u8; 4] = [0xFF, b'T', b'X', b'R'];
 /// The first one plus the key secret and the plugin names.
 const VERSION_2: u8 = 2;
+/// Version 2, then the operators' actions.
+const VERSION_3: u8 = 3;
 /// The encoding this build writes: version 2, then [`Extras`].
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// What follows version 2's layout.
 #[derive(Serialize, Deserialize)]
 struct Extras {
+    actions: Vec<OperatorAction>,
+    msg: Option<MsgPlan>,
+}
+
+/// What followed it in version 3.
+#[derive(Deserialize)]
+struct ExtrasV3 {
     actions: Vec<OperatorAction>,
 }
 
@@ -38,6 +49,7 @@ pub(super) fn encode(record: &SagaRecord) -> Vec<u8> {
     let out = postcard::to_extend(record, out).expect("a saga record always encodes");
     let extras = Extras {
         actions: record.actions.clone(),
+        msg: record.msg.as_deref().cloned(),
     };
     postcard::to_extend(&extras, out).expect("a saga record always encodes")
 }
@@ -48,6 +60,13 @@ pub(super) fn decode(bytes: &[u8]) -> Option<SagaRecord> {
         Some([VERSION, rest @ ..]) => {
             let (mut record, rest) = postcard::take_from_bytes::<SagaRecord>(rest).ok()?;
             let extras: Extras = postcard::from_bytes(rest).ok()?;
+            record.actions = extras.actions;
+            record.msg = extras.msg.map(Arc::new);
+            Some(record)
+        }
+        Some([VERSION_3, rest @ ..]) => {
+            let (mut record, rest) = postcard::take_from_bytes::<SagaRecord>(rest).ok()?;
+            let extras: ExtrasV3 = postcard::from_bytes(rest).ok()?;
             record.actions = extras.actions;
             Some(record)
         }
@@ -111,8 +130,28 @@ impl First {
             key_secret: None,
             plugins: None,
             actions: Vec::new(),
+            msg: None,
         }
     }
+}
+
+/// A record as version 3 wrote it: the operators' actions after it, no message plan.
+#[cfg(test)]
+pub(super) fn third_encoding(record: &SagaRecord) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Third<'a> {
+        actions: &'a [OperatorAction],
+    }
+    let mut out = TAG.to_vec();
+    out.push(VERSION_3);
+    let out = postcard::to_extend(record, out).expect("encodes");
+    postcard::to_extend(
+        &Third {
+            actions: &record.actions,
+        },
+        out,
+    )
+    .expect("encodes")
 }
 
 /// A record as version 2 wrote it (tests of the upgrade).

@@ -5,13 +5,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::step::Phase;
 
-/// Saga or TCC.
+/// Saga, TCC, or a transactional message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     /// Actions, compensations on failure.
     Saga,
     /// Tries, then confirms or cancels.
     Tcc,
+    /// A message: prepared, then (once its service committed) delivered to every step, each
+    /// until it takes it; never compensated (SPEC §9).
+    Msg,
+}
+
+impl Mode {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Saga => "saga",
+            Self::Tcc => "tcc",
+            Self::Msg => "msg",
+        }
+    }
 }
 
 /// The status the admin API filters on.
@@ -71,6 +85,8 @@ pub enum Stage {
     Undo(usize),
     /// Over.
     Finished,
+    /// A message waiting for its service's submit or abort, or the back-check's answer.
+    Prepared,
 }
 
 /// An upstream's answer, as stored.

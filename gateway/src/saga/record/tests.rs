@@ -31,6 +31,7 @@ fn saga(mode: Mode, steps: usize) -> SagaRecord {
         content_type: None,
         body: Bytes::new(),
         plugins: Arc::from(vec!["compensation".to_string()]),
+        msg: None,
     })
 }
 
@@ -404,4 +405,81 @@ fn a_skipped_undo_or_a_hand_resolution_leaves_the_step_unknown() {
     assert!(resolved.resolve("{}".into()));
     assert_eq!(resolved.expected(0), Some(Expected::Unknown));
     assert_eq!(resolved.expected(1), Some(Expected::Unknown));
+}
+
+fn message(steps: usize) -> SagaRecord {
+    let mut record = saga(Mode::Saga, steps);
+    record.mode = Mode::Msg;
+    record.stage = Stage::Prepared;
+    record.steps[0].touched = false;
+    record.msg = Some(Arc::new(MsgPlan {
+        check: call("/check"),
+        check_upstream: "orders".into(),
+        prepare_timeout_ms: 10,
+    }));
+    record
+}
+
+#[test]
+fn a_message_is_submitted_or_rolled_back_once_and_never_both() {
+    let mut submitted = message(2);
+    assert_eq!(submitted.msg_state(), "prepared");
+    assert!(
+        !submitted.steps[0].touched,
+        "nothing is sent while prepared"
+    );
+    submitted.submit().unwrap();
+    assert_eq!(submitted.stage, Stage::Forward(0));
+    assert!(submitted.steps[0].touched);
+    submitted.submit().unwrap();
+    assert_eq!(
+        submitted.stage,
+        Stage::Forward(0),
+        "a repeat changes nothing"
+    );
+    assert!(submitted.roll_back("late".into()).is_err());
+    submitted.forward_done(0, Some(ok()));
+    submitted.forward_done(1, Some(ok()));
+    assert_eq!(submitted.msg_state(), "delivered");
+
+    let mut rolled_back = message(2);
+    rolled_back.roll_back("rolled back".into()).unwrap();
+    rolled_back.roll_back("again".into()).unwrap();
+    assert_eq!(rolled_back.msg_state(), "aborted");
+    assert!(rolled_back.submit().is_err());
+    assert_eq!(rolled_back.status, Status::Compensated);
+}
+
+#[test]
+fn a_refused_delivery_is_stuck_and_a_later_success_clears_it() {
+    let mut record = message(1);
+    record.submit().unwrap();
+    record.delivery_refused(
+        0,
+        Some(Answer {
+            status: 404,
+            body: b"{}".to_vec(),
+        }),
+        "no".into(),
+    );
+    assert_eq!(record.msg_state(), "stuck");
+    assert!(record.failure.is_some());
+    record.forward_done(0, Some(ok()));
+    assert_eq!(record.msg_state(), "delivered");
+    assert!(record.failure.is_none());
+}
+
+#[test]
+fn a_message_keeps_its_back_check_and_version_3_records_still_read() {
+    let record = message(2);
+    let decoded = SagaRecord::decode(&record.encode()).unwrap();
+    assert_eq!(decoded, record);
+    let mut older = saga(Mode::Saga, 2);
+    older.take_action(
+        OperatorAction::new(ActionKind::Retry, "ops".into(), "why".into()),
+        false,
+    );
+    let decoded = SagaRecord::decode(&encoding::third_encoding(&older)).unwrap();
+    assert_eq!(decoded, older);
+    assert_eq!(decoded.actions.len(), 1);
 }

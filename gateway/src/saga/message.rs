@@ -1,0 +1,165 @@
+//! A transactional message's task (SPEC §9): while it is prepared, it waits for its service's
+//! submit or abort, and after `prepare_timeout_ms` asks the back-check, deciding by status code
+//! only; once submitted, it delivers to each step in order, each until the step takes it. A step
+//! that refuses (4xx) makes the message stuck for an operator; it is sent again every
+//! `backoff_max_ms` meanwhile, with the same Idempotency-Key, so a consumer fixed later takes it
+//! once.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::call::{self, Sending};
+use super::ctx::wait_to_retry;
+use super::ctx::{Ctx, Lost, block, chain_of, gate, persist, send, shape, upstream_of, wait};
+use super::handle::Handle;
+use super::record::{MsgPlan, SagaRecord};
+use crate::step::{Phase, Verdict};
+use crate::store::now_unix_ms;
+use crate::upstream::{OutboundRequest, backoff_delay};
+
+/// How long a message without its back-check (a record written by hand) waits before it
+/// looks again for its service's submit or abort.
+const NO_CHECK_WAIT: Duration = Duration::from_secs(60);
+
+/// A prepared message's turn: waits for the timeout (an action wakes it earlier), then asks
+/// the back-check once. Returns whether the record changed and needs persisting.
+pub(super) async fn prepared(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+) -> Result<bool, Lost> {
+    let Some(plan) = record.msg.clone() else {
+        wait(handle, NO_CHECK_WAIT).await;
+        return Ok(false);
+    };
+    let due_ms = record.created_ms.saturating_add(plan.prepare_timeout_ms);
+    let now_ms = now_unix_ms();
+    if now_ms < due_ms {
+        wait(handle, Duration::from_millis(due_ms - now_ms)).await;
+        return Ok(false);
+    }
+    let Some(upstream) = ctx.live.upstream(&plan.check_upstream) else {
+        let error = format!(
+            "upstream `{}` of the back-check is not in the running config",
+            plan.check_upstream
+        );
+        block(ctx, record, handle, 0, Phase::Action, error).await?;
+        return Ok(false);
+    };
+    let fence = gate(ctx, record, handle).await?;
+    let result = upstream
+        .attempt(&check_request(record, &plan), fence.as_ref())
+        .await;
+    let status = result.as_ref().ok().map(|r| r.status.as_u16());
+    let route = std::sync::Arc::new(record.route.to_string());
+    // The answer's status alone decides: a 200 whose body says "error" is still committed, and a
+    // 500 whose body says "SUCCESS" is still retried.
+    let answer = match status {
+        Some(200) => "committed",
+        Some(409) => "rolled_back",
+        Some(425) => "running",
+        _ => "other",
+    };
+    ctx.metrics.message_check(&route, answer);
+    match answer {
+        "committed" => {
+            let _ = record.submit();
+        }
+        "rolled_back" => {
+            let why = "the back-check answered 409: the service rolled back".to_string();
+            let _ = record.roll_back(why);
+        }
+        _ => {
+            if answer == "other" {
+                let what = result.map_or_else(|e| e.to_string(), |r| r.status.to_string());
+                tracing::warn!(message = %record.id, %what, "the back-check gave no decision; asking again");
+            }
+            record.msg_retry();
+            persist(ctx, record, handle).await?;
+            let config = upstream.config();
+            let delay = backoff_delay(
+                record.failures_in_a_row,
+                config.backoff_base_ms,
+                config.backoff_max_ms,
+            );
+            wait(handle, delay).await;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The back-check: the message's X-Request-ID and body, and its id as `X-Saga-ID`.
+fn check_request(record: &SagaRecord, plan: &MsgPlan) -> OutboundRequest {
+    let mut headers = HeaderMap::with_capacity(4);
+    let value = |text: &str| HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""));
+    headers.insert(crate::request_id::HEADER, value(&record.request_id));
+    headers.insert("x-saga-id", value(&record.id));
+    if let Some(content_type) = record.content_type.as_deref() {
+        headers.insert(http::header::CONTENT_TYPE, value(content_type));
+    }
+    OutboundRequest {
+        method: Method::from_bytes(plan.check.method.as_bytes()).unwrap_or(Method::POST),
+        path_and_query: plan.check.path.clone(),
+        headers,
+        body: record.body.clone(),
+    }
+}
+
+/// Delivers to step `i` until it takes the message (2xx), or an operator's action waits.
+pub(super) async fn deliver(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+) -> Result<(), Lost> {
+    let phase = Phase::Action;
+    let Some(upstream) = upstream_of(ctx, record, handle, i, phase).await? else {
+        return Ok(());
+    };
+    let Ok(chain) = chain_of(ctx, record, handle, i, phase).await? else {
+        return Ok(());
+    };
+    let Some(built) = call::build(record, i, phase, ctx.store.gateway()) else {
+        let error = format!(
+            "step `{}` has no valid action in its plan",
+            record.step_name(i)
+        );
+        return block(ctx, record, handle, i, phase, error).await;
+    };
+    let shaped = match shape(chain.as_ref(), built).await {
+        Ok(shaped) => shaped,
+        Err(error) => return block(ctx, record, handle, i, phase, error).await,
+    };
+    let sending = Sending::new(&upstream, &shaped, chain.as_ref());
+    let config = upstream.config();
+    loop {
+        let outcome = send(ctx, record, handle, i, &sending).await?;
+        match outcome.verdict {
+            Verdict::Success => {
+                record.forward_done(i, outcome.answer);
+                return Ok(());
+            }
+            Verdict::Reject => {
+                let error = outcome.error.unwrap_or_default();
+                if record.status != super::record::Status::Stuck {
+                    tracing::warn!(message = %record.id, step = record.step_name(i), %error, "a consumer refused the message; it is stuck for an operator");
+                }
+                record.delivery_refused(i, outcome.answer, error);
+            }
+            Verdict::Retry => record.msg_retry(),
+        }
+        persist(ctx, record, handle).await?;
+        if !wait_to_retry(
+            record,
+            handle,
+            config.backoff_base_ms,
+            config.backoff_max_ms,
+        )
+        .await
+        {
+            return Ok(());
+        }
+    }
+}

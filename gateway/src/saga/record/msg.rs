@@ -1,0 +1,113 @@
+//! A transactional message's own transitions (SPEC §9). A message is a record of the saga
+//! engine with `Mode::Msg`: it starts `Prepared` and sends nothing; its service's submit (or the
+//! back-check's 200) moves it to delivering step 0, and its abort (or the back-check's 409)
+//! finishes it, delivered nowhere. Delivering is the saga's forward stage, with a difference the
+//! task keeps: a step is sent until it takes the message, never compensated.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Answer, Cause, Failure, Mode, SagaRecord, Stage, Status};
+use crate::saga::plan::PlannedCall;
+
+/// A message route's back-check, fixed in the message when it is prepared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgPlan {
+    /// The back-check call.
+    pub check: PlannedCall,
+    /// Its upstream, resolved against the running config when it is sent.
+    pub check_upstream: String,
+    /// Prepared this long without a submit or an abort: ask the back-check.
+    pub prepare_timeout_ms: u64,
+}
+
+impl SagaRecord {
+    /// The service committed: deliver. A message already submitted stays as it is (a repeat);
+    /// one rolled back cannot be.
+    pub fn submit(&mut self) -> Result<(), String> {
+        match self.stage {
+            Stage::Prepared => {
+                self.touch();
+                self.stage = Stage::Forward(0);
+                self.steps[0].touched = true;
+                self.failures_in_a_row = 0;
+                Ok(())
+            }
+            _ if self.is_rolled_back() => Err("the message was rolled back".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The service rolled back: the message finishes, delivered nowhere. A message rolled back
+    /// already stays as it is; one submitted cannot be.
+    pub fn roll_back(&mut self, why: String) -> Result<(), String> {
+        match self.stage {
+            Stage::Prepared => {
+                self.touch();
+                self.failure = Some(Failure {
+                    step: 0,
+                    cause: Cause::Aborted,
+                    error: why,
+                });
+                self.finish(Status::Compensated);
+                Ok(())
+            }
+            _ if self.is_rolled_back() => Ok(()),
+            _ => Err(format!(
+                "the message is {}: its service committed",
+                self.msg_state()
+            )),
+        }
+    }
+
+    /// Step `i` refused the message (a 4xx): it cannot be undone, so the message is stuck for
+    /// an operator, and sent again every `backoff_max_ms` meanwhile.
+    pub fn delivery_refused(&mut self, i: usize, answer: Option<Answer>, error: String) {
+        if !self.legal(
+            self.forwarding(i) && self.mode == Mode::Msg,
+            "delivery_refused",
+        ) {
+            return;
+        }
+        self.touch();
+        self.steps[i].answer = answer;
+        self.status = Status::Stuck;
+        self.failures_in_a_row += 1;
+        self.failure = Some(Failure {
+            step: i,
+            cause: Cause::Rejected,
+            error,
+        });
+    }
+
+    /// A delivery or back-check failed once more (a timeout, a 5xx, "still running").
+    pub fn msg_retry(&mut self) {
+        if self.legal(self.mode == Mode::Msg, "msg_retry") {
+            self.touch();
+            self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        }
+    }
+
+    /// Whether the message was rolled back (never delivered).
+    pub fn is_rolled_back(&self) -> bool {
+        self.mode == Mode::Msg
+            && self.status == Status::Compensated
+            && self.resolution.is_none()
+            && self
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.cause == Cause::Aborted)
+    }
+
+    /// The message's state, as its service and operators read it: `prepared`, `submitted`
+    /// (delivering), `delivered`, `aborted`, `stuck` or `resolved`.
+    pub fn msg_state(&self) -> &'static str {
+        match (self.stage, self.status) {
+            (Stage::Prepared, _) => "prepared",
+            (_, Status::Stuck) => "stuck",
+            (_, Status::Completed) => "delivered",
+            _ if self.is_rolled_back() => "aborted",
+            (Stage::Finished, _) => "resolved",
+            _ => "submitted",
+        }
+    }
+}

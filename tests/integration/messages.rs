@@ -1,0 +1,314 @@
+//! Transactional messages (SPEC §9) against real banks: prepare, submit and abort as the service
+//! sends them; the back-check after `prepare_timeout_ms`, decided by status code only; delivery
+//! to every step, retried until it is taken, across a SIGKILL; a consumer's refusal stuck for
+//! an operator. The back-check's service is the demo bank's `/echo`, whose status the route's
+//! `check` call chooses (`?status=`), and its faults make it answer 425 or 503 first.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Bank, Gateway, GatewayBuilder, client, wait_until};
+
+/// Message routes whose back-check answers `status`: `/msg/<name>` for each.
+fn routes(bank: &Bank, orders: &Bank) -> String {
+    let mut config = format!(
+        "[upstreams.bank]\nurl = \"{}\"\ntimeout_ms = 1000\nmax_attempts = 3\nbackoff_base_ms = 5\nbackoff_max_ms = 100\n\n\
+         [upstreams.orders]\nurl = \"{}\"\ntimeout_ms = 1000\nbackoff_base_ms = 5\nbackoff_max_ms = 100\n\n",
+        bank.base(),
+        orders.base()
+    );
+    for (name, status) in [("commit", 200), ("rollback", 409), ("odd", 500)] {
+        config.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/msg/{name}\"\n[routes.msg]\n\
+             check = \"POST /echo/check-{name}?status={status}\"\ncheck_upstream = \"orders\"\n\
+             prepare_timeout_ms = 300\n\
+             [[routes.msg.steps]]\nname = \"ledger\"\nupstream = \"bank\"\naction = \"POST /credit\"\nstatus = \"GET /credit/status\"\n\
+             [[routes.msg.steps]]\nname = \"notify\"\nupstream = \"orders\"\naction = \"POST /echo/notify-{name}\"\n\n"
+        ));
+    }
+    config
+}
+
+async fn setup() -> (Gateway, Bank, Bank) {
+    let bank = Bank::start(&["carol=1000"]).await;
+    let orders = Bank::start(&[]).await;
+    let gateway = GatewayBuilder::new(routes(&bank, &orders)).start().await;
+    (gateway, bank, orders)
+}
+
+async fn post(gateway: &Gateway, path: &str, id: &str, body: &Value) -> (u16, Value) {
+    let response = client()
+        .post(gateway.url(path))
+        .header("x-request-id", id)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The message's state as the admin API shows it.
+async fn state(gateway: &Gateway, msg_id: &str) -> Value {
+    gateway.admin_json(&format!("/admin/sagas/{msg_id}")).await
+}
+
+async fn wait_state(gateway: &Gateway, msg_id: &str, want: &str) -> Value {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("message {want}"),
+        || async { state(gateway, msg_id).await["msg_state"] == want },
+    )
+    .await;
+    state(gateway, msg_id).await
+}
+
+fn credit(amount: i64) -> Value {
+    json!({"account": "carol", "amount": amount, "note": "SUCCESS"})
+}
+
+#[tokio::test]
+async fn a_submitted_message_is_delivered_to_every_step_once() {
+    // Proves prepare (201, a repeat the same, another body 422), submit (200, idempotent),
+    // delivery to both steps with the backend contract's headers, each applied once, and an
+    // abort after the submit refused.
+    let (gateway, bank, orders) = setup().await;
+    let (status, prepared) = post(&gateway, "/msg/commit", "order-1", &credit(10)).await;
+    assert_eq!(status, 201, "{prepared}");
+    assert_eq!(prepared["status"], "prepared");
+    let msg_id = prepared["msg_id"].as_str().unwrap().to_string();
+    let (status, again) = post(&gateway, "/msg/commit", "order-1", &credit(10)).await;
+    assert_eq!((status, &again["msg_id"]), (201, &prepared["msg_id"]));
+    let (status, other) = post(&gateway, "/msg/commit", "order-1", &credit(99)).await;
+    assert_eq!(status, 422, "{other}");
+    let (status, submitted) = post(
+        &gateway,
+        "/msg/commit/order-1/submit",
+        "order-1",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{submitted}");
+    let shown = wait_state(&gateway, &msg_id, "delivered").await;
+    assert_eq!(shown["mode"], "msg");
+    assert_eq!(shown["status"], "completed");
+    let (status, repeat) = post(
+        &gateway,
+        "/msg/commit/order-1/submit",
+        "order-1",
+        &json!({}),
+    )
+    .await;
+    assert_eq!((status, &repeat["status"]), (200, &json!("delivered")));
+    let (status, late) = post(&gateway, "/msg/commit/order-1/abort", "order-1", &json!({})).await;
+    assert_eq!(status, 409, "{late}");
+    assert_eq!(bank.balance("carol").await, 1010, "the credit applied once");
+    assert_eq!(bank.hits("/credit").await, 1);
+    assert_eq!(orders.hits("/echo/notify-commit").await, 1);
+    assert_eq!(
+        orders.hits("/echo/check-commit").await,
+        0,
+        "no back-check after a submit"
+    );
+    let sent = bank.requests("/credit").await;
+    assert_eq!(sent[0]["headers"]["x-saga-id"], json!(msg_id));
+    assert_eq!(sent[0]["headers"]["x-saga-step"], "ledger");
+    let key = sent[0]["headers"]["idempotency-key"].as_str().unwrap();
+    assert!(key.starts_with("txgate-"), "{key}");
+}
+
+#[tokio::test]
+async fn an_aborted_message_is_never_delivered_and_a_submit_after_it_is_refused() {
+    // Proves abort (200, idempotent), a submit after it (409), and nothing sent: no delivery,
+    // and no back-check once the prepare timeout has passed.
+    let (gateway, bank, orders) = setup().await;
+    let (_, prepared) = post(&gateway, "/msg/commit", "order-2", &credit(10)).await;
+    let msg_id = prepared["msg_id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let (status, aborted) =
+            post(&gateway, "/msg/commit/order-2/abort", "order-2", &json!({})).await;
+        assert_eq!(
+            (status, &aborted["status"]),
+            (200, &json!("aborted")),
+            "{aborted}"
+        );
+    }
+    let (status, refused) = post(
+        &gateway,
+        "/msg/commit/order-2/submit",
+        "order-2",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    let (status, unknown) = post(&gateway, "/msg/commit/nobody/submit", "nobody", &json!({})).await;
+    assert_eq!(status, 404, "{unknown}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(state(&gateway, &msg_id).await["msg_state"], "aborted");
+    assert_eq!(bank.hits("/credit").await, 0);
+    assert_eq!(
+        orders.total_hits().await,
+        0,
+        "no back-check, no notification"
+    );
+}
+
+#[tokio::test]
+async fn the_back_check_decides_by_status_code_only() {
+    // Proves a message its service never submitted is delivered when the back-check answers
+    // 200, rolled back on 409, asked again on 425, and kept prepared (asked again, counted) on a
+    // 500 whose body says "SUCCESS".
+    let (gateway, bank, orders) = setup().await;
+    orders
+        .fault(json!({"kind": "fail_before", "path_prefix": "/echo/check-commit", "status": 425, "count": 2}))
+        .await;
+    let (_, committed) = post(&gateway, "/msg/commit", "order-3", &credit(5)).await;
+    let (_, rolled_back) = post(&gateway, "/msg/rollback", "order-4", &credit(7)).await;
+    let (_, odd) = post(&gateway, "/msg/odd", "order-5", &credit(9)).await;
+    let id = |v: &Value| v["msg_id"].as_str().unwrap().to_string();
+    wait_state(&gateway, &id(&committed), "delivered").await;
+    wait_state(&gateway, &id(&rolled_back), "aborted").await;
+    assert_eq!(
+        orders.hits("/echo/check-commit").await,
+        3,
+        "425 twice, then 200"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the odd back-check asked again",
+        || async {
+            gateway
+                .metric("txgate_message_checks_total{route=\"odd\",outcome=\"other\"}")
+                .await
+                >= 3.0
+        },
+    )
+    .await;
+    assert_eq!(state(&gateway, &id(&odd)).await["msg_state"], "prepared");
+    assert_eq!(
+        gateway
+            .metric("txgate_message_checks_total{route=\"commit\",outcome=\"running\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        bank.balance("carol").await,
+        1005,
+        "only the committed message"
+    );
+    assert_eq!(orders.hits("/echo/notify-rollback").await, 0);
+    assert_eq!(orders.hits("/echo/notify-odd").await, 0);
+    let (status, _) = post(&gateway, "/msg/odd/order-5/abort", "order-5", &json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_consumer_down_gets_the_message_once_it_is_back_and_one_that_refuses_is_stuck() {
+    // Proves delivery is retried until the consumer takes it (applied once), and that a 4xx
+    // makes the message stuck, shown in the admin API, without touching the other message.
+    let (gateway, bank, _orders) = setup().await;
+    bank.fault(json!({"kind": "fail_before", "path_prefix": "/credit", "count": 8}))
+        .await;
+    let (_, down) = post(&gateway, "/msg/commit", "order-6", &credit(3)).await;
+    post(
+        &gateway,
+        "/msg/commit/order-6/submit",
+        "order-6",
+        &json!({}),
+    )
+    .await;
+    wait_state(&gateway, down["msg_id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(bank.balance("carol").await, 1003);
+    assert_eq!(bank.hits("/credit").await, 9, "8 failures, then taken once");
+
+    let refused = json!({"account": "nobody", "amount": 1});
+    let (_, stuck) = post(&gateway, "/msg/commit", "order-7", &refused).await;
+    post(
+        &gateway,
+        "/msg/commit/order-7/submit",
+        "order-7",
+        &json!({}),
+    )
+    .await;
+    let shown = wait_state(&gateway, stuck["msg_id"].as_str().unwrap(), "stuck").await;
+    assert_eq!(shown["status"], "stuck");
+    assert_eq!(shown["failure"]["step"], "ledger");
+    let listed = gateway.admin_json("/admin/sagas?status=stuck").await;
+    assert_eq!(listed["sagas"][0]["request_id"], "order-7");
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_delivery_delivers_after_its_restart_once() {
+    // Proves a submitted message survives SIGKILL during its delivery: after the restart it is
+    // delivered, and the consumer applied it once (the same Idempotency-Key).
+    let (mut gateway, bank, _orders) = setup().await;
+    bank.fault(json!({"kind": "latency", "path_prefix": "/credit", "latency_ms": 800, "count": 1}))
+        .await;
+    let (_, prepared) = post(&gateway, "/msg/commit", "order-8", &credit(4)).await;
+    post(
+        &gateway,
+        "/msg/commit/order-8/submit",
+        "order-8",
+        &json!({}),
+    )
+    .await;
+    wait_until(Duration::from_secs(10), "the credit in flight", || async {
+        bank.hits("/credit").await >= 1
+    })
+    .await;
+    gateway.kill9();
+    gateway.restart().await;
+    wait_state(&gateway, prepared["msg_id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(bank.balance("carol").await, 1004, "applied once");
+}
+
+#[tokio::test]
+async fn reconcile_finds_a_delivered_message_its_consumer_lost() {
+    // Proves reconcile checks messages like sagas: the consumer that acknowledged a delivery and
+    // lost it is a `message_not_delivered`; the aborted message and the one delivered agree.
+    let (gateway, bank, _orders) = setup().await;
+    bank.fault(json!({"kind": "ack", "path_prefix": "/credit", "count": 1}))
+        .await;
+    let (_, lost) = post(&gateway, "/msg/commit", "order-9", &credit(2)).await;
+    post(
+        &gateway,
+        "/msg/commit/order-9/submit",
+        "order-9",
+        &json!({}),
+    )
+    .await;
+    wait_state(&gateway, lost["msg_id"].as_str().unwrap(), "delivered").await;
+    let (_, kept) = post(&gateway, "/msg/commit", "order-10", &credit(3)).await;
+    post(
+        &gateway,
+        "/msg/commit/order-10/submit",
+        "order-10",
+        &json!({}),
+    )
+    .await;
+    wait_state(&gateway, kept["msg_id"].as_str().unwrap(), "delivered").await;
+    post(&gateway, "/msg/commit", "order-11", &credit(4)).await;
+    post(
+        &gateway,
+        "/msg/commit/order-11/abort",
+        "order-11",
+        &json!({}),
+    )
+    .await;
+    let run = crate::reconcile::reconcile(
+        gateway.config_path(),
+        &["--since", "1h", "--format", "jsonl"],
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert_eq!(lines[0]["category"], "message_not_delivered");
+    assert_eq!(lines[0]["request_id"], "order-9");
+    assert_eq!(lines[0]["step"], "ledger");
+    assert!(run.stderr.contains("3 finished sagas"), "{}", run.stderr);
+}
