@@ -24,6 +24,8 @@ impl SagaRecord {
         Some(match self.status {
             Status::Completed => Expected::Applied,
             Status::Compensated if !step.touched => Expected::Absent,
+            // A message is never undone: what it delivered stays, resolved or not.
+            Status::Compensated if self.mode == Mode::Msg && step.done => Expected::Applied,
             Status::Compensated => match step.undo {
                 Undo::Done => Expected::Absent,
                 Undo::Skipped => Expected::Unknown,

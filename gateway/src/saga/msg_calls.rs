@@ -55,6 +55,17 @@ impl SagaRoute {
     }
 }
 
+/// Whether the message is already where the service's call would take it (a repeat, or the
+/// back-check decided the same first).
+fn already(kind: ActionKind, record: &SagaRecord) -> bool {
+    match kind {
+        ActionKind::Submit => {
+            record.stage != Stage::Prepared && !record.is_rolled_back() && record.steps[0].touched
+        }
+        _ => record.is_rolled_back(),
+    }
+}
+
 /// An X-Request-ID as a path segment carries it.
 fn valid_id(id: &str) -> bool {
     !id.contains('/') && crate::request_id::is_valid(id.as_bytes())
@@ -81,11 +92,7 @@ impl Engine {
                 format!("no message `{request_id}` was prepared on this route"),
             ));
         };
-        let done = match kind {
-            ActionKind::Submit => record.stage != Stage::Prepared && !record.is_rolled_back(),
-            _ => record.is_rolled_back(),
-        };
-        if done {
+        if already(kind, &record) {
             return Ok(answer::message(&record, StatusCode::OK));
         }
         let why = match kind {
@@ -94,12 +101,20 @@ impl Engine {
         };
         let operator: Arc<str> = format!("service {}", key.client).trim().into();
         let action = OperatorAction::new(kind, operator, why.into());
-        match self.act(&record.id, action).await? {
-            Acted::Taken(record) => Ok(answer::message(&record, StatusCode::OK)),
-            Acted::Asked(_) => {
+        match self.act(&record.id, action).await {
+            Ok(Acted::Taken(record)) => Ok(answer::message(&record, StatusCode::OK)),
+            Ok(Acted::Asked(_)) => {
                 let latest = self.find(&record.id).await?.unwrap_or(record);
                 Ok(answer::message(&latest, StatusCode::ACCEPTED))
             }
+            // The message moved meanwhile (the back-check decided, or the task finished): the
+            // service's call is refused only if it went the other way.
+            Err(error) => match self.find(&record.id).await? {
+                Some(latest) if already(kind, &latest) => {
+                    Ok(answer::message(&latest, StatusCode::OK))
+                }
+                _ => Err(error),
+            },
         }
     }
 

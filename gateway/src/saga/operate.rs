@@ -165,7 +165,10 @@ impl Engine {
 fn refuse_early(record: &SagaRecord, kind: ActionKind) -> Result<(), Error> {
     let allowed = match kind {
         ActionKind::Retry => !record.status.is_final(),
-        ActionKind::Resolve => matches!(record.status, Status::Stuck | Status::Compensating),
+        ActionKind::Resolve => {
+            matches!(record.status, Status::Stuck | Status::Compensating)
+                && record.stage != Stage::Prepared
+        }
         ActionKind::Abort if record.mode == Mode::Msg => record.stage == Stage::Prepared,
         ActionKind::Abort => {
             matches!(record.stage, Stage::Forward(_))

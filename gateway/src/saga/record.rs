@@ -453,7 +453,11 @@ impl SagaRecord {
 
     /// An operator fixed the saga by hand: it is compensated, with their note.
     fn resolve(&mut self, note: String) -> bool {
-        if !matches!(self.status, Status::Stuck | Status::Compensating) {
+        // A prepared message is aborted, never resolved: a resolve would drop it while its
+        // service may still commit and submit.
+        if !matches!(self.status, Status::Stuck | Status::Compensating)
+            || self.stage == Stage::Prepared
+        {
             return false;
         }
         self.touch();

@@ -35,21 +35,31 @@ struct Extras {
     msg: Option<MsgPlan>,
 }
 
-/// What followed it in version 3.
-#[derive(Deserialize)]
+/// What follows it in version 3 (and in a saga's record still).
+#[derive(Serialize, Deserialize)]
 struct ExtrasV3 {
     actions: Vec<OperatorAction>,
 }
 
-/// The record, tagged.
+/// The record, tagged. A saga is written as version 3 (byte for byte what the build before
+/// messages wrote), so a fleet upgraded one gateway at a time can still take over each other's
+/// sagas; only a message needs version 4.
 pub(super) fn encode(record: &SagaRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&TAG);
+    let Some(msg) = record.msg.as_deref() else {
+        out.push(VERSION_3);
+        let out = postcard::to_extend(record, out).expect("a saga record always encodes");
+        let extras = ExtrasV3 {
+            actions: record.actions.clone(),
+        };
+        return postcard::to_extend(&extras, out).expect("a saga record always encodes");
+    };
     out.push(VERSION);
     let out = postcard::to_extend(record, out).expect("a saga record always encodes");
     let extras = Extras {
         actions: record.actions.clone(),
-        msg: record.msg.as_deref().cloned(),
+        msg: Some(msg.clone()),
     };
     postcard::to_extend(&extras, out).expect("a saga record always encodes")
 }

@@ -27,6 +27,9 @@ impl SagaRecord {
         match self.stage {
             Stage::Prepared => {
                 self.touch();
+                // It may have been stuck on a back-check it could not send; it is going now.
+                self.status = Status::Pending;
+                self.failure = None;
                 self.stage = Stage::Forward(0);
                 self.steps[0].touched = true;
                 self.failures_in_a_row = 0;

@@ -479,7 +479,36 @@ fn a_message_keeps_its_back_check_and_version_3_records_still_read() {
         OperatorAction::new(ActionKind::Retry, "ops".into(), "why".into()),
         false,
     );
+    assert_eq!(
+        older.encode(),
+        encoding::third_encoding(&older),
+        "a saga is written as the build before messages wrote it"
+    );
     let decoded = SagaRecord::decode(&encoding::third_encoding(&older)).unwrap();
     assert_eq!(decoded, older);
     assert_eq!(decoded.actions.len(), 1);
+}
+
+#[test]
+fn a_prepared_message_is_never_resolved_and_a_resolved_one_keeps_what_it_delivered() {
+    use crate::saga::expect::Expected;
+    let mut prepared = message(2);
+    prepared.status = Status::Stuck;
+    let mut resolve = OperatorAction::new(ActionKind::Resolve, "ops".into(), "why".into());
+    resolve.note = Some("{}".into());
+    prepared.take_action(resolve.clone(), false);
+    assert_eq!(prepared.stage, Stage::Prepared, "a resolve would drop it");
+    assert!(matches!(
+        prepared.actions[0].outcome,
+        Some(ActionOutcome::Refused(_))
+    ));
+
+    let mut delivering = message(2);
+    delivering.submit().unwrap();
+    delivering.forward_done(0, Some(ok()));
+    delivering.delivery_refused(1, None, "no".into());
+    delivering.take_action(resolve, false);
+    assert_eq!(delivering.msg_state(), "resolved");
+    assert_eq!(delivering.expected(0), Some(Expected::Applied));
+    assert_eq!(delivering.expected(1), Some(Expected::Unknown));
 }
