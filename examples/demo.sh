@@ -102,9 +102,15 @@ run "curl -s -X POST http://127.0.0.1:8080/support/echo -H 'Content-Type: applic
 say "The audit stream: one line per request, tagged by the gateway (examples/txgate-data/audit.log):"
 run "tail -n 2 examples/txgate-data/audit.log"
 
-say "A transactional message: the orders service prepares \"order paid\", commits its own transaction,"
-say "then submits; the message is delivered to bank_b's ledger (dave +25) and to a notification:"
+# The demo's operators (examples/transfer.toml): ops-alice operates, auditor only reads.
+OPS="Authorization: Bearer demo-ops-alice-0123456789"
+AUDITOR="Authorization: Bearer demo-auditor-0123456789"
+
+say "A transactional message: the orders service (beside bank_a) prepares \"order paid\", commits its own"
+say "transaction (its barrier row), then submits; the message is delivered to bank_b's ledger (dave +25)"
+say "and to a notification:"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-42' -H 'Content-Type: application/json' -d '{\"account\":\"dave\",\"amount\":25,\"event\":\"order paid\"}'"
+run "curl -s -X POST http://127.0.0.1:7001/orders/order-42/commit"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders/order-42/submit -H 'X-Request-ID: order-42'"
 for _ in $(seq 100); do
   [ "$(curl -s http://127.0.0.1:7002/accounts/dave | python3 -c 'import json, sys; print(json.load(sys.stdin)["balance"])')" = 1055 ] && break
@@ -112,14 +118,26 @@ for _ in $(seq 100); do
 done
 run "curl -s http://127.0.0.1:7002/accounts/dave"
 
-say "A message whose order rolled back is aborted, and never delivered; a late submit is refused (409):"
-run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-43' -d '{\"account\":\"dave\",\"amount\":99}'"
-run "curl -s -X POST http://127.0.0.1:8080/msg/orders/order-43/abort -H 'X-Request-ID: order-43'"
-run "curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:8080/msg/orders/order-43/submit -H 'X-Request-ID: order-43'"
+say "The service commits order-44, then crashes before its submit: after 2 s the back-check finds"
+say "the order's barrier row (200) and the message is delivered anyway (dave +5):"
+run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-44' -d '{\"account\":\"dave\",\"amount\":5}'"
+run "curl -s -X POST http://127.0.0.1:7001/orders/order-44/commit"
+for _ in $(seq 200); do
+  [ "$(curl -s http://127.0.0.1:7002/accounts/dave | python3 -c 'import json, sys; print(json.load(sys.stdin)["balance"])')" = 1060 ] && break
+  sleep 0.05
+done
+run "curl -s http://127.0.0.1:7002/accounts/dave"
 
-# The demo's operators (examples/transfer.toml): ops-alice operates, auditor only reads.
-OPS="Authorization: Bearer demo-ops-alice-0123456789"
-AUDITOR="Authorization: Bearer demo-auditor-0123456789"
+say "Order-43 rolls back and its service crashes before the abort: the back-check finds no barrier"
+say "row, writes 'rolled back' (409), and the message is aborted, never delivered; a late submit gets 409:"
+run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-43' -d '{\"account\":\"dave\",\"amount\":99}'"
+for _ in $(seq 200); do
+  [ "$(curl -s -H "$AUDITOR" 'http://127.0.0.1:9080/admin/sagas?q=order-43' | python3 -c 'import json, sys; print(json.load(sys.stdin)["sagas"][0]["msg_state"])')" = aborted ] && break
+  sleep 0.05
+done
+run "curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:8080/msg/orders/order-43/submit -H 'X-Request-ID: order-43'"
+run "curl -s -X POST http://127.0.0.1:7001/orders/order-43/commit"
+
 
 say "What an operator sees: the newest sagas (admin API, the auditor's token):"
 run "curl -s -H \"\$AUDITOR\" 'http://127.0.0.1:9080/admin/sagas?limit=1'"

@@ -214,7 +214,9 @@ async fn target(
                 && let Some((id, call)) = route.message_call(&parts.method, parts.uri.path())?
             {
                 let engine = request.gateway.engine();
-                return engine.message_call(route, client, &id, call).await;
+                return engine
+                    .message_call(route, client, &id, call, request.started)
+                    .await;
             }
             let saga = SagaRequest {
                 route,

@@ -120,6 +120,7 @@ pub fn routes(banks: &[Bank]) -> String {
         }
         config.push('\n');
     }
+    config.push_str(&crate::fault_messages::route());
     config
 }
 
@@ -221,17 +222,36 @@ async fn disrupt(disruption: Disruption, gateway: &mut Gateway, banks: &mut [Ban
 pub async fn wait_all_finished(gateway: &Gateway, seed: u64, replay: &str) {
     let deadline = Instant::now() + FINISH_BOUND;
     while !gateway.no_saga_unfinished().await {
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: sagas still unfinished after {FINISH_BOUND:?} ({replay})"
-        );
+        if Instant::now() >= deadline {
+            let mut left = Vec::new();
+            for status in ["pending", "compensating", "stuck"] {
+                let listed = gateway
+                    .admin_json(&format!("/admin/sagas?status={status}"))
+                    .await;
+                for saga in listed["sagas"].as_array().into_iter().flatten() {
+                    left.push(format!(
+                        "{} {} {} {} {}",
+                        saga["request_id"],
+                        saga["status"],
+                        saga["stage"],
+                        saga["failure"],
+                        saga["msg_state"]
+                    ));
+                }
+            }
+            panic!(
+                "seed {seed}: sagas still unfinished after {FINISH_BOUND:?}: {left:?} ({replay})"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// The invariants; `added` is the money the delivered messages credited.
 pub async fn check(
     banks: &[Bank],
     finals: &HashMap<String, (u16, Value)>,
+    added: i64,
     seed: u64,
     replay: &str,
 ) {
@@ -261,7 +281,8 @@ pub async fn check(
     }
     let opening = BANKS as i64 * ACCOUNTS as i64 * OPENING;
     assert_eq!(
-        total, opening,
+        total,
+        opening + added,
         "seed {seed}: the books do not balance ({replay})"
     );
     for (saga, held) in &steps {
@@ -323,6 +344,7 @@ async fn run(seed: u64) {
         break_bank(bank, &mut rng).await;
     }
     let planned = plan(&mut rng, seed);
+    let messages = crate::fault_messages::plan(&mut rng, seed);
     let mut disruptions = vec![
         Disruption::Kill,
         Disruption::Term,
@@ -331,11 +353,20 @@ async fn run(seed: u64) {
     ];
     rng.shuffle(&mut disruptions);
     let waves = planned.chunks(TRANSFERS / disruptions.len());
-    for (wave, disruption) in waves.zip(disruptions.iter().copied()) {
-        let clients: Vec<_> = wave
+    let message_waves = messages.chunks(messages.len().div_ceil(disruptions.len()));
+    for ((wave, disruption), sent) in waves.zip(disruptions.iter().copied()).zip(message_waves) {
+        let mut clients: Vec<_> = wave
             .iter()
             .map(|p| tokio::spawn(send(gateway.url(&p.path), p.clone())))
             .collect();
+        for m in sent {
+            let drive =
+                crate::fault_messages::drive(gateway.url(""), banks[0].base(), m.clone(), 5);
+            clients.push(tokio::spawn(async move {
+                drive.await;
+                None
+            }));
+        }
         tokio::time::sleep(Duration::from_millis(rng.u64(20..150))).await;
         disrupt(disruption, &mut gateway, &mut banks, &config).await;
         for client in clients {
@@ -346,8 +377,12 @@ async fn run(seed: u64) {
         bank.clear_faults().await;
     }
     let finals = settle(&[&gateway], &planned, FINISH_BOUND, &replay).await;
+    let outcomes =
+        crate::fault_messages::settle(&gateway.url(""), &banks[0], &messages, &replay).await;
     wait_all_finished(&gateway, seed, &replay).await;
-    check(&banks, &finals, seed, &replay).await;
+    let added =
+        crate::fault_messages::check(&banks, &gateway, &outcomes, &messages, seed, &replay).await;
+    check(&banks, &finals, added, seed, &replay).await;
     crate::reconcile::books_agree(gateway.config_path(), seed, &replay);
 }
 

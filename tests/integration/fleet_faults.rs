@@ -203,6 +203,7 @@ async fn run(seed: u64) {
         break_bank(bank, &mut rng).await;
     }
     let planned = plan(&mut rng, seed);
+    let messages = crate::fault_messages::plan(&mut rng, seed);
     let mut disruptions = vec![
         Disruption::Kill {
             gateway: 1 + rng.usize(..GATEWAYS),
@@ -222,11 +223,21 @@ async fn run(seed: u64) {
         Disruption::Crossed(1 + rng.usize(..GATEWAYS)),
     ];
     rng.shuffle(&mut disruptions);
-    for (wave_planned, disruption) in planned
+    let message_waves = messages.chunks(messages.len().div_ceil(disruptions.len()));
+    for ((wave_planned, disruption), sent) in planned
         .chunks(TRANSFERS.div_ceil(disruptions.len()))
         .zip(disruptions.iter().copied())
+        .zip(message_waves.chain(std::iter::repeat(&[][..])))
     {
-        let clients = wave(&fleet, wave_planned, &mut rng);
+        let mut clients = wave(&fleet, wave_planned, &mut rng);
+        for m in sent {
+            // Each call of a message's service to a gateway of the fleet, dead or alive.
+            let gateway = fleet.gw(1 + rng.usize(..GATEWAYS)).url("");
+            let drive = crate::fault_messages::drive(gateway, banks[0].base(), m.clone(), 5);
+            clients.push(tokio::spawn(async move {
+                drive.await;
+            }));
+        }
         tokio::time::sleep(Duration::from_millis(rng.u64(20..150))).await;
         eprintln!("seed {seed}: {disruption:?}");
         disrupt(disruption, &mut fleet, &mut banks, &config, wave_planned).await;
@@ -244,13 +255,18 @@ async fn run(seed: u64) {
     }
     let gateways: Vec<&Gateway> = fleet.gateways.iter().collect();
     let finals = settle(&gateways, &planned, FINISH_BOUND, &replay).await;
+    let outcomes =
+        crate::fault_messages::settle(&fleet.gw(1).url(""), &banks[0], &messages, &replay).await;
     wait_all_finished(fleet.gw(1 + rng.usize(..GATEWAYS)), seed, &replay).await;
     assert_eq!(
         fleet.unfinished(),
         0,
         "seed {seed}: the database agrees ({replay})"
     );
-    check(&banks, &finals, seed, &replay).await;
+    let added =
+        crate::fault_messages::check(&banks, fleet.gw(1), &outcomes, &messages, seed, &replay)
+            .await;
+    check(&banks, &finals, added, seed, &replay).await;
     crate::reconcile::books_agree(fleet.gw(1).config_path(), seed, &replay);
 }
 

@@ -27,6 +27,7 @@ mod console_browser;
 mod crash;
 mod disk_full;
 mod edge;
+mod fault_messages;
 mod faults;
 mod fleet;
 mod fleet_clients;

@@ -27,6 +27,12 @@ fn routes(bank: &Bank, orders: &Bank) -> String {
              [[routes.msg.steps]]\nname = \"notify\"\nupstream = \"orders\"\naction = \"POST /echo/notify-{name}\"\n\n"
         ));
     }
+    // The orders service's own barrier answers this one's back-check (the bank's `orders.rs`).
+    config.push_str(
+        "[[routes]]\nname = \"orders\"\npath_prefix = \"/msg/orders\"\n[routes.msg]\n\
+         check = \"POST /orders/check\"\ncheck_upstream = \"orders\"\nprepare_timeout_ms = 600\n\
+         [[routes.msg.steps]]\nname = \"ledger\"\nupstream = \"bank\"\naction = \"POST /credit\"\n",
+    );
     config
 }
 
@@ -311,4 +317,47 @@ async fn reconcile_finds_a_delivered_message_its_consumer_lost() {
     assert_eq!(lines[0]["request_id"], "order-9");
     assert_eq!(lines[0]["step"], "ledger");
     assert!(run.stderr.contains("3 finished sagas"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn the_services_barrier_decides_for_a_service_that_crashed_before_its_submit() {
+    // Proves, against the orders service's barrier in SQLite: an order committed whose service
+    // never submitted is delivered by the back-check; one that never committed (rolled back) is
+    // aborted and never delivered; and a back-check meeting a transaction still open gets 425,
+    // asks again, and delivers once it commits. The rolled-back order can no longer commit.
+    let (gateway, bank, orders) = setup().await;
+    let commit = |id: &str, hold_ms: u64| {
+        client()
+            .post(orders.url(&format!("/orders/{id}/commit?hold_ms={hold_ms}")))
+            .send()
+    };
+    // order-c1 commits, and its service crashes before the submit.
+    let (_, crashed) = post(&gateway, "/msg/orders", "order-c1", &credit(10)).await;
+    assert_eq!(commit("order-c1", 0).await.unwrap().status(), 200);
+    // order-o1's transaction is still open when its back-check comes; order-r1 never commits.
+    let (_, open) = post(&gateway, "/msg/orders", "order-o1", &credit(30)).await;
+    let holding = tokio::spawn(commit("order-o1", 1500));
+    let (_, rolled_back) = post(&gateway, "/msg/orders", "order-r1", &credit(20)).await;
+    let id = |v: &Value| v["msg_id"].as_str().unwrap().to_string();
+    wait_state(&gateway, &id(&crashed), "delivered").await;
+    wait_state(&gateway, &id(&rolled_back), "aborted").await;
+    assert_eq!(
+        commit("order-r1", 0).await.unwrap().status(),
+        409,
+        "the back-check's row bars the late commit"
+    );
+    assert_eq!(holding.await.unwrap().unwrap().status(), 200);
+    wait_state(&gateway, &id(&open), "delivered").await;
+    assert!(
+        gateway
+            .metric("txgate_message_checks_total{route=\"orders\",outcome=\"running\"}")
+            .await
+            >= 1.0,
+        "the open transaction was met with 425"
+    );
+    assert_eq!(
+        bank.balance("carol").await,
+        1040,
+        "order-c1 and order-o1, once each"
+    );
 }

@@ -225,7 +225,7 @@ async fn finished_sagas_expire_listings_filter_by_status_and_the_unfinished_are_
 }
 
 #[tokio::test]
-async fn a_search_finds_sagas_by_id_request_id_or_client_newest_first() {
+async fn a_search_finds_sagas_by_id_request_id_or_client_newest_first_and_a_key_finds_one() {
     for Backend { name, store, .. } in backends().await {
         let rows = [
             ("01a", "order-7", "", "completed"),
@@ -261,6 +261,36 @@ async fn a_search_finds_sagas_by_id_request_id_or_client_newest_first() {
             "{name}: exact only"
         );
         assert!(search("01", all).await.is_empty(), "{name}: exact only");
+        let key = |client: &str, request_id: &str| SagaKey {
+            route: "transfers".into(),
+            client: client.into(),
+            request_id: request_id.into(),
+        };
+        let by_key = |key| {
+            let store = store.clone();
+            async move {
+                store
+                    .saga_by_key(&key)
+                    .await
+                    .unwrap()
+                    .map(|row| row.id.to_string())
+            }
+        };
+        assert_eq!(
+            by_key(key("acme", "order-7")).await.as_deref(),
+            Some("01b"),
+            "{name}"
+        );
+        assert_eq!(
+            by_key(key("", "order-7")).await.as_deref(),
+            Some("01a"),
+            "{name}"
+        );
+        assert_eq!(
+            by_key(key("other", "order-7")).await,
+            None,
+            "{name}: the client counts"
+        );
         let stuck = SagaFilter {
             status: Some("stuck"),
             limit: 10,

@@ -13,6 +13,9 @@
 //! `{"from": "alice", "to": "bob", "amount": 10}` (debits use `from`, credits use `to`); or
 //! `{"legs": {"<step>": {"account": .., "amount": ..}}}`, picked by `X-Saga-Step`.
 //!
+//! Orders (transactional messages' local transaction and back-check, `orders.rs`):
+//! `POST /orders/{id}/commit[?hold_ms=N]` and `POST /orders/check`.
+//!
 //! Management: `GET /accounts`, `GET|PUT /accounts/{id}`, `GET /ledger` (barrier records),
 //! `GET /stats`, `GET /_requests` (the last business requests, with their bodies),
 //! `GET|POST|DELETE /_faults`, `GET /healthz`, and `ANY /echo/...` (answers with what it
@@ -38,6 +41,7 @@ use serde_json::{Value, json};
 use crate::faults::{FaultKind, FaultRule, Faults};
 use crate::journal::Journal;
 use crate::ledger::{Answer, Direction, Ledger, Operation, Phase};
+use crate::orders::{Checked, Orders};
 
 /// Largest request body the bank reads.
 const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -77,6 +81,9 @@ pub struct Bank {
     /// Idempotency-Keys whose request is being served: a repeat meanwhile gets 409 "in
     /// progress", as payment APIs answer (the first call may still apply).
     in_progress: Mutex<std::collections::HashSet<String>>,
+    /// The orders service beside the bank (transactional messages' local transaction and
+    /// back-check).
+    orders: Arc<Orders>,
 }
 
 /// A key being served; dropped however the request ends.
@@ -136,6 +143,10 @@ impl Bank {
         accounts: &[(String, i64)],
     ) -> std::io::Result<Self> {
         let mut ledger = Ledger::new(keys_max);
+        // The orders' barrier sits beside the journal (`<journal>.orders.db`), or in a temporary
+        // directory without one.
+        let orders_db = data.map(|path| path.with_extension("orders.db"));
+        let orders = Orders::open(orders_db.as_deref()).map_err(std::io::Error::other)?;
         let mut journal = match data {
             Some(path) => Some(Journal::open(path, &mut ledger)?.0),
             None => None,
@@ -158,6 +169,7 @@ impl Bank {
             paths: Mutex::new(BTreeMap::new()),
             log: Mutex::new((std::collections::VecDeque::new(), 0)),
             in_progress: Mutex::new(std::collections::HashSet::new()),
+            orders: Arc::new(orders),
         })
     }
 
@@ -268,6 +280,11 @@ impl Bank {
             (&Method::GET, ["_requests"]) => self.request_log(),
             (_, ["echo", ..]) => echo(request).await,
             (&Method::GET, [_, "status"] | ["tcc", _, "status"]) => self.status(request.headers()),
+            (&Method::POST, ["orders", "check"]) => self.order_check(request.headers()).await,
+            (&Method::POST, ["orders", id, "commit"]) => {
+                let hold_ms = query_number(request.uri(), "hold_ms");
+                self.order_commit(id, hold_ms).await
+            }
             (&Method::POST, [direction]) => {
                 self.business(request, direction, "action", amount).await
             }
@@ -372,6 +389,38 @@ impl Bank {
                 404,
                 &json!({"error": "unknown_key", "detail": "this bank holds nothing for that step"}),
             ),
+        }
+    }
+
+    /// `POST /orders/{id}/commit`: the orders service's local transaction (see `orders.rs`).
+    async fn order_commit(&self, id: &str, hold_ms: u64) -> Response<Full<Bytes>> {
+        let (orders, order) = (self.orders.clone(), id.to_string());
+        match tokio::task::spawn_blocking(move || orders.commit(&order, hold_ms)).await {
+            Ok(Ok(true)) => reply(200, &json!({"order": id, "committed": true})),
+            Ok(Ok(false)) => reply(
+                409,
+                &json!({"error": "rolled_back", "detail": "the back-check rolled this order back"}),
+            ),
+            Ok(Err(error)) => reply(500, &json!({"error": "orders", "detail": error})),
+            Err(_) => reply(500, &json!({"error": "orders"})),
+        }
+    }
+
+    /// `POST /orders/check`: the back-check of the message named by `X-Request-ID`.
+    async fn order_check(&self, headers: &HeaderMap) -> Response<Full<Bytes>> {
+        let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) else {
+            let detail = "a back-check needs X-Request-ID";
+            return reply(400, &json!({"error": "bad_request", "detail": detail}));
+        };
+        let (orders, order) = (self.orders.clone(), id.to_string());
+        match tokio::task::spawn_blocking(move || orders.check(&order)).await {
+            Ok(Ok(Checked::Committed)) => reply(200, &json!({"order": id, "outcome": "committed"})),
+            Ok(Ok(Checked::RolledBack)) => {
+                reply(409, &json!({"order": id, "outcome": "rolled_back"}))
+            }
+            Ok(Ok(Checked::Running)) => reply(425, &json!({"order": id, "outcome": "running"})),
+            Ok(Err(error)) => reply(500, &json!({"error": "orders", "detail": error})),
+            Err(_) => reply(500, &json!({"error": "orders"})),
         }
     }
 
@@ -670,4 +719,15 @@ pub async fn serve(addr: SocketAddr, bank: Arc<Bank>) -> Result<(), String> {
             counted.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// A whole number from the query (`?hold_ms=500`), 0 without one.
+fn query_number(uri: &http::Uri, name: &str) -> u64 {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
 }

@@ -9,6 +9,9 @@
 //! - business rejections are 4xx (`422 insufficient_funds`, `404 unknown_account`); only failures
 //!   worth retrying are 5xx.
 //!
+//! Beside the books, a small orders service ([`orders`]) runs a local transaction and answers
+//! transactional messages' back-check with the barrier the README shows.
+//!
 //! It also injects faults on demand ([`faults`]) so tests and the demo can show what the gateway
 //! does when a backend fails before or after applying a call, is slow, or drops the connection.
 
@@ -16,3 +19,4 @@ pub mod faults;
 pub mod http;
 pub mod journal;
 pub mod ledger;
+pub mod orders;

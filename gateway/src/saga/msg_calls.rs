@@ -15,10 +15,7 @@ use super::operate::Acted;
 use super::record::{ActionKind, OperatorAction, SagaRecord, Stage};
 use super::route::SagaRoute;
 use crate::error::{Error, ErrorKind};
-use crate::store::{SagaFilter, SagaKey};
-
-/// Messages with one X-Request-ID a lookup reads at most (one per client of the route).
-const SAME_ID_MAX: usize = 100;
+use crate::store::SagaKey;
 
 impl SagaRoute {
     /// What a request on a message route asks: `None` for a prepare (`POST <path>`), or the
@@ -80,7 +77,9 @@ impl Engine {
         client: String,
         request_id: &str,
         kind: ActionKind,
+        started: std::time::Instant,
     ) -> Result<Response<Full<Bytes>>, Error> {
+        let deadline = started + self.ctx.live.request_timeout();
         let key = SagaKey {
             route: route.name.as_str().into(),
             client: client.as_str().into(),
@@ -101,7 +100,7 @@ impl Engine {
         };
         let operator: Arc<str> = format!("service {}", key.client).trim().into();
         let action = OperatorAction::new(kind, operator, why.into());
-        match self.act(&record.id, action).await {
+        match self.act_until(&record.id, action, deadline).await {
             Ok(Acted::Taken(record)) => Ok(answer::message(&record, StatusCode::OK)),
             Ok(Acted::Asked(_)) => {
                 let latest = self.find(&record.id).await?.unwrap_or(record);
@@ -126,18 +125,7 @@ impl Engine {
         if let Some(record) = self.finished.get(key) {
             return Ok(Some((*record).clone()));
         }
-        let filter = SagaFilter {
-            route: Some(key.route.to_string()),
-            limit: SAME_ID_MAX,
-            ..SagaFilter::default()
-        };
-        let rows = self
-            .ctx
-            .store
-            .search_sagas(&key.request_id, filter)
-            .await
-            .map_err(store_error)?;
-        let row = rows.into_iter().find(|row| row.key == *key);
+        let row = self.ctx.store.saga_by_key(key).await.map_err(store_error)?;
         Ok(row.and_then(|row| SagaRecord::decode(&row.record)))
     }
 }

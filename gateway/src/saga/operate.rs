@@ -92,6 +92,18 @@ impl Engine {
     /// why). A retry is answered once asked; a resolve or an abort once the task has taken it,
     /// or [`Acted::Asked`] when that took longer than [`ACTION_WAIT`].
     pub async fn act(&self, id: &str, action: OperatorAction) -> Result<Acted, Error> {
+        self.act_until(id, action, Instant::now() + ACTION_WAIT)
+            .await
+    }
+
+    /// [`Engine::act`], waiting for the task no later than `deadline` (a message's service
+    /// waits no longer than its request's deadline).
+    pub(super) async fn act_until(
+        &self,
+        id: &str,
+        action: OperatorAction,
+        deadline: Instant,
+    ) -> Result<Acted, Error> {
         let located = self.locate(id).await?;
         let latest = match &located {
             Ok(handle) => handle.latest(),
@@ -104,20 +116,22 @@ impl Engine {
             Ok(handle) => {
                 if !handle.ask(action) {
                     return Err(Error::new(
-                        ErrorKind::Conflict,
-                        format!("saga `{id}` has too many operator actions waiting; try again"),
+                        ErrorKind::Overloaded,
+                        format!("saga `{id}` has too many actions waiting; try again"),
                     ));
                 }
                 if kind == ActionKind::Retry {
                     return Ok(Acted::Asked(action_id));
                 }
                 let mut watch = handle.record.subscribe();
-                let taken =
-                    tokio::time::timeout(ACTION_WAIT, watch.wait_for(|r| r.has_action(&action_id)))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|record| (**record).clone());
+                let taken = tokio::time::timeout_at(
+                    deadline.into(),
+                    watch.wait_for(|r| r.has_action(&action_id)),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|record| (**record).clone());
                 match taken {
                     Some(record) => taken_by(record, &action_id),
                     None => Ok(Acted::Asked(action_id)),
@@ -140,14 +154,18 @@ impl Engine {
                 if kind == ActionKind::Retry {
                     return Ok(Acted::Asked(action_id));
                 }
-                self.wait_taken_elsewhere(id, &action_id).await
+                self.wait_taken_elsewhere(id, &action_id, deadline).await
             }
         }
     }
 
     /// Waits until saga `id`, run by another gateway, has taken action `action_id`.
-    async fn wait_taken_elsewhere(&self, id: &str, action_id: &str) -> Result<Acted, Error> {
-        let deadline = Instant::now() + ACTION_WAIT;
+    async fn wait_taken_elsewhere(
+        &self,
+        id: &str,
+        action_id: &str,
+        deadline: Instant,
+    ) -> Result<Acted, Error> {
         while Instant::now() < deadline {
             let changed = self.ctx.store.changed(id);
             if let Some(record) = self.find(id).await?

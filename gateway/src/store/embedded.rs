@@ -12,7 +12,7 @@ use super::sqlite::{Settings, Sqlite};
 use super::volatile::Volatile;
 use super::{
     Applied, BoxFuture, Claim, Durability, EXPIRE_BATCH, Health, Mutation, SagaCounts, SagaFilter,
-    SagaRow, Store, StoreError, now_unix_ms,
+    SagaKey, SagaRow, Store, StoreError, now_unix_ms,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -84,6 +84,13 @@ impl Store for Embedded {
 
     fn saga_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
         Box::pin(std::future::ready(self.sqlite.saga_by_id(id)))
+    }
+
+    fn saga_by_key<'a>(
+        &'a self,
+        key: &'a SagaKey,
+    ) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
+        Box::pin(std::future::ready(self.sqlite.saga_by_key(key)))
     }
 
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {

@@ -244,6 +244,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// One saga, by its id.
     fn saga_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>>;
 
+    /// The saga of one key (route, client, X-Request-ID), through its unique index: a message's
+    /// submit and abort find it so.
+    fn saga_by_key<'a>(
+        &'a self,
+        key: &'a SagaKey,
+    ) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>>;
+
     /// The newest sagas (admin listings).
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>>;
 

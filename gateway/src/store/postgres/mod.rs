@@ -44,8 +44,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::progress::Tracker;
 use super::{
-    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaCounts, SagaFilter, SagaRow,
-    Store, StoreError, now_unix_ms,
+    Applied, BoxFuture, Claim, Durability, Health, Mutation, SagaCounts, SagaFilter, SagaKey,
+    SagaRow, Store, StoreError, now_unix_ms,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
@@ -252,6 +252,13 @@ impl Store for Postgres {
 
     fn saga_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
         Box::pin(within(sagas::by_id(&self.pool, id)))
+    }
+
+    fn saga_by_key<'a>(
+        &'a self,
+        key: &'a SagaKey,
+    ) -> BoxFuture<'a, Result<Option<SagaRow>, StoreError>> {
+        Box::pin(within(sagas::by_key(&self.pool, key)))
     }
 
     fn sagas(&self, filter: SagaFilter) -> BoxFuture<'_, Result<Vec<SagaRow>, StoreError>> {

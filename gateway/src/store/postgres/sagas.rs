@@ -46,6 +46,18 @@ pub(super) async fn by_id(pool: &Pool, id: &str) -> Result<Option<SagaRow>, Stor
     Ok(query(pool, &sql, &[&id]).await?.into_iter().next())
 }
 
+/// The saga of one key, through the `(route, client, request_id)` unique index.
+pub(super) async fn by_key(pool: &Pool, key: &SagaKey) -> Result<Option<SagaRow>, StoreError> {
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE route = $1 AND client = $2 AND request_id = $3"
+    );
+    let (route, client, request_id) = (&*key.route, &*key.client, &*key.request_id);
+    Ok(query(pool, &sql, &[&route, &client, &request_id])
+        .await?
+        .into_iter()
+        .next())
+}
+
 /// The newest sagas of the fleet, filtered as `filter` says, each filter through its index.
 pub(super) async fn list(pool: &Pool, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
     let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);

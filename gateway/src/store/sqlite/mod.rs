@@ -245,6 +245,11 @@ impl Sqlite {
         self.readers.saga_by_id(id)
     }
 
+    /// The saga of one key.
+    pub(super) fn saga_by_key(&self, key: &super::SagaKey) -> Result<Option<SagaRow>, StoreError> {
+        self.readers.saga_by_key(key)
+    }
+
     /// The newest sagas, read on a blocking thread: an operator's listing never holds up the
     /// thread that asked (a worker serving clients).
     pub(super) async fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {

@@ -147,6 +147,20 @@ impl Readers {
         })
     }
 
+    /// The saga of one key, through the `(route, client, request_id)` unique index.
+    pub(super) fn saga_by_key(&self, key: &SagaKey) -> Result<Option<SagaRow>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas WHERE route = ?1 AND client = ?2 AND request_id = ?3"
+            ))?
+            .query_row(
+                params![&*key.route, &*key.client, &*key.request_id],
+                full_row,
+            )
+            .optional()
+        })
+    }
+
     /// The newest sagas, filtered as `filter` says, each filter through its index.
     pub(super) fn sagas(&self, filter: SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
