@@ -361,3 +361,33 @@ async fn the_services_barrier_decides_for_a_service_that_crashed_before_its_subm
         "order-c1 and order-o1, once each"
     );
 }
+
+#[tokio::test]
+async fn a_consumer_down_for_thirty_seconds_gets_the_message_once_it_is_back() {
+    // Proves the delivery outlasts an outage: every connection to the consumer dropped for 30 s,
+    // then the message is delivered, once (retried with capped backoff all along).
+    let (gateway, bank, _orders) = setup().await;
+    bank.fault(json!({"kind": "drop", "path_prefix": "/credit"}))
+        .await;
+    let (_, prepared) = post(&gateway, "/msg/commit", "order-12", &credit(6)).await;
+    post(
+        &gateway,
+        "/msg/commit/order-12/submit",
+        "order-12",
+        &json!({}),
+    )
+    .await;
+    let down = std::time::Instant::now();
+    wait_until(Duration::from_secs(20), "the delivery retried", || async {
+        bank.hits("/credit").await >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    let msg_id = prepared["msg_id"].as_str().unwrap();
+    assert_eq!(state(&gateway, msg_id).await["msg_state"], "submitted");
+    bank.clear_faults().await;
+    wait_state(&gateway, msg_id, "delivered").await;
+    assert_eq!(bank.balance("carol").await, 1006, "applied once");
+    let tried = bank.hits("/credit").await;
+    assert!(tried > 10, "retried through the outage: {tried}");
+}
