@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$1"; eval "$1"; echo; }
+# wait_balance N: waits (10 s at most) until dave, at bank_b, holds N: a message's delivery.
+wait_balance() {
+  for _ in $(seq 200); do
+    [ "$(curl -s http://127.0.0.1:7002/accounts/dave | python3 -c 'import json, sys; print(json.load(sys.stdin)["balance"])')" = "$1" ] && return
+    sleep 0.05
+  done
+}
 
 # examples/jwt/mint.sh signs the demo's tokens with the openssl CLI.
 if ! command -v openssl >/dev/null 2>&1; then
@@ -112,20 +119,14 @@ say "and to a notification:"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-42' -H 'Content-Type: application/json' -d '{\"account\":\"dave\",\"amount\":25,\"event\":\"order paid\"}'"
 run "curl -s -X POST http://127.0.0.1:7001/orders/order-42/commit"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders/order-42/submit -H 'X-Request-ID: order-42'"
-for _ in $(seq 100); do
-  [ "$(curl -s http://127.0.0.1:7002/accounts/dave | python3 -c 'import json, sys; print(json.load(sys.stdin)["balance"])')" = 1055 ] && break
-  sleep 0.05
-done
+wait_balance 1055
 run "curl -s http://127.0.0.1:7002/accounts/dave"
 
 say "The service commits order-44, then crashes before its submit: after 2 s the back-check finds"
 say "the order's barrier row (200) and the message is delivered anyway (dave +5):"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-44' -d '{\"account\":\"dave\",\"amount\":5}'"
 run "curl -s -X POST http://127.0.0.1:7001/orders/order-44/commit"
-for _ in $(seq 200); do
-  [ "$(curl -s http://127.0.0.1:7002/accounts/dave | python3 -c 'import json, sys; print(json.load(sys.stdin)["balance"])')" = 1060 ] && break
-  sleep 0.05
-done
+wait_balance 1060
 run "curl -s http://127.0.0.1:7002/accounts/dave"
 
 say "Order-43 rolls back and its service crashes before the abort: the back-check finds no barrier"

@@ -232,8 +232,9 @@ impl Engine {
                     return Err(mismatch());
                 }
                 // A message's prepare is answered once its claim is on disk.
-                if handle.latest().mode == Mode::Msg {
-                    return Ok(answer::client(&handle.latest()));
+                let latest = handle.latest();
+                if latest.mode == Mode::Msg {
+                    return Ok(answer::client(&latest));
                 }
                 let mut saved = handle.record.subscribe();
                 let _ = tokio::time::timeout_at(

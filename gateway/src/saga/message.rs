@@ -13,7 +13,7 @@ use super::call::{self, Sending};
 use super::ctx::wait_to_retry;
 use super::ctx::{Ctx, Lost, block, chain_of, gate, persist, send, shape, upstream_of, wait};
 use super::handle::Handle;
-use super::record::{MsgPlan, SagaRecord};
+use super::record::{MsgPlan, SagaRecord, Stage};
 use crate::step::{Phase, Verdict};
 use crate::store::now_unix_ms;
 use crate::upstream::{OutboundRequest, backoff_delay};
@@ -56,36 +56,34 @@ pub(super) async fn prepared(
     // The answer's status alone decides: a 200 whose body says "error" is still committed, and a
     // 500 whose body says "SUCCESS" is still retried.
     let answer = match status {
-        Some(200) => "committed",
-        Some(409) => "rolled_back",
-        Some(425) => "running",
-        _ => "other",
-    };
-    ctx.metrics.message_check(&route, answer);
-    match answer {
-        "committed" => {
+        Some(200) => {
             let _ = record.submit();
+            "committed"
         }
-        "rolled_back" => {
+        Some(409) => {
             let why = "the back-check answered 409: the service rolled back".to_string();
             let _ = record.roll_back(why);
+            "rolled_back"
         }
+        Some(425) => "running",
         _ => {
-            if answer == "other" {
-                let what = result.map_or_else(|e| e.to_string(), |r| r.status.to_string());
-                tracing::warn!(message = %record.id, %what, "the back-check gave no decision; asking again");
-            }
-            record.msg_retry();
-            persist(ctx, record, handle).await?;
-            let config = upstream.config();
-            let delay = backoff_delay(
-                record.failures_in_a_row,
-                config.backoff_base_ms,
-                config.backoff_max_ms,
-            );
-            wait(handle, delay).await;
-            return Ok(false);
+            let what = result.map_or_else(|e| e.to_string(), |r| r.status.to_string());
+            tracing::warn!(message = %record.id, %what, "the back-check gave no decision; asking again");
+            "other"
         }
+    };
+    ctx.metrics.message_check(&route, answer);
+    if record.stage == Stage::Prepared {
+        record.msg_retry();
+        persist(ctx, record, handle).await?;
+        let config = upstream.config();
+        let delay = backoff_delay(
+            record.failures_in_a_row,
+            config.backoff_base_ms,
+            config.backoff_max_ms,
+        );
+        wait(handle, delay).await;
+        return Ok(false);
     }
     Ok(true)
 }

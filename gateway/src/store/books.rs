@@ -40,6 +40,19 @@ pub struct Page<'a> {
     pub limit: usize,
 }
 
+impl Page<'_> {
+    /// The id every saga of the page is below: the previous page's last, or the window's end
+    /// (no saga created after it can have finished in it), whichever is lower.
+    pub(crate) fn below(&self) -> String {
+        let until_id = super::saga_id_prefix(self.until_ms.saturating_add(1));
+        if self.before_id.is_empty() || *self.before_id > *until_id {
+            until_id
+        } else {
+            self.before_id.to_string()
+        }
+    }
+}
+
 impl Books {
     /// Opens the store `config` names; a store of another schema is an error that says to
     /// migrate.

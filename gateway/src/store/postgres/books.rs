@@ -10,7 +10,7 @@ use super::connect::{self, Session};
 use super::schema::SCHEMA_VERSION;
 use crate::error::{Error, ErrorKind};
 use crate::store::books::{Finished, Page, RUNS_KEPT};
-use crate::store::{described, saga_id_prefix, to_i64};
+use crate::store::{described, to_i64};
 
 /// Reconcile's session: its statements may walk many sagas, so a minute each at most.
 const SESSION: Session = Session {
@@ -56,12 +56,7 @@ pub(in crate::store) async fn finished(
     client: &Client,
     page: Page<'_>,
 ) -> Result<Vec<Finished>, Error> {
-    let until_id = saga_id_prefix(page.until_ms.saturating_add(1));
-    let below = if page.before_id.is_empty() {
-        until_id.as_str()
-    } else {
-        page.before_id.min(until_id.as_str())
-    };
+    let below = page.below();
     let rows = client
         .query(
             "SELECT id, record FROM sagas WHERE id < $1 AND expires_at_ms IS NOT NULL \

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::schema::{APPLICATION_ID, SCHEMA_VERSION, explain};
 use crate::error::{Error, ErrorKind};
 use crate::store::books::{Finished, Page, RUNS_KEPT};
-use crate::store::{saga_id_prefix, to_i64};
+use crate::store::to_i64;
 
 /// How long a statement waits for the gateway's writer to let go of the file.
 const BUSY_WAIT: Duration = Duration::from_secs(10);
@@ -59,12 +59,7 @@ pub(in crate::store) fn finished(
     conn: &Connection,
     page: Page<'_>,
 ) -> Result<Vec<Finished>, Error> {
-    let until_id = saga_id_prefix(page.until_ms.saturating_add(1));
-    let below = if page.before_id.is_empty() {
-        until_id.as_str()
-    } else {
-        page.before_id.min(until_id.as_str())
-    };
+    let below = page.below();
     let limit = to_i64(page.limit as u64);
     let read = || -> rusqlite::Result<Vec<Finished>> {
         let mut statement = conn.prepare_cached(
