@@ -115,7 +115,7 @@ AUDITOR="Authorization: Bearer demo-auditor-0123456789"
 
 say "A transactional message: the orders service (beside bank_a) prepares \"order paid\", commits its own"
 say "transaction (its barrier row), then submits; the message is delivered to bank_b's ledger (dave +25)"
-say "and to a notification:"
+say "and to a notification, both at once (parallel = true):"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders -H 'X-Request-ID: order-42' -H 'Content-Type: application/json' -d '{\"account\":\"dave\",\"amount\":25,\"event\":\"order paid\"}'"
 run "curl -s -X POST http://127.0.0.1:7001/orders/order-42/commit"
 run "curl -s -X POST http://127.0.0.1:8080/msg/orders/order-42/submit -H 'X-Request-ID: order-42'"

@@ -1,5 +1,6 @@
 //! Transactional messages in the fault suites: a message route whose back-check is the orders
-//! service beside bank 0, delivering a credit to bank 1 and one to bank 2. Each planned message
+//! service beside bank 0, delivering a credit to bank 1 and one to bank 2, in order on `/msg`
+//! and at once on `/fanout` (`parallel = true`). Each planned message
 //! is committed or rolled back at the orders service, and then submitted or aborted, or left to
 //! the back-check (its service "crashed"). Afterwards: every committed message delivered to
 //! every step, once; no rolled-back one delivered anywhere; and the money they added counted.
@@ -25,21 +26,33 @@ pub struct PlannedMessage {
     pub commit: bool,
     /// The service tells the gateway (submit or abort), or crashes before it does.
     pub tell: bool,
+    /// Sent on the route that delivers to every step at once.
+    pub parallel: bool,
 }
 
-/// The message route, on `/msg`.
-pub fn route() -> String {
-    let mut config = String::from(
-        "[[routes]]\nname = \"msg\"\npath_prefix = \"/msg\"\n[routes.msg]\n\
-         check = \"POST /orders/check\"\ncheck_upstream = \"bank0\"\nprepare_timeout_ms = 500\n",
-    );
-    for (step, bank) in STEPS {
-        config.push_str(&format!(
-            "[[routes.msg.steps]]\nname = \"{step}\"\nupstream = \"bank{bank}\"\n\
-             action = \"POST /credit\"\nstatus = \"GET /credit/status\"\n"
-        ));
+impl PlannedMessage {
+    fn path(&self) -> &'static str {
+        if self.parallel { "/fanout" } else { "/msg" }
     }
-    config.push('\n');
+}
+
+/// The message routes: `/msg` delivers in order, `/fanout` at once.
+pub fn route() -> String {
+    let mut config = String::new();
+    for (name, parallel) in [("msg", false), ("fanout", true)] {
+        config.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\n[routes.msg]\n\
+             check = \"POST /orders/check\"\ncheck_upstream = \"bank0\"\n\
+             prepare_timeout_ms = 500\nparallel = {parallel}\n",
+        ));
+        for (step, bank) in STEPS {
+            config.push_str(&format!(
+                "[[routes.msg.steps]]\nname = \"{step}\"\nupstream = \"bank{bank}\"\n\
+                 action = \"POST /credit\"\nstatus = \"GET /credit/status\"\n"
+            ));
+        }
+        config.push('\n');
+    }
     config
 }
 
@@ -50,6 +63,7 @@ pub fn plan(rng: &mut fastrand::Rng, seed: u64) -> Vec<PlannedMessage> {
             amount: rng.i64(1..100),
             commit: rng.bool(),
             tell: rng.u8(..4) != 0,
+            parallel: rng.bool(),
         })
         .collect()
 }
@@ -89,7 +103,8 @@ async fn post_until(url: &str, id: &str, body: &Value, finals: &[u16], tries: u3
 /// What the service does for one message: prepare, its local transaction, then submit or abort
 /// (unless it "crashes"). Returns whether the order committed, once that is known.
 pub async fn drive(gateway: String, orders: String, m: PlannedMessage, tries: u32) -> Option<bool> {
-    post_until(&format!("{gateway}/msg"), &m.id, &body(&m), &[201], tries).await?;
+    let path = m.path();
+    post_until(&format!("{gateway}{path}"), &m.id, &body(&m), &[201], tries).await?;
     let committed = if m.commit {
         let url = format!("{orders}/orders/{}/commit", m.id);
         post_until(&url, &m.id, &json!({}), &[200, 409], tries).await? == 200
@@ -98,7 +113,7 @@ pub async fn drive(gateway: String, orders: String, m: PlannedMessage, tries: u3
     };
     if m.tell {
         let call = if committed { "submit" } else { "abort" };
-        let url = format!("{gateway}/msg/{}/{call}", m.id);
+        let url = format!("{gateway}{path}/{}/{call}", m.id);
         post_until(&url, &m.id, &json!({}), &[200, 409], tries).await?;
     }
     Some(committed)

@@ -1,8 +1,9 @@
 //! Transactional messages (SPEC §9) against real banks: prepare, submit and abort as the service
 //! sends them; the back-check after `prepare_timeout_ms`, decided by status code only; delivery
 //! to every step, retried until it is taken, across a SIGKILL; a consumer's refusal stuck for
-//! an operator. The back-check's service is the demo bank's `/echo`, whose status the route's
-//! `check` call chooses (`?status=`), and its faults make it answer 425 or 503 first.
+//! an operator; steps delivered at once. The back-check's service is the demo bank's `/echo`,
+//! whose status and plain-text body the route's `check` call chooses (`?status=`, `?text=`), and
+//! its faults make it answer 425 or 503 first.
 
 use std::time::Duration;
 
@@ -18,15 +19,30 @@ fn routes(bank: &Bank, orders: &Bank) -> String {
         bank.base(),
         orders.base()
     );
-    for (name, status) in [("commit", 200), ("rollback", 409), ("odd", 500)] {
+    // DTM's trap, both ways: a 200 whose plain-text body says "FAILURE", and a 500 whose body
+    // says "SUCCESS".
+    for (name, answer) in [
+        ("commit", "status=200"),
+        ("rollback", "status=409"),
+        ("failure_text", "status=200&text=FAILURE"),
+        ("odd", "status=500&text=SUCCESS"),
+    ] {
         config.push_str(&format!(
             "[[routes]]\nname = \"{name}\"\npath_prefix = \"/msg/{name}\"\n[routes.msg]\n\
-             check = \"POST /echo/check-{name}?status={status}\"\ncheck_upstream = \"orders\"\n\
+             check = \"POST /echo/check-{name}?{answer}\"\ncheck_upstream = \"orders\"\n\
              prepare_timeout_ms = 300\n\
              [[routes.msg.steps]]\nname = \"ledger\"\nupstream = \"bank\"\naction = \"POST /credit\"\nstatus = \"GET /credit/status\"\n\
              [[routes.msg.steps]]\nname = \"notify\"\nupstream = \"orders\"\naction = \"POST /echo/notify-{name}\"\n\n"
         ));
     }
+    // Delivered to both steps at once: the first one down does not hold back the second.
+    config.push_str(
+        "[[routes]]\nname = \"fanout\"\npath_prefix = \"/msg/fanout\"\n[routes.msg]\n\
+         check = \"POST /echo/check-fanout\"\ncheck_upstream = \"orders\"\n\
+         prepare_timeout_ms = 60000\nparallel = true\n\
+         [[routes.msg.steps]]\nname = \"notify\"\nupstream = \"orders\"\naction = \"POST /echo/notify-fanout\"\n\
+         [[routes.msg.steps]]\nname = \"ledger\"\nupstream = \"bank\"\naction = \"POST /credit\"\n\n",
+    );
     // The orders service's own barrier answers this one's back-check (the bank's `orders.rs`).
     config.push_str(
         "[[routes]]\nname = \"orders\"\npath_prefix = \"/msg/orders\"\n[routes.msg]\n\
@@ -163,23 +179,39 @@ async fn an_aborted_message_is_never_delivered_and_a_submit_after_it_is_refused(
 #[tokio::test]
 async fn the_back_check_decides_by_status_code_only() {
     // Proves a message its service never submitted is delivered when the back-check answers
-    // 200, rolled back on 409, asked again on 425, and kept prepared (asked again, counted) on a
-    // 500 whose body says "SUCCESS".
+    // 200 (even with "FAILURE" as its plain-text body), rolled back on 409, asked again on 425,
+    // and kept prepared (asked again, counted) on a 500 whose plain-text body says "SUCCESS".
     let (gateway, bank, orders) = setup().await;
+    for (path, status, text) in [
+        ("/echo/x?status=200&text=FAILURE", 200, "FAILURE"),
+        ("/echo/x?status=500&text=SUCCESS", 500, "SUCCESS"),
+    ] {
+        let answer = client().post(orders.url(path)).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), status);
+        assert_eq!(answer.headers()["content-type"], "text/plain");
+        assert_eq!(
+            answer.text().await.unwrap(),
+            text,
+            "the answers the checks get"
+        );
+    }
     orders
         .fault(json!({"kind": "fail_before", "path_prefix": "/echo/check-commit", "status": 425, "count": 2}))
         .await;
     let (_, committed) = post(&gateway, "/msg/commit", "order-3", &credit(5)).await;
     let (_, rolled_back) = post(&gateway, "/msg/rollback", "order-4", &credit(7)).await;
     let (_, odd) = post(&gateway, "/msg/odd", "order-5", &credit(9)).await;
+    let (_, failure_text) = post(&gateway, "/msg/failure_text", "order-5b", &credit(20)).await;
     let id = |v: &Value| v["msg_id"].as_str().unwrap().to_string();
     wait_state(&gateway, &id(&committed), "delivered").await;
     wait_state(&gateway, &id(&rolled_back), "aborted").await;
+    wait_state(&gateway, &id(&failure_text), "delivered").await;
     assert_eq!(
         orders.hits("/echo/check-commit").await,
         3,
         "425 twice, then 200"
     );
+    assert_eq!(orders.hits("/echo/check-failure_text").await, 1);
     wait_until(
         Duration::from_secs(20),
         "the odd back-check asked again",
@@ -199,14 +231,65 @@ async fn the_back_check_decides_by_status_code_only() {
         2.0
     );
     assert_eq!(
+        gateway
+            .metric("txgate_message_checks_total{route=\"failure_text\",outcome=\"committed\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
         bank.balance("carol").await,
-        1005,
-        "only the committed message"
+        1025,
+        "only the two committed messages"
     );
     assert_eq!(orders.hits("/echo/notify-rollback").await, 0);
     assert_eq!(orders.hits("/echo/notify-odd").await, 0);
     let (status, _) = post(&gateway, "/msg/odd/order-5/abort", "order-5", &json!({})).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn steps_delivered_at_once_do_not_wait_for_each_other_across_a_sigkill() {
+    // Proves `parallel = true`: while the first step's consumer is down, the second takes the
+    // message; the gateway killed then resends only the step still to take it, and the message
+    // is delivered with each step applied once.
+    let (mut gateway, bank, orders) = setup().await;
+    orders
+        .fault(json!({"kind": "fail_before", "path_prefix": "/echo/notify-fanout", "count": 1000}))
+        .await;
+    let (_, prepared) = post(&gateway, "/msg/fanout", "order-20", &credit(6)).await;
+    let msg_id = prepared["msg_id"].as_str().unwrap().to_string();
+    let (status, _) = post(
+        &gateway,
+        "/msg/fanout/order-20/submit",
+        "order-20",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_until(Duration::from_secs(10), "the second step taken", || async {
+        bank.balance("carol").await == 1006
+    })
+    .await;
+    let shown = state(&gateway, &msg_id).await;
+    assert_eq!(shown["msg_state"], "submitted", "{shown}");
+    let refused = orders.hits("/echo/notify-fanout").await;
+    assert!(refused >= 1);
+    gateway.kill9();
+    orders.clear_faults().await;
+    gateway.restart().await;
+    wait_state(&gateway, &msg_id, "delivered").await;
+    assert_eq!(
+        bank.hits("/credit").await,
+        1,
+        "the step that took it is not sent again"
+    );
+    assert_eq!(bank.balance("carol").await, 1006);
+    assert!(
+        orders.hits("/echo/notify-fanout").await > refused,
+        "the step still to take it was sent again after the restart"
+    );
+    let shown = state(&gateway, &msg_id).await;
+    assert_eq!(shown["status"], "completed", "{shown}");
 }
 
 #[tokio::test]

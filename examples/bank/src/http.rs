@@ -19,7 +19,8 @@
 //! Management: `GET /accounts`, `GET|PUT /accounts/{id}`, `GET /ledger` (barrier records),
 //! `GET /stats`, `GET /_requests` (the last business requests, with their bodies),
 //! `GET|POST|DELETE /_faults`, `GET /healthz`, and `ANY /echo/...` (answers with what it
-//! received; `?delay_ms=`, `?status=` and `?bytes=` (padding) shape the answer).
+//! received; `?delay_ms=`, `?status=` and `?bytes=` (padding) shape the answer, and `?text=`
+//! answers that word as plain text instead, as a back-check that is not JSON might).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -651,6 +652,15 @@ async fn echo(request: Request<Incoming>) -> Response<Full<Bytes>> {
         .get("status")
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    if let Some(text) = query.get("text") {
+        let mut response = reply(status, &Value::Null);
+        *response.body_mut() = Full::new(Bytes::from(text.clone()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        return response;
+    }
     let padding = query
         .get("bytes")
         .and_then(|v| v.parse::<usize>().ok())

@@ -333,8 +333,12 @@ pub struct MsgConfig {
     /// Whose X-Request-IDs are kept apart, as for sagas.
     #[serde(default)]
     pub client_key: String,
-    /// The consumers, each with its `action`, delivered in order.
+    /// The consumers, each with its `action`.
     pub steps: Vec<StepConfig>,
+    /// Deliver to every step at once rather than in order (each is still retried until it
+    /// takes the message).
+    #[serde(default)]
+    pub parallel: bool,
 }
 
 /// `[routes.saga]`.

@@ -158,6 +158,18 @@ pub(super) async fn attempt(
     sending: &Sending<'_>,
     fence: Option<&Fence>,
 ) -> Outcome {
+    let (outcome, attempt) = attempt_alone(i, sending, fence).await;
+    record.attempt(attempt);
+    outcome
+}
+
+/// Sends one attempt and classifies it, leaving the record to the caller: calls sent at once
+/// (a message's steps) are recorded one after the other when they are all back.
+pub(super) async fn attempt_alone(
+    i: usize,
+    sending: &Sending<'_>,
+    fence: Option<&Fence>,
+) -> (Outcome, Attempt) {
     let Sending {
         upstream,
         call,
@@ -186,20 +198,21 @@ pub(super) async fn attempt(
         }
         Err(error) => (None, Some(error.to_string())),
     };
-    record.attempt(Attempt {
+    let attempt = Attempt {
         step: i,
         phase: call.phase,
         at_ms,
         status: answer.as_ref().map(|a| a.status),
         latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         error: error.clone(),
-    });
-    Outcome {
+    };
+    let outcome = Outcome {
         verdict,
         answer,
         error,
         reached,
-    }
+    };
+    (outcome, attempt)
 }
 
 /// A step's forward answer, as `on-compensate` sees it.

@@ -1,20 +1,15 @@
-//! A transactional message's task (SPEC §9): while it is prepared, it waits for its service's
-//! submit or abort, and after `prepare_timeout_ms` asks the back-check, deciding by status code
-//! only; once submitted, it delivers to each step in order, each until the step takes it. A step
-//! that refuses (4xx) makes the message stuck for an operator; it is sent again every
-//! `backoff_max_ms` meanwhile, with the same Idempotency-Key, so a consumer fixed later takes it
-//! once.
+//! A prepared transactional message (SPEC §9): it waits for its service's submit or abort, and
+//! after `prepare_timeout_ms` asks the back-check, deciding by status code only. Once submitted,
+//! `delivery.rs` takes it to its steps.
 
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
 
-use super::call::{self, Sending};
-use super::ctx::wait_to_retry;
-use super::ctx::{Ctx, Lost, block, chain_of, gate, persist, send, shape, upstream_of, wait};
+use super::ctx::{Ctx, Lost, block, gate, persist, wait};
 use super::handle::Handle;
 use super::record::{MsgPlan, SagaRecord, Stage};
-use crate::step::{Phase, Verdict};
+use crate::step::Phase;
 use crate::store::now_unix_ms;
 use crate::upstream::{OutboundRequest, backoff_delay};
 
@@ -102,62 +97,5 @@ fn check_request(record: &SagaRecord, plan: &MsgPlan) -> OutboundRequest {
         path_and_query: plan.check.path.clone(),
         headers,
         body: record.body.clone(),
-    }
-}
-
-/// Delivers to step `i` until it takes the message (2xx), or an operator's action waits.
-pub(super) async fn deliver(
-    ctx: &Ctx,
-    record: &mut SagaRecord,
-    handle: &Handle,
-    i: usize,
-) -> Result<(), Lost> {
-    let phase = Phase::Action;
-    let Some(upstream) = upstream_of(ctx, record, handle, i, phase).await? else {
-        return Ok(());
-    };
-    let Ok(chain) = chain_of(ctx, record, handle, i, phase).await? else {
-        return Ok(());
-    };
-    let Some(built) = call::build(record, i, phase, ctx.store.gateway()) else {
-        let error = format!(
-            "step `{}` has no valid action in its plan",
-            record.step_name(i)
-        );
-        return block(ctx, record, handle, i, phase, error).await;
-    };
-    let shaped = match shape(chain.as_ref(), built).await {
-        Ok(shaped) => shaped,
-        Err(error) => return block(ctx, record, handle, i, phase, error).await,
-    };
-    let sending = Sending::new(&upstream, &shaped, chain.as_ref());
-    let config = upstream.config();
-    loop {
-        let outcome = send(ctx, record, handle, i, &sending).await?;
-        match outcome.verdict {
-            Verdict::Success => {
-                record.forward_done(i, outcome.answer);
-                return Ok(());
-            }
-            Verdict::Reject => {
-                let error = outcome.error.unwrap_or_default();
-                if record.status != super::record::Status::Stuck {
-                    tracing::warn!(message = %record.id, step = record.step_name(i), %error, "a consumer refused the message; it is stuck for an operator");
-                }
-                record.delivery_refused(i, outcome.answer, error);
-            }
-            Verdict::Retry => record.msg_retry(),
-        }
-        persist(ctx, record, handle).await?;
-        if !wait_to_retry(
-            record,
-            handle,
-            config.backoff_base_ms,
-            config.backoff_max_ms,
-        )
-        .await
-        {
-            return Ok(());
-        }
     }
 }

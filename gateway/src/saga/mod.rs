@@ -7,7 +7,8 @@
 //! - `call.rs`: one call, with the backend contract's headers, sent and classified;
 //! - `run.rs`: a saga's task, walking the state machine with write-ahead persistence;
 //! - `forward.rs`, `settle.rs`: a step's forward call, and its undo or confirm;
-//! - `message.rs`: a transactional message's task: the back-check, then its deliveries;
+//! - `message.rs`: a prepared transactional message: its wait and its back-check;
+//! - `delivery.rs`: a submitted message's deliveries, in order or all at once;
 //! - `msg_calls.rs`: a message's submit and abort, as its service sends them;
 //! - `ctx.rs`: what a task works with, and what every step does with it: persist, ask whether
 //!   the saga is still this gateway's before each call (fleets), block, wait;
@@ -23,11 +24,14 @@
 //! Write-ahead: the record says "this call is being sent" durably before the call goes out, and
 //! its outcome is recorded durably before the next call. After a crash, recovery resumes each
 //! unfinished saga from its record and resends the call in flight with the same
-//! Idempotency-Key, so a backend that keeps SPEC §4's contract applies it once.
+//! Idempotency-Key, so a backend that keeps SPEC §4's contract applies it once. A message,
+//! delivered at least once and never undone, is persisted when it is submitted and after its
+//! last step, not between steps: a crash resends the steps taken since, with the same keys.
 
 mod answer;
 mod call;
 mod ctx;
+mod delivery;
 mod engine;
 mod expect;
 mod forward;

@@ -88,6 +88,7 @@ impl SagaRoute {
                     check,
                     check_upstream: msg.check_upstream.clone(),
                     prepare_timeout_ms: msg.prepare_timeout_ms,
+                    parallel: msg.parallel,
                 };
                 (
                     SagaMode::Msg,

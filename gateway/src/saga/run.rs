@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::ctx::{Ctx, Lost, persist};
+use super::delivery;
 use super::forward::forward;
 use super::handle::Handle;
 use super::message;
@@ -49,8 +50,11 @@ async fn drive(
                     continue;
                 }
             }
+            Stage::Forward(_) if record.delivers_in_parallel() => {
+                delivery::deliver_all(ctx, &mut record, handle).await?;
+            }
             Stage::Forward(i) if record.mode == Mode::Msg => {
-                message::deliver(ctx, &mut record, handle, i).await?;
+                delivery::deliver(ctx, &mut record, handle, i).await?;
             }
             Stage::Forward(i) => forward(ctx, &mut record, handle, i, resumed_here).await?,
             Stage::Confirm(i) => settle(ctx, &mut record, handle, i, Phase::Confirm).await?,

@@ -7,7 +7,9 @@
 //! records start with the saga id's length (36, a UUID), never with `0xFF`.
 //!
 //! From version 3 on, what was added after version 2 follows the record as a second postcard
-//! value ([`Extras`]), so version 2's layout is read by the same code, with no extras.
+//! value ([`Extras`]), so version 2's layout is read by the same code, with no extras. A message
+//! delivered to its steps at once adds one more value after that, `true`: a build that reads
+//! version 4 without it ignores the trailing byte and delivers in order.
 
 use std::sync::Arc;
 
@@ -61,7 +63,11 @@ pub(super) fn encode(record: &SagaRecord) -> Vec<u8> {
         actions: record.actions.clone(),
         msg: Some(msg.clone()),
     };
-    postcard::to_extend(&extras, out).expect("a saga record always encodes")
+    let out = postcard::to_extend(&extras, out).expect("a saga record always encodes");
+    if !msg.parallel {
+        return out;
+    }
+    postcard::to_extend(&true, out).expect("a saga record always encodes")
 }
 
 /// A record of any encoding this build knows; `None` for anything else, a newer one included.
@@ -69,9 +75,16 @@ pub(super) fn decode(bytes: &[u8]) -> Option<SagaRecord> {
     match bytes.strip_prefix(&TAG) {
         Some([VERSION, rest @ ..]) => {
             let (mut record, rest) = postcard::take_from_bytes::<SagaRecord>(rest).ok()?;
-            let extras: Extras = postcard::from_bytes(rest).ok()?;
+            let (extras, rest) = postcard::take_from_bytes::<Extras>(rest).ok()?;
+            let parallel = match rest {
+                [] => false,
+                _ => postcard::from_bytes::<bool>(rest).ok()?,
+            };
             record.actions = extras.actions;
-            record.msg = extras.msg.map(Arc::new);
+            record.msg = extras.msg.map(|mut plan| {
+                plan.parallel = parallel;
+                Arc::new(plan)
+            });
             Some(record)
         }
         Some([VERSION_3, rest @ ..]) => {

@@ -18,6 +18,10 @@ pub struct MsgPlan {
     pub check_upstream: String,
     /// Prepared this long without a submit or an abort: ask the back-check.
     pub prepare_timeout_ms: u64,
+    /// Every step is delivered at once, not in order. Encoded after the plan (see
+    /// `encoding.rs`), so that a message delivered in order is stored as before.
+    #[serde(skip)]
+    pub parallel: bool,
 }
 
 impl SagaRecord {
@@ -31,7 +35,14 @@ impl SagaRecord {
                 self.status = Status::Pending;
                 self.failure = None;
                 self.stage = Stage::Forward(0);
-                self.steps[0].touched = true;
+                let sent_at_once = if self.delivers_in_parallel() {
+                    self.steps.len()
+                } else {
+                    1
+                };
+                for step in self.steps.iter_mut().take(sent_at_once) {
+                    step.touched = true;
+                }
                 self.failures_in_a_row = 0;
                 Ok(())
             }
@@ -62,13 +73,49 @@ impl SagaRecord {
         }
     }
 
+    /// Whether the message's steps are delivered at once rather than in order.
+    pub fn delivers_in_parallel(&self) -> bool {
+        self.msg.as_ref().is_some_and(|plan| plan.parallel)
+    }
+
+    /// Whether step `i` is still to be delivered now: the message is delivering, the step has
+    /// not taken it, and it is the current step (or every step is sent at once).
+    fn delivering(&self, i: usize) -> bool {
+        self.mode == Mode::Msg
+            && matches!(self.status, Status::Pending | Status::Stuck)
+            && self.steps.get(i).is_some_and(|step| !step.done)
+            && match self.stage {
+                Stage::Forward(current) => current == i || self.delivers_in_parallel(),
+                _ => false,
+            }
+    }
+
+    /// Step `i` took the message (a message delivered at once; in order, it is
+    /// [`SagaRecord::forward_done`]). The current step becomes the first one still to take it;
+    /// the message is delivered once every step took it.
+    pub fn delivered(&mut self, i: usize, answer: Option<Answer>) {
+        if !self.legal(self.delivering(i), "delivered") {
+            return;
+        }
+        self.touch();
+        self.steps[i].done = true;
+        self.steps[i].answer = answer;
+        // A refusal by another step still holds the message for its operator.
+        if self.failure.as_ref().is_none_or(|f| f.step == i) {
+            self.status = Status::Pending;
+            self.failure = None;
+            self.failures_in_a_row = 0;
+        }
+        match self.steps.iter().position(|step| !step.done) {
+            Some(next) => self.stage = Stage::Forward(next),
+            None => self.finish(Status::Completed),
+        }
+    }
+
     /// Step `i` refused the message (a 4xx): it cannot be undone, so the message is stuck for
     /// an operator, and sent again every `backoff_max_ms` meanwhile.
     pub fn delivery_refused(&mut self, i: usize, answer: Option<Answer>, error: String) {
-        if !self.legal(
-            self.forwarding(i) && self.mode == Mode::Msg,
-            "delivery_refused",
-        ) {
+        if !self.legal(self.delivering(i), "delivery_refused") {
             return;
         }
         self.touch();

@@ -416,8 +416,70 @@ fn message(steps: usize) -> SagaRecord {
         check: call("/check"),
         check_upstream: "orders".into(),
         prepare_timeout_ms: 10,
+        parallel: false,
     }));
     record
+}
+
+fn parallel_message(steps: usize) -> SagaRecord {
+    let mut record = message(steps);
+    let mut plan = (**record.msg.as_ref().unwrap()).clone();
+    plan.parallel = true;
+    record.msg = Some(Arc::new(plan));
+    record
+}
+
+#[test]
+fn a_message_sent_to_every_step_at_once_is_delivered_when_the_last_takes_it() {
+    let mut record = parallel_message(3);
+    record.submit().unwrap();
+    assert!(
+        record.steps.iter().all(|s| s.touched),
+        "every step is sent at once"
+    );
+    record.delivered(2, Some(ok()));
+    assert_eq!(
+        record.stage,
+        Stage::Forward(0),
+        "the first still to take it"
+    );
+    record.delivery_refused(0, None, "no".into());
+    record.delivered(1, Some(ok()));
+    assert_eq!(record.stage, Stage::Forward(0));
+    assert_eq!(
+        record.msg_state(),
+        "stuck",
+        "step 0's refusal still holds it for an operator"
+    );
+    record.delivered(0, Some(ok()));
+    assert_eq!(record.msg_state(), "delivered");
+    assert!(record.failure.is_none());
+    assert_eq!(record.status, Status::Completed);
+}
+
+#[test]
+fn a_message_delivered_at_once_says_so_after_its_plan_and_older_readers_skip_it() {
+    let record = parallel_message(2);
+    let bytes = record.encode();
+    let decoded = SagaRecord::decode(&bytes).unwrap();
+    assert!(decoded.delivers_in_parallel());
+    assert_eq!(decoded, record);
+    let mut plan = (**record.msg.as_ref().unwrap()).clone();
+    plan.parallel = false;
+    let mut in_order = record.clone();
+    in_order.msg = Some(Arc::new(plan));
+    let in_order = in_order.encode();
+    assert_eq!(
+        &bytes[..in_order.len()],
+        &in_order[..],
+        "the same bytes as in order, then the flag"
+    );
+    assert_eq!(bytes.len(), in_order.len() + 1);
+    assert!(
+        !SagaRecord::decode(&in_order)
+            .unwrap()
+            .delivers_in_parallel()
+    );
 }
 
 #[test]

@@ -1,0 +1,201 @@
+//! A submitted message's deliveries (SPEC §9): each step is sent its `action` until it takes
+//! the message (a 2xx), in order, or all at once with `parallel = true`. A step that refuses
+//! (4xx) makes the message stuck for an operator; it is sent again every `backoff_max_ms`
+//! meanwhile, with the same Idempotency-Key, so a consumer fixed later takes it once. A message
+//! is never compensated: what a step took stays.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
+use super::call::{self, Outcome, Sending};
+use super::ctx::wait_to_retry;
+use super::ctx::{Ctx, Lost, block, chain_of, gate, persist, send, shape, upstream_of};
+use super::handle::Handle;
+use super::record::{SagaRecord, Stage, Status};
+use crate::plugin::Chain;
+use crate::step::{Phase, StepCall, Verdict};
+use crate::upstream::Upstream;
+
+/// One step's call, ready to be sent: its upstream, its plugins, and the call they shaped.
+struct Ready {
+    upstream: Arc<Upstream>,
+    chain: Option<Chain>,
+    call: StepCall,
+}
+
+impl Ready {
+    fn sending(&self) -> Sending<'_> {
+        Sending::new(&self.upstream, &self.call, self.chain.as_ref())
+    }
+}
+
+/// Step `i`'s call as the running config has it; `None` when the message blocked (stuck,
+/// persisted, waited) because part of it is missing.
+async fn ready(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+) -> Result<Option<Ready>, Lost> {
+    let phase = Phase::Action;
+    let Some(upstream) = upstream_of(ctx, record, handle, i, phase).await? else {
+        return Ok(None);
+    };
+    let Ok(chain) = chain_of(ctx, record, handle, i, phase).await? else {
+        return Ok(None);
+    };
+    let Some(built) = call::build(record, i, phase, ctx.store.gateway()) else {
+        let error = format!(
+            "step `{}` has no valid action in its plan",
+            record.step_name(i)
+        );
+        block(ctx, record, handle, i, phase, error).await?;
+        return Ok(None);
+    };
+    match shape(chain.as_ref(), built).await {
+        Ok(call) => Ok(Some(Ready {
+            upstream,
+            chain,
+            call,
+        })),
+        Err(error) => {
+            block(ctx, record, handle, i, phase, error).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Delivers to step `first` and then each next step in order, until the last took the message
+/// or an operator's action waits. A step that took it is not persisted before the next is sent
+/// (the run persists at the end, or a failure does): after a crash, the steps taken since are
+/// sent again with the same Idempotency-Key, which delivery at least once allows, and a saved
+/// write per step is the difference between a message and a saga of the same steps.
+pub(super) async fn deliver(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    first: usize,
+) -> Result<(), Lost> {
+    let mut i = first;
+    while deliver_one(ctx, record, handle, i).await? && !handle.asked() {
+        match record.stage {
+            Stage::Forward(next) => i = next,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Sends step `i` until it takes the message (true), or an operator's action waits.
+async fn deliver_one(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+    i: usize,
+) -> Result<bool, Lost> {
+    let Some(ready) = ready(ctx, record, handle, i).await? else {
+        return Ok(false);
+    };
+    let sending = ready.sending();
+    let config = ready.upstream.config();
+    loop {
+        let outcome = send(ctx, record, handle, i, &sending).await?;
+        if take(record, i, outcome, true) {
+            return Ok(true);
+        }
+        persist(ctx, record, handle).await?;
+        if !wait_to_retry(
+            record,
+            handle,
+            config.backoff_base_ms,
+            config.backoff_max_ms,
+        )
+        .await
+        {
+            return Ok(false);
+        }
+    }
+}
+
+/// Delivers to every step that has not taken the message yet, all at once, round after round,
+/// until each took it or an operator's action waits. A round waits the longest backoff of the
+/// upstreams still to take it, so no consumer is called faster than its upstream allows.
+pub(super) async fn deliver_all(
+    ctx: &Ctx,
+    record: &mut SagaRecord,
+    handle: &Handle,
+) -> Result<(), Lost> {
+    let mut calls = Vec::with_capacity(record.steps.len());
+    for i in 0..record.steps.len() {
+        if record.steps[i].done {
+            continue;
+        }
+        let Some(ready) = ready(ctx, record, handle, i).await? else {
+            return Ok(());
+        };
+        calls.push((i, ready));
+    }
+    let sendings: Vec<(usize, Sending<'_>)> = calls
+        .iter()
+        .map(|(i, ready)| (*i, ready.sending()))
+        .collect();
+    loop {
+        let fence = gate(ctx, record, handle).await?;
+        let round: Vec<&(usize, Sending<'_>)> = sendings
+            .iter()
+            .filter(|(i, _)| !record.steps[*i].done)
+            .collect();
+        let results = join_all(
+            round
+                .iter()
+                .map(|(i, sending)| call::attempt_alone(*i, sending, fence.as_ref())),
+        )
+        .await;
+        let mut retried = false;
+        for ((i, _), (outcome, attempt)) in round.iter().zip(results) {
+            record.attempt(attempt);
+            retried |= !take(record, *i, outcome, false);
+        }
+        if record.stage == Stage::Finished {
+            return Ok(());
+        }
+        if retried && record.status != Status::Stuck {
+            record.msg_retry();
+        }
+        persist(ctx, record, handle).await?;
+        let (base_ms, max_ms) = calls
+            .iter()
+            .filter(|(i, _)| !record.steps[*i].done)
+            .map(|(_, ready)| ready.upstream.config())
+            .fold((0, 0), |(base, max), c| {
+                (base.max(c.backoff_base_ms), max.max(c.backoff_max_ms))
+            });
+        if !wait_to_retry(record, handle, base_ms, max_ms).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Records what step `i`'s attempt came to; true when the step took the message. A failed
+/// attempt in order counts as one more failure in a row; sent at once, the round counts it.
+fn take(record: &mut SagaRecord, i: usize, outcome: Outcome, in_order: bool) -> bool {
+    match outcome.verdict {
+        Verdict::Success if in_order => record.forward_done(i, outcome.answer),
+        Verdict::Success => record.delivered(i, outcome.answer),
+        Verdict::Reject => {
+            let error = outcome.error.unwrap_or_default();
+            if record.status != Status::Stuck {
+                tracing::warn!(message = %record.id, step = record.step_name(i), %error, "a consumer refused the message; it is stuck for an operator");
+            }
+            record.delivery_refused(i, outcome.answer, error);
+            return false;
+        }
+        Verdict::Retry if in_order => {
+            record.msg_retry();
+            return false;
+        }
+        Verdict::Retry => return false,
+    }
+    true
+}
