@@ -95,6 +95,7 @@ pub struct Metrics {
     sagas: Family<RouteOutcome, Counter>,
     messages: Family<RouteOutcome, Counter>,
     message_checks: Family<RouteOutcome, Counter>,
+    message_deliveries: Family<RouteOutcome, Counter>,
     sagas_in_flight: Gauge,
     store_commit_duration: Histogram,
     store_errors: Family<ErrorKindLabel, Counter>,
@@ -133,6 +134,7 @@ impl Metrics {
         let sagas = Family::default();
         let messages = Family::default();
         let message_checks = Family::default();
+        let message_deliveries = Family::default();
         let sagas_in_flight = Gauge::default();
         let store_commit_duration = latency_histogram();
         let store_errors = Family::default();
@@ -183,6 +185,11 @@ impl Metrics {
             prefix("message_checks"),
             "Back-checks of prepared messages, by answer (committed, rolled_back, running, other)",
             message_checks.clone(),
+        );
+        registry.register(
+            prefix("message_deliveries"),
+            "Attempts to deliver a message to a step, by outcome (taken, retried, refused)",
+            message_deliveries.clone(),
         );
         registry.register(
             prefix("audit_events"),
@@ -249,6 +256,7 @@ impl Metrics {
             sagas,
             messages,
             message_checks,
+            message_deliveries,
             sagas_in_flight,
             store_commit_duration,
             store_errors,
@@ -364,6 +372,15 @@ impl Metrics {
             outcome: answer,
         };
         self.message_checks.get_or_create(&labels).inc();
+    }
+
+    /// Counts one attempt to deliver a message to a step: `taken`, `retried` or `refused`.
+    pub fn message_delivery(&self, route: &Name, outcome: &'static str) {
+        let labels = RouteOutcome {
+            route: route.clone(),
+            outcome,
+        };
+        self.message_deliveries.get_or_create(&labels).inc();
     }
 
     /// The in-flight saga gauge.

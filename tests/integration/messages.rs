@@ -115,6 +115,11 @@ async fn a_submitted_message_is_delivered_to_every_step_once() {
     let shown = wait_state(&gateway, &msg_id, "delivered").await;
     assert_eq!(shown["mode"], "msg");
     assert_eq!(shown["status"], "completed");
+    assert_eq!(
+        shown["plan"][0]["undo"],
+        Value::Null,
+        "a message is never undone"
+    );
     let (status, repeat) = post(
         &gateway,
         "/msg/commit/order-1/submit",
@@ -310,6 +315,15 @@ async fn a_consumer_down_gets_the_message_once_it_is_back_and_one_that_refuses_i
     wait_state(&gateway, down["msg_id"].as_str().unwrap(), "delivered").await;
     assert_eq!(bank.balance("carol").await, 1003);
     assert_eq!(bank.hits("/credit").await, 9, "8 failures, then taken once");
+    let deliveries = |outcome: &str| {
+        format!("txgate_message_deliveries_total{{route=\"commit\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(gateway.metric(&deliveries("retried")).await, 8.0);
+    assert_eq!(
+        gateway.metric(&deliveries("taken")).await,
+        2.0,
+        "ledger and notify"
+    );
 
     let refused = json!({"account": "nobody", "amount": 1});
     let (_, stuck) = post(&gateway, "/msg/commit", "order-7", &refused).await;
@@ -323,6 +337,7 @@ async fn a_consumer_down_gets_the_message_once_it_is_back_and_one_that_refuses_i
     let shown = wait_state(&gateway, stuck["msg_id"].as_str().unwrap(), "stuck").await;
     assert_eq!(shown["status"], "stuck");
     assert_eq!(shown["failure"]["step"], "ledger");
+    assert!(gateway.metric(&deliveries("refused")).await >= 1.0);
     let listed = gateway.admin_json("/admin/sagas?status=stuck").await;
     assert_eq!(listed["sagas"][0]["request_id"], "order-7");
 }

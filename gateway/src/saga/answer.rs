@@ -156,7 +156,9 @@ pub fn admin(record: &SagaRecord) -> Value {
             "name": s.name,
             "upstream": s.upstream,
             "forward": format!("{} {}", s.forward.method, s.forward.path),
-            "undo": format!("{} {}", s.undo.method, s.undo.path),
+            // A message is never undone: its plan's undo is a placeholder.
+            "undo": (record.mode != super::record::Mode::Msg)
+                .then(|| format!("{} {}", s.undo.method, s.undo.path)),
             "confirm": s.confirm.as_ref().map(|c| format!("{} {}", c.method, c.path)),
         })).collect::<Vec<_>>(),
         "mode": record.mode.as_str(),

@@ -101,7 +101,7 @@ async fn deliver_one(
     let config = ready.upstream.config();
     loop {
         let outcome = send(ctx, record, handle, i, &sending).await?;
-        if take(record, i, outcome, true) {
+        if take(ctx, record, i, outcome, true) {
             return Ok(true);
         }
         persist(ctx, record, handle).await?;
@@ -155,7 +155,7 @@ pub(super) async fn deliver_all(
         let mut retried = false;
         for ((i, _), (outcome, attempt)) in round.iter().zip(results) {
             record.attempt(attempt);
-            retried |= !take(record, *i, outcome, false);
+            retried |= !take(ctx, record, *i, outcome, false);
         }
         if record.stage == Stage::Finished {
             return Ok(());
@@ -179,7 +179,14 @@ pub(super) async fn deliver_all(
 
 /// Records what step `i`'s attempt came to; true when the step took the message. A failed
 /// attempt in order counts as one more failure in a row; sent at once, the round counts it.
-fn take(record: &mut SagaRecord, i: usize, outcome: Outcome, in_order: bool) -> bool {
+fn take(ctx: &Ctx, record: &mut SagaRecord, i: usize, outcome: Outcome, in_order: bool) -> bool {
+    let counted = match outcome.verdict {
+        Verdict::Success => "taken",
+        Verdict::Retry => "retried",
+        Verdict::Reject => "refused",
+    };
+    ctx.metrics
+        .message_delivery(&Arc::new(record.route.to_string()), counted);
     match outcome.verdict {
         Verdict::Success if in_order => record.forward_done(i, outcome.answer),
         Verdict::Success => record.delivered(i, outcome.answer),
