@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Transactional message throughput: messages prepared and submitted through txgate (2 calls
 # each, on one connection per wrk thread so that a message's submit follows its prepare), each
-# delivered to two steps in order (a credit at bank A, a credit at bank B) with every state
-# change durable; against 2-step transfer sagas through the same gateways, in the same rounds.
+# delivered to two steps in order (a credit at bank A, a credit at bank B), durable when prepared,
+# when submitted and when delivered; against 2-step transfer sagas through the same gateways, in
+# the same rounds.
 # Twice: one gateway on its embedded store, and a fleet of two gateways on one PostgreSQL.
 #
 #   messages/s  - messages delivered to both steps per second, from the first prepare until the
 #                 last of the messages submitted in the round was delivered
 #                 (txgate_messages_total{outcome="delivered"})
 #   submit->delivered - p50/p99 from a message's submit (its timeline) to its last delivery,
-#                 over each gateway's newest 1,000 messages
+#                 over the newest 1,000 messages (the fleet's gateways share one table)
 #   sagas/s     - wrk POST /transfers, a fresh X-Request-ID per request, same connections
 #
 # Usage: bench/messages.sh   (env: DURATION=10 CONNECTIONS=16 ROUNDS=3 FLEET=1)
@@ -22,6 +23,10 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-16}
 ROUNDS=${ROUNDS:-3}
 FLEET=${FLEET:-1}
+if [ $((CONNECTIONS % 2)) -ne 0 ]; then
+  echo "error: CONNECTIONS must be even (the fleet shares them between two gateways)" >&2
+  exit 1
+fi
 A_PORT=17341
 B_PORT=17342
 TXGATE_PORT=17343
@@ -163,7 +168,9 @@ messages() {
       "http://127.0.0.1:${ports[$i]}" -- "$1-$i" >"$work/wrk$i.out" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { echo "error: wrk on ${ports[$i]} failed" >&2; exit 1; }
+  done
   for i in "${!ports[@]}"; do
     read -r _ s _ f < <(grep '^submitted' "$work/wrk$i.out")
     target=$((target + s))
@@ -175,15 +182,11 @@ messages() {
     sleep 0.02
   done
   now=$(date +%s.%N)
-  [ "$count" -ge "$target" ] || echo "warning: $count of $target messages delivered after 60 s" >&2
-  for port in "${admins[@]}"; do
-    curl -s "http://127.0.0.1:$port/admin/sagas?route=events&limit=1000"
-    echo
-  done | python3 -c '
+  [ "$count" -ge "$target" ] || echo "warning: only $count of $target messages delivered" >&2
+  curl -s "http://127.0.0.1:${admins[0]}/admin/sagas?route=events&limit=1000" | python3 -c '
 import json, sys
 lat = sorted(r["updated_ms"] - next(a["at_ms"] for a in r["actions"] if a["action"] == "submit")
-             for line in sys.stdin if line.strip()
-             for r in json.loads(line)["sagas"]
+             for r in json.load(sys.stdin)["sagas"]
              if r.get("msg_state") == "delivered" and r["actions"])
 pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0
 print(pick(0.5), pick(0.99))' >"$work/lat.out"
@@ -201,7 +204,7 @@ sagas() {
       "http://127.0.0.1:${ports[$i]}" -- "$1-$i" | wrk_rate_p99 >"$work/sagas$i.out" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  for pid in "${pids[@]}"; do wait "$pid" || { echo "error: wrk failed" >&2; exit 1; }; done
   cat "$work"/sagas[0-9].out | awk '{ n += $1; if ($2 > p) p = $2 } END { printf "%.0f %s\n", n, p }'
   rm -f "$work"/sagas[0-9].out
 }

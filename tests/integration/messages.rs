@@ -275,6 +275,11 @@ async fn steps_delivered_at_once_do_not_wait_for_each_other_across_a_sigkill() {
         bank.balance("carol").await == 1006
     })
     .await;
+    // The step that took it is on disk once the next refusal of the other one is.
+    wait_until(Duration::from_secs(10), "the second step saved", || async {
+        state(&gateway, &msg_id).await["steps"][1]["status"] == 200
+    })
+    .await;
     let shown = state(&gateway, &msg_id).await;
     assert_eq!(shown["msg_state"], "submitted", "{shown}");
     let refused = orders.hits("/echo/notify-fanout").await;

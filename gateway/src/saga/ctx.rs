@@ -17,7 +17,7 @@ use crate::upstream::{Fence, Upstream, backoff_delay};
 /// How long a store call that failed waits before the next try.
 const STORE_RETRY: Duration = Duration::from_millis(200);
 /// How long a saga blocked on a missing upstream waits before it looks again.
-const BLOCKED_RETRY: Duration = Duration::from_secs(5);
+pub(super) const BLOCKED_RETRY: Duration = Duration::from_secs(5);
 
 /// The parts of the running config a saga reads at each call (a reload changes them).
 pub trait Live: Send + Sync + std::fmt::Debug {
@@ -82,20 +82,16 @@ pub(super) async fn send(
     i: usize,
     sending: &call::Sending<'_>,
 ) -> Result<call::Outcome, Lost> {
-    let fence = gate(ctx, record, handle).await?;
+    let fence = gate(ctx, &record.id, handle).await?;
     Ok(call::attempt(record, i, sending, fence.as_ref()).await)
 }
 
 /// Before every call: is the saga still this gateway's? Waits while the store cannot tell. In a
 /// fleet, the answer comes as the [`Fence`] the call's connection checks before each write.
-pub(super) async fn gate(
-    ctx: &Ctx,
-    record: &SagaRecord,
-    handle: &Handle,
-) -> Result<Option<Fence>, Lost> {
+pub(super) async fn gate(ctx: &Ctx, id: &str, handle: &Handle) -> Result<Option<Fence>, Lost> {
     loop {
         let epoch = handle.epoch;
-        match ctx.store.may_send(&record.id, epoch).await {
+        match ctx.store.may_send(id, epoch).await {
             Ok(None) => return Ok(None),
             Ok(Some(ticket)) => {
                 let store = ctx.store.clone();
@@ -103,7 +99,7 @@ pub(super) async fn gate(
             }
             Err(StoreError::Fenced) => return Err(Lost),
             Err(error) => {
-                tracing::warn!(saga = %record.id, %error, "cannot confirm the saga is still ours; waiting");
+                tracing::warn!(saga = %id, %error, "cannot confirm the saga is still ours; waiting");
                 tokio::time::sleep(STORE_RETRY).await;
             }
         }
@@ -111,9 +107,17 @@ pub(super) async fn gate(
 }
 
 /// The saga's plugins as the running config has them: those its record names (or, for a record
-/// of the first encoding, its route's). While one of them is missing, the saga blocks (stuck,
-/// persisted) rather than run its hooks without it, and looks again later. `Err(())` when it
-/// blocked.
+/// of the first encoding, its route's); `Err` names one the running config lacks.
+pub(super) fn find_chain(ctx: &Ctx, record: &SagaRecord) -> Result<Option<Chain>, String> {
+    match &record.plugins {
+        Some(plugins) => ctx.live.chain_of(plugins),
+        None => Ok(ctx.live.chain(&record.route)),
+    }
+}
+
+/// The saga's plugins (see [`find_chain`]). While one of them is missing, the saga blocks
+/// (stuck, persisted) rather than run its hooks without it, and looks again later. `Err(())`
+/// when it blocked.
 pub(super) async fn chain_of(
     ctx: &Ctx,
     record: &mut SagaRecord,
@@ -121,17 +125,32 @@ pub(super) async fn chain_of(
     i: usize,
     phase: Phase,
 ) -> Result<Result<Option<Chain>, ()>, Lost> {
-    let found = match &record.plugins {
-        Some(plugins) => ctx.live.chain_of(plugins),
-        None => Ok(ctx.live.chain(&record.route)),
-    };
-    match found {
+    match find_chain(ctx, record) {
         Ok(chain) => Ok(Ok(chain)),
         Err(error) => {
             block(ctx, record, handle, i, phase, error).await?;
             Ok(Err(()))
         }
     }
+}
+
+/// The upstream of step `i` in the running config; `Err` says which one is missing.
+pub(super) fn find_upstream(
+    ctx: &Ctx,
+    record: &SagaRecord,
+    i: usize,
+) -> Result<Arc<Upstream>, String> {
+    let name = record
+        .plan
+        .get(i)
+        .map(|s| s.upstream.as_str())
+        .unwrap_or_default();
+    ctx.live.upstream(name).ok_or_else(|| {
+        format!(
+            "upstream `{name}` of step `{}` is not in the running config",
+            record.step_name(i)
+        )
+    })
 }
 
 /// The upstream of step `i`, or the saga blocks (stuck, persisted) and waits to look again.
@@ -142,20 +161,13 @@ pub(super) async fn upstream_of(
     i: usize,
     phase: Phase,
 ) -> Result<Option<Arc<Upstream>>, Lost> {
-    let name = record
-        .plan
-        .get(i)
-        .map(|s| s.upstream.clone())
-        .unwrap_or_default();
-    if let Some(upstream) = ctx.live.upstream(&name) {
-        return Ok(Some(upstream));
+    match find_upstream(ctx, record, i) {
+        Ok(upstream) => Ok(Some(upstream)),
+        Err(error) => {
+            block(ctx, record, handle, i, phase, error).await?;
+            Ok(None)
+        }
     }
-    let error = format!(
-        "upstream `{name}` of step `{}` is not in the running config",
-        record.step_name(i)
-    );
-    block(ctx, record, handle, i, phase, error).await?;
-    Ok(None)
 }
 
 /// The saga cannot go on now: stuck, persisted, and a wait before it looks again.
@@ -167,14 +179,19 @@ pub(super) async fn block(
     phase: Phase,
     error: String,
 ) -> Result<(), Lost> {
-    if record.status != Status::Stuck {
-        tracing::error!(saga = %record.id, %error, "saga is stuck");
-    }
-    record.blocked(error.clone());
-    record.attempt(call::not_sent(i, phase, error));
+    mark_blocked(record, i, phase, error);
     persist(ctx, record, handle).await?;
     wait(handle, BLOCKED_RETRY).await;
     Ok(())
+}
+
+/// Step `i` cannot go on now: the saga is stuck there, and its timeline says why.
+pub(super) fn mark_blocked(record: &mut SagaRecord, i: usize, phase: Phase, error: String) {
+    if record.status != Status::Stuck {
+        tracing::error!(saga = %record.id, %error, "saga is stuck");
+    }
+    record.blocked(i, error.clone());
+    record.attempt(call::not_sent(i, phase, error));
 }
 
 /// Runs `on-step-request` when the route has plugins.

@@ -1,16 +1,14 @@
 //! A submitted message's deliveries (SPEC §9): each step is sent its `action` until it takes
-//! the message (a 2xx), in order, or all at once with `parallel = true`. A step that refuses
+//! the message (a 2xx), in order (here), or all at once with `parallel = true` (`fanout.rs`). A step that refuses
 //! (4xx) makes the message stuck for an operator; it is sent again every `backoff_max_ms`
 //! meanwhile, with the same Idempotency-Key, so a consumer fixed later takes it once. A message
 //! is never compensated: what a step took stays.
 
 use std::sync::Arc;
 
-use futures_util::future::join_all;
-
 use super::call::{self, Outcome, Sending};
 use super::ctx::wait_to_retry;
-use super::ctx::{Ctx, Lost, block, chain_of, gate, persist, send, shape, upstream_of};
+use super::ctx::{Ctx, Lost, block, find_chain, find_upstream, persist, send, shape};
 use super::handle::Handle;
 use super::record::{SagaRecord, Stage, Status};
 use crate::plugin::Chain;
@@ -18,49 +16,48 @@ use crate::step::{Phase, StepCall, Verdict};
 use crate::upstream::Upstream;
 
 /// One step's call, ready to be sent: its upstream, its plugins, and the call they shaped.
-struct Ready {
-    upstream: Arc<Upstream>,
+pub(super) struct Ready {
+    pub(super) upstream: Arc<Upstream>,
     chain: Option<Chain>,
     call: StepCall,
 }
 
 impl Ready {
-    fn sending(&self) -> Sending<'_> {
+    pub(super) fn sending(&self) -> Sending<'_> {
         Sending::new(&self.upstream, &self.call, self.chain.as_ref())
     }
 }
 
-/// Step `i`'s call as the running config has it; `None` when the message blocked (stuck,
-/// persisted, waited) because part of it is missing.
+/// Step `i`'s call as the running config has it; `Err` says what is missing.
+pub(super) async fn prepare(ctx: &Ctx, record: &SagaRecord, i: usize) -> Result<Ready, String> {
+    let upstream = find_upstream(ctx, record, i)?;
+    let chain = find_chain(ctx, record)?;
+    let built = call::build(record, i, Phase::Action, ctx.store.gateway()).ok_or_else(|| {
+        format!(
+            "step `{}` has no valid action in its plan",
+            record.step_name(i)
+        )
+    })?;
+    let call = shape(chain.as_ref(), built).await?;
+    Ok(Ready {
+        upstream,
+        chain,
+        call,
+    })
+}
+
+/// Step `i`'s call, or `None` when the message blocked (stuck, persisted, waited) because
+/// part of it is missing.
 async fn ready(
     ctx: &Ctx,
     record: &mut SagaRecord,
     handle: &Handle,
     i: usize,
 ) -> Result<Option<Ready>, Lost> {
-    let phase = Phase::Action;
-    let Some(upstream) = upstream_of(ctx, record, handle, i, phase).await? else {
-        return Ok(None);
-    };
-    let Ok(chain) = chain_of(ctx, record, handle, i, phase).await? else {
-        return Ok(None);
-    };
-    let Some(built) = call::build(record, i, phase, ctx.store.gateway()) else {
-        let error = format!(
-            "step `{}` has no valid action in its plan",
-            record.step_name(i)
-        );
-        block(ctx, record, handle, i, phase, error).await?;
-        return Ok(None);
-    };
-    match shape(chain.as_ref(), built).await {
-        Ok(call) => Ok(Some(Ready {
-            upstream,
-            chain,
-            call,
-        })),
+    match prepare(ctx, record, i).await {
+        Ok(ready) => Ok(Some(ready)),
         Err(error) => {
-            block(ctx, record, handle, i, phase, error).await?;
+            block(ctx, record, handle, i, Phase::Action, error).await?;
             Ok(None)
         }
     }
@@ -118,68 +115,15 @@ async fn deliver_one(
     }
 }
 
-/// Delivers to every step that has not taken the message yet, all at once, round after round,
-/// until each took it or an operator's action waits. A round waits the longest backoff of the
-/// upstreams still to take it, so no consumer is called faster than its upstream allows.
-pub(super) async fn deliver_all(
+/// Records what step `i`'s attempt came to; true when the step took the message. A failed
+/// attempt in order counts as one more failure in a row; sent at once, the caller counts it.
+pub(super) fn take(
     ctx: &Ctx,
     record: &mut SagaRecord,
-    handle: &Handle,
-) -> Result<(), Lost> {
-    let mut calls = Vec::with_capacity(record.steps.len());
-    for i in 0..record.steps.len() {
-        if record.steps[i].done {
-            continue;
-        }
-        let Some(ready) = ready(ctx, record, handle, i).await? else {
-            return Ok(());
-        };
-        calls.push((i, ready));
-    }
-    let sendings: Vec<(usize, Sending<'_>)> = calls
-        .iter()
-        .map(|(i, ready)| (*i, ready.sending()))
-        .collect();
-    loop {
-        let fence = gate(ctx, record, handle).await?;
-        let round: Vec<&(usize, Sending<'_>)> = sendings
-            .iter()
-            .filter(|(i, _)| !record.steps[*i].done)
-            .collect();
-        let results = join_all(
-            round
-                .iter()
-                .map(|(i, sending)| call::attempt_alone(*i, sending, fence.as_ref())),
-        )
-        .await;
-        let mut retried = false;
-        for ((i, _), (outcome, attempt)) in round.iter().zip(results) {
-            record.attempt(attempt);
-            retried |= !take(ctx, record, *i, outcome, false);
-        }
-        if record.stage == Stage::Finished {
-            return Ok(());
-        }
-        if retried && record.status != Status::Stuck {
-            record.msg_retry();
-        }
-        persist(ctx, record, handle).await?;
-        let (base_ms, max_ms) = calls
-            .iter()
-            .filter(|(i, _)| !record.steps[*i].done)
-            .map(|(_, ready)| ready.upstream.config())
-            .fold((0, 0), |(base, max), c| {
-                (base.max(c.backoff_base_ms), max.max(c.backoff_max_ms))
-            });
-        if !wait_to_retry(record, handle, base_ms, max_ms).await {
-            return Ok(());
-        }
-    }
-}
-
-/// Records what step `i`'s attempt came to; true when the step took the message. A failed
-/// attempt in order counts as one more failure in a row; sent at once, the round counts it.
-fn take(ctx: &Ctx, record: &mut SagaRecord, i: usize, outcome: Outcome, in_order: bool) -> bool {
+    i: usize,
+    outcome: Outcome,
+    in_order: bool,
+) -> bool {
     let counted = match outcome.verdict {
         Verdict::Success => "taken",
         Verdict::Retry => "retried",

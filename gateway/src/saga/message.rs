@@ -42,7 +42,7 @@ pub(super) async fn prepared(
         block(ctx, record, handle, 0, Phase::Action, error).await?;
         return Ok(false);
     };
-    let fence = gate(ctx, record, handle).await?;
+    let fence = gate(ctx, &record.id, handle).await?;
     let result = upstream
         .attempt(&check_request(record, &plan), fence.as_ref())
         .await;

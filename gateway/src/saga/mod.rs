@@ -8,7 +8,8 @@
 //! - `run.rs`: a saga's task, walking the state machine with write-ahead persistence;
 //! - `forward.rs`, `settle.rs`: a step's forward call, and its undo or confirm;
 //! - `message.rs`: a prepared transactional message: its wait and its back-check;
-//! - `delivery.rs`: a submitted message's deliveries, in order or all at once;
+//! - `delivery.rs`, `fanout.rs`: a submitted message's deliveries, in order, or to every step
+//!   at once;
 //! - `msg_calls.rs`: a message's submit and abort, as its service sends them;
 //! - `ctx.rs`: what a task works with, and what every step does with it: persist, ask whether
 //!   the saga is still this gateway's before each call (fleets), block, wait;
@@ -34,6 +35,7 @@ mod ctx;
 mod delivery;
 mod engine;
 mod expect;
+mod fanout;
 mod forward;
 mod handle;
 mod message;

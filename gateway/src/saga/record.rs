@@ -14,7 +14,8 @@
 //! A step "may hold an effect" (`touched`) from the moment the saga moves to it: that state is
 //! on disk before the first attempt, so after a crash the step counts as possibly sent. A step
 //! whose every attempt provably failed before a byte was sent (connection refused, the breaker
-//! open, no connection in time) holds nothing, and is not undone (SPEC §4).
+//! open, no connection in time) holds nothing, and is not undone (SPEC §4). A submitted message
+//! marks every step at once, since its steps are sent without a write between them.
 
 use std::sync::Arc;
 
@@ -350,7 +351,9 @@ impl SagaRecord {
     /// The saga cannot go on now (an upstream of its plan is missing): it is `stuck` where it
     /// is, and retried every `backoff_max_ms` until the config has it again or an operator
     /// resolves it.
-    pub fn blocked(&mut self, error: String) {
+    /// `i` is the step that cannot go on: the current one, or with a message delivered at once,
+    /// any step still to take it.
+    pub fn blocked(&mut self, i: usize, error: String) {
         if !self.legal(!self.status.is_final(), "blocked") {
             return;
         }
@@ -359,7 +362,7 @@ impl SagaRecord {
         self.status = Status::Stuck;
         if self.failure.is_none() {
             self.failure = Some(Failure {
-                step: self.current_step(),
+                step: i,
                 cause: Cause::Missing,
                 error,
             });

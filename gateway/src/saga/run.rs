@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::ctx::{Ctx, Lost, persist};
 use super::delivery;
+use super::fanout;
 use super::forward::forward;
 use super::handle::Handle;
 use super::message;
@@ -51,7 +52,7 @@ async fn drive(
                 }
             }
             Stage::Forward(_) if record.delivers_in_parallel() => {
-                delivery::deliver_all(ctx, &mut record, handle).await?;
+                fanout::deliver_all(ctx, &mut record, handle).await?;
             }
             Stage::Forward(i) if record.mode == Mode::Msg => {
                 delivery::deliver(ctx, &mut record, handle, i).await?;

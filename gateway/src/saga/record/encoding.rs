@@ -76,9 +76,10 @@ pub(super) fn decode(bytes: &[u8]) -> Option<SagaRecord> {
         Some([VERSION, rest @ ..]) => {
             let (mut record, rest) = postcard::take_from_bytes::<SagaRecord>(rest).ok()?;
             let (extras, rest) = postcard::take_from_bytes::<Extras>(rest).ok()?;
+            // What a later build may add after the flag is not this build's to read.
             let parallel = match rest {
                 [] => false,
-                _ => postcard::from_bytes::<bool>(rest).ok()?,
+                _ => postcard::take_from_bytes::<bool>(rest).ok()?.0,
             };
             record.actions = extras.actions;
             record.msg = extras.msg.map(|mut plan| {

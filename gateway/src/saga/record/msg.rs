@@ -35,12 +35,9 @@ impl SagaRecord {
                 self.status = Status::Pending;
                 self.failure = None;
                 self.stage = Stage::Forward(0);
-                let sent_at_once = if self.delivers_in_parallel() {
-                    self.steps.len()
-                } else {
-                    1
-                };
-                for step in self.steps.iter_mut().take(sent_at_once) {
+                // Every step may be sent from now on without another write (at once, or in
+                // order without a write between steps), so every step is marked now.
+                for step in &mut self.steps {
                     step.touched = true;
                 }
                 self.failures_in_a_row = 0;
@@ -78,14 +75,17 @@ impl SagaRecord {
         self.msg.as_ref().is_some_and(|plan| plan.parallel)
     }
 
-    /// Whether step `i` is still to be delivered now: the message is delivering, the step has
-    /// not taken it, and it is the current step (or every step is sent at once).
+    /// Whether step `i` is being delivered now: the message is delivering and it is the current
+    /// step, or every step is sent at once and this one has not taken it yet.
     fn delivering(&self, i: usize) -> bool {
         self.mode == Mode::Msg
             && matches!(self.status, Status::Pending | Status::Stuck)
-            && self.steps.get(i).is_some_and(|step| !step.done)
+            && i < self.steps.len()
             && match self.stage {
-                Stage::Forward(current) => current == i || self.delivers_in_parallel(),
+                Stage::Forward(current) if self.delivers_in_parallel() => {
+                    current <= i && !self.steps[i].done
+                }
+                Stage::Forward(current) => current == i,
                 _ => false,
             }
     }
@@ -109,6 +109,20 @@ impl SagaRecord {
         match self.steps.iter().position(|step| !step.done) {
             Some(next) => self.stage = Stage::Forward(next),
             None => self.finish(Status::Completed),
+        }
+    }
+
+    /// Step `i`'s upstream and plugins are in the running config again (a message delivered at
+    /// once): a block it caused no longer holds the message.
+    pub fn unblocked(&mut self, i: usize) {
+        if self
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.step == i && f.cause == Cause::Missing)
+        {
+            self.touch();
+            self.failure = None;
+            self.status = Status::Pending;
         }
     }
 

@@ -155,7 +155,10 @@ fn twenty_failures_make_it_stuck_and_success_unsticks() {
 #[test]
 fn a_missing_upstream_blocks_the_saga_until_it_can_go_on() {
     let mut record = saga(Mode::Saga, 2);
-    record.blocked("upstream `bank` is not in the config".into());
+    record.blocked(
+        record.current_step(),
+        "upstream `bank` is not in the config".into(),
+    );
     assert_eq!(record.status, Status::Stuck);
     assert_eq!(record.failure.as_ref().unwrap().cause, Cause::Missing);
     record.forward_done(0, Some(ok()));
@@ -458,6 +461,35 @@ fn a_message_sent_to_every_step_at_once_is_delivered_when_the_last_takes_it() {
 }
 
 #[test]
+fn a_step_blocked_in_a_message_sent_at_once_holds_it_only_until_the_config_has_it() {
+    let mut record = parallel_message(3);
+    record.submit().unwrap();
+    record.blocked(2, "upstream `c` is not in the running config".into());
+    assert_eq!(
+        record.failure.as_ref().unwrap().step,
+        2,
+        "the step that blocked"
+    );
+    record.delivered(0, Some(ok()));
+    assert_eq!(
+        record.msg_state(),
+        "stuck",
+        "another step's block still holds it"
+    );
+    record.unblocked(1);
+    assert_eq!(
+        record.msg_state(),
+        "stuck",
+        "only the step that blocked clears it"
+    );
+    record.unblocked(2);
+    assert_eq!(record.msg_state(), "submitted");
+    record.delivered(2, Some(ok()));
+    record.delivered(1, Some(ok()));
+    assert_eq!(record.msg_state(), "delivered");
+}
+
+#[test]
 fn a_message_delivered_at_once_says_so_after_its_plan_and_older_readers_skip_it() {
     let record = parallel_message(2);
     let bytes = record.encode();
@@ -475,6 +507,12 @@ fn a_message_delivered_at_once_says_so_after_its_plan_and_older_readers_skip_it(
         "the same bytes as in order, then the flag"
     );
     assert_eq!(bytes.len(), in_order.len() + 1);
+    let mut later = bytes.clone();
+    later.extend_from_slice(&[7, 7, 7]);
+    assert!(
+        SagaRecord::decode(&later).unwrap().delivers_in_parallel(),
+        "what a later build adds after the flag is skipped"
+    );
     assert!(
         !SagaRecord::decode(&in_order)
             .unwrap()
