@@ -38,10 +38,7 @@ token = "$TOKEN"
 role = "operate"
 [store]
 dir = "$work/store"
-[upstreams.bank_a]
-url = "http://127.0.0.1:$A_PORT"
-[upstreams.bank_b]
-url = "http://127.0.0.1:$B_PORT"
+$(bank_upstreams "$A_PORT" "$B_PORT")
 $(transfer_route transfers /transfers)
 CONFIG
 start_txgate "$work/txgate.toml" "$work/txgate.log"

@@ -67,10 +67,7 @@ url = "$3"
 gateway_id = "$4"
 lease_ms = $LEASE_MS
 retention_secs = 3600
-[upstreams.bank_a]
-url = "http://127.0.0.1:$A_PORT"
-[upstreams.bank_b]
-url = "http://127.0.0.1:$B_PORT"
+$(bank_upstreams "$A_PORT" "$B_PORT")
 $(transfer_route transfers /transfers)
 CONFIG
 }

@@ -296,6 +296,16 @@ compensate = "POST /credit/compensate"
 TOML
 }
 
+# bank_upstreams A_PORT B_PORT: the two demo banks of the transfer saga as upstreams.
+bank_upstreams() {
+  cat <<TOML
+[upstreams.bank_a]
+url = "http://127.0.0.1:$1"
+[upstreams.bank_b]
+url = "http://127.0.0.1:$2"
+TOML
+}
+
 # metric_sum ADMIN_PORT PATTERN: the sum of every /metrics sample whose name and labels match
 # the awk regex PATTERN (anchored at the start of the line).
 metric_sum() {

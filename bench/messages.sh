@@ -54,10 +54,7 @@ admin_listen = "127.0.0.1:$2"
 [store]
 $3
 retention_secs = 3600
-[upstreams.bank_a]
-url = "http://127.0.0.1:$A_PORT"
-[upstreams.bank_b]
-url = "http://127.0.0.1:$B_PORT"
+$(bank_upstreams "$A_PORT" "$B_PORT")
 $(transfer_route transfers /transfers)
 [[routes]]
 name = "events"

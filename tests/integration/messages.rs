@@ -71,6 +71,17 @@ async fn post(gateway: &Gateway, path: &str, id: &str, body: &Value) -> (u16, Va
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The service's `submit` or `abort` of the message `id` on `/msg/<route>`.
+async fn tell(gateway: &Gateway, route: &str, id: &str, call: &str) -> (u16, Value) {
+    post(
+        gateway,
+        &format!("/msg/{route}/{id}/{call}"),
+        id,
+        &json!({}),
+    )
+    .await
+}
+
 /// The message's state as the admin API shows it.
 async fn state(gateway: &Gateway, msg_id: &str) -> Value {
     gateway.admin_json(&format!("/admin/sagas/{msg_id}")).await
@@ -104,13 +115,7 @@ async fn a_submitted_message_is_delivered_to_every_step_once() {
     assert_eq!((status, &again["msg_id"]), (201, &prepared["msg_id"]));
     let (status, other) = post(&gateway, "/msg/commit", "order-1", &credit(99)).await;
     assert_eq!(status, 422, "{other}");
-    let (status, submitted) = post(
-        &gateway,
-        "/msg/commit/order-1/submit",
-        "order-1",
-        &json!({}),
-    )
-    .await;
+    let (status, submitted) = tell(&gateway, "commit", "order-1", "submit").await;
     assert_eq!(status, 200, "{submitted}");
     let shown = wait_state(&gateway, &msg_id, "delivered").await;
     assert_eq!(shown["mode"], "msg");
@@ -120,15 +125,9 @@ async fn a_submitted_message_is_delivered_to_every_step_once() {
         Value::Null,
         "a message is never undone"
     );
-    let (status, repeat) = post(
-        &gateway,
-        "/msg/commit/order-1/submit",
-        "order-1",
-        &json!({}),
-    )
-    .await;
+    let (status, repeat) = tell(&gateway, "commit", "order-1", "submit").await;
     assert_eq!((status, &repeat["status"]), (200, &json!("delivered")));
-    let (status, late) = post(&gateway, "/msg/commit/order-1/abort", "order-1", &json!({})).await;
+    let (status, late) = tell(&gateway, "commit", "order-1", "abort").await;
     assert_eq!(status, 409, "{late}");
     assert_eq!(bank.balance("carol").await, 1010, "the credit applied once");
     assert_eq!(bank.hits("/credit").await, 1);
@@ -153,23 +152,16 @@ async fn an_aborted_message_is_never_delivered_and_a_submit_after_it_is_refused(
     let (_, prepared) = post(&gateway, "/msg/commit", "order-2", &credit(10)).await;
     let msg_id = prepared["msg_id"].as_str().unwrap().to_string();
     for _ in 0..2 {
-        let (status, aborted) =
-            post(&gateway, "/msg/commit/order-2/abort", "order-2", &json!({})).await;
+        let (status, aborted) = tell(&gateway, "commit", "order-2", "abort").await;
         assert_eq!(
             (status, &aborted["status"]),
             (200, &json!("aborted")),
             "{aborted}"
         );
     }
-    let (status, refused) = post(
-        &gateway,
-        "/msg/commit/order-2/submit",
-        "order-2",
-        &json!({}),
-    )
-    .await;
+    let (status, refused) = tell(&gateway, "commit", "order-2", "submit").await;
     assert_eq!(status, 409, "{refused}");
-    let (status, unknown) = post(&gateway, "/msg/commit/nobody/submit", "nobody", &json!({})).await;
+    let (status, unknown) = tell(&gateway, "commit", "nobody", "submit").await;
     assert_eq!(status, 404, "{unknown}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(state(&gateway, &msg_id).await["msg_state"], "aborted");
@@ -248,7 +240,7 @@ async fn the_back_check_decides_by_status_code_only() {
     );
     assert_eq!(orders.hits("/echo/notify-rollback").await, 0);
     assert_eq!(orders.hits("/echo/notify-odd").await, 0);
-    let (status, _) = post(&gateway, "/msg/odd/order-5/abort", "order-5", &json!({})).await;
+    let (status, _) = tell(&gateway, "odd", "order-5", "abort").await;
     assert_eq!(status, 200);
 }
 
@@ -263,13 +255,7 @@ async fn steps_delivered_at_once_do_not_wait_for_each_other_across_a_sigkill() {
         .await;
     let (_, prepared) = post(&gateway, "/msg/fanout", "order-20", &credit(6)).await;
     let msg_id = prepared["msg_id"].as_str().unwrap().to_string();
-    let (status, _) = post(
-        &gateway,
-        "/msg/fanout/order-20/submit",
-        "order-20",
-        &json!({}),
-    )
-    .await;
+    let (status, _) = tell(&gateway, "fanout", "order-20", "submit").await;
     assert_eq!(status, 200);
     wait_until(Duration::from_secs(10), "the second step taken", || async {
         bank.balance("carol").await == 1006
@@ -310,13 +296,7 @@ async fn a_consumer_down_gets_the_message_once_it_is_back_and_one_that_refuses_i
     bank.fault(json!({"kind": "fail_before", "path_prefix": "/credit", "count": 8}))
         .await;
     let (_, down) = post(&gateway, "/msg/commit", "order-6", &credit(3)).await;
-    post(
-        &gateway,
-        "/msg/commit/order-6/submit",
-        "order-6",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-6", "submit").await;
     wait_state(&gateway, down["msg_id"].as_str().unwrap(), "delivered").await;
     assert_eq!(bank.balance("carol").await, 1003);
     assert_eq!(bank.hits("/credit").await, 9, "8 failures, then taken once");
@@ -332,13 +312,7 @@ async fn a_consumer_down_gets_the_message_once_it_is_back_and_one_that_refuses_i
 
     let refused = json!({"account": "nobody", "amount": 1});
     let (_, stuck) = post(&gateway, "/msg/commit", "order-7", &refused).await;
-    post(
-        &gateway,
-        "/msg/commit/order-7/submit",
-        "order-7",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-7", "submit").await;
     let shown = wait_state(&gateway, stuck["msg_id"].as_str().unwrap(), "stuck").await;
     assert_eq!(shown["status"], "stuck");
     assert_eq!(shown["failure"]["step"], "ledger");
@@ -355,13 +329,7 @@ async fn a_gateway_killed_mid_delivery_delivers_after_its_restart_once() {
     bank.fault(json!({"kind": "latency", "path_prefix": "/credit", "latency_ms": 800, "count": 1}))
         .await;
     let (_, prepared) = post(&gateway, "/msg/commit", "order-8", &credit(4)).await;
-    post(
-        &gateway,
-        "/msg/commit/order-8/submit",
-        "order-8",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-8", "submit").await;
     wait_until(Duration::from_secs(10), "the credit in flight", || async {
         bank.hits("/credit").await >= 1
     })
@@ -380,31 +348,13 @@ async fn reconcile_finds_a_delivered_message_its_consumer_lost() {
     bank.fault(json!({"kind": "ack", "path_prefix": "/credit", "count": 1}))
         .await;
     let (_, lost) = post(&gateway, "/msg/commit", "order-9", &credit(2)).await;
-    post(
-        &gateway,
-        "/msg/commit/order-9/submit",
-        "order-9",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-9", "submit").await;
     wait_state(&gateway, lost["msg_id"].as_str().unwrap(), "delivered").await;
     let (_, kept) = post(&gateway, "/msg/commit", "order-10", &credit(3)).await;
-    post(
-        &gateway,
-        "/msg/commit/order-10/submit",
-        "order-10",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-10", "submit").await;
     wait_state(&gateway, kept["msg_id"].as_str().unwrap(), "delivered").await;
     post(&gateway, "/msg/commit", "order-11", &credit(4)).await;
-    post(
-        &gateway,
-        "/msg/commit/order-11/abort",
-        "order-11",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-11", "abort").await;
     let run = crate::reconcile::reconcile(
         gateway.config_path(),
         &["--since", "1h", "--format", "jsonl"],
@@ -473,13 +423,7 @@ async fn a_consumer_down_for_thirty_seconds_gets_the_message_once_it_is_back() {
     bank.fault(json!({"kind": "drop", "path_prefix": "/credit"}))
         .await;
     let (_, prepared) = post(&gateway, "/msg/commit", "order-12", &credit(6)).await;
-    post(
-        &gateway,
-        "/msg/commit/order-12/submit",
-        "order-12",
-        &json!({}),
-    )
-    .await;
+    tell(&gateway, "commit", "order-12", "submit").await;
     let down = std::time::Instant::now();
     wait_until(Duration::from_secs(20), "the delivery retried", || async {
         bank.hits("/credit").await >= 3

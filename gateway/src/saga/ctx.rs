@@ -214,13 +214,24 @@ pub(super) async fn wait_to_retry(
     base_ms: u64,
     max_ms: u64,
 ) -> bool {
-    let delay = if record.status == Status::Stuck {
-        Duration::from_millis(max_ms)
-    } else {
-        backoff_delay(record.failures_in_a_row, base_ms, max_ms)
-    };
+    let delay = retry_delay(record, record.failures_in_a_row, base_ms, max_ms);
     wait(handle, delay).await;
     !handle.asked()
+}
+
+/// The wait before the next try after `failures` in a row: exponential backoff with jitter,
+/// or exactly `backoff_max_ms` while the saga is stuck for an operator.
+pub(super) fn retry_delay(
+    record: &SagaRecord,
+    failures: u32,
+    base_ms: u64,
+    max_ms: u64,
+) -> Duration {
+    if record.status == Status::Stuck {
+        Duration::from_millis(max_ms)
+    } else {
+        backoff_delay(failures, base_ms, max_ms)
+    }
 }
 
 /// Sleeps, or less when an operator wakes the saga.

@@ -1,6 +1,6 @@
 //! A submitted message's deliveries (SPEC §9): each step is sent its `action` until it takes
-//! the message (a 2xx), in order (here), or all at once with `parallel = true` (`fanout.rs`). A step that refuses
-//! (4xx) makes the message stuck for an operator; it is sent again every `backoff_max_ms`
+//! the message (a 2xx), in order (here), or all at once with `parallel = true` (`fanout.rs`).
+//! A step that refuses (4xx) makes the message stuck for an operator; it is sent again every `backoff_max_ms`
 //! meanwhile, with the same Idempotency-Key, so a consumer fixed later takes it once. A message
 //! is never compensated: what a step took stays.
 
@@ -98,7 +98,7 @@ async fn deliver_one(
     let config = ready.upstream.config();
     loop {
         let outcome = send(ctx, record, handle, i, &sending).await?;
-        if take(ctx, record, i, outcome, true) {
+        if take(ctx, record, i, outcome) {
             return Ok(true);
         }
         persist(ctx, record, handle).await?;
@@ -115,15 +115,8 @@ async fn deliver_one(
     }
 }
 
-/// Records what step `i`'s attempt came to; true when the step took the message. A failed
-/// attempt in order counts as one more failure in a row; sent at once, the caller counts it.
-pub(super) fn take(
-    ctx: &Ctx,
-    record: &mut SagaRecord,
-    i: usize,
-    outcome: Outcome,
-    in_order: bool,
-) -> bool {
+/// Records what step `i`'s attempt came to; true when the step took the message.
+pub(super) fn take(ctx: &Ctx, record: &mut SagaRecord, i: usize, outcome: Outcome) -> bool {
     let counted = match outcome.verdict {
         Verdict::Success => "taken",
         Verdict::Retry => "retried",
@@ -132,21 +125,18 @@ pub(super) fn take(
     ctx.metrics
         .message_delivery(&Arc::new(record.route.to_string()), counted);
     match outcome.verdict {
-        Verdict::Success if in_order => record.forward_done(i, outcome.answer),
-        Verdict::Success => record.delivered(i, outcome.answer),
+        Verdict::Success => {
+            record.delivered(i, outcome.answer);
+            return true;
+        }
         Verdict::Reject => {
             let error = outcome.error.unwrap_or_default();
             if record.status != Status::Stuck {
                 tracing::warn!(message = %record.id, step = record.step_name(i), %error, "a consumer refused the message; it is stuck for an operator");
             }
             record.delivery_refused(i, outcome.answer, error);
-            return false;
         }
-        Verdict::Retry if in_order => {
-            record.msg_retry();
-            return false;
-        }
-        Verdict::Retry => return false,
+        Verdict::Retry => record.msg_retry(),
     }
-    true
+    false
 }

@@ -11,12 +11,11 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::call::{self, Outcome};
-use super::ctx::{BLOCKED_RETRY, Ctx, Lost, gate, mark_blocked, persist, wait};
+use super::ctx::{BLOCKED_RETRY, Ctx, Lost, gate, mark_blocked, persist, retry_delay, wait};
 use super::delivery::{Ready, prepare, take};
 use super::handle::Handle;
-use super::record::{Attempt, SagaRecord, Stage, Status};
-use crate::step::{Phase, Verdict};
-use crate::upstream::backoff_delay;
+use super::record::{Attempt, SagaRecord, Stage};
+use crate::step::Phase;
 
 /// What one step's turn came to.
 enum Turn {
@@ -66,19 +65,15 @@ pub(super) async fn deliver_all(
             },
             Turn::Sent(i, outcome, attempt) => {
                 record.attempt(attempt);
-                let retried = outcome.verdict == Verdict::Retry;
-                if take(ctx, record, i, outcome, false) {
+                if take(ctx, record, i, outcome) {
                     if record.stage == Stage::Finished {
                         return Ok(());
                     }
                     continue;
                 }
-                if retried && record.status != Status::Stuck {
-                    record.msg_retry();
-                }
                 persist(ctx, record, handle).await?;
                 tries[i] = tries[i].saturating_add(1);
-                (i, retry_delay(record, &calls[i], tries[i]))
+                (i, step_delay(record, &calls[i], tries[i]))
             }
         };
         turns.push(turn(ctx, handle, id.clone(), i, calls[i].clone(), delay));
@@ -86,18 +81,14 @@ pub(super) async fn deliver_all(
     Ok(())
 }
 
-/// How long step `i` waits before its next attempt: its upstream's backoff, or exactly
-/// `backoff_max_ms` while the message is stuck for an operator.
-fn retry_delay(record: &SagaRecord, ready: &Option<Arc<Ready>>, tries: u32) -> Duration {
+/// How long step `i` waits before its next attempt: its upstream's backoff (see
+/// [`retry_delay`]), counted by its own tries.
+fn step_delay(record: &SagaRecord, ready: &Option<Arc<Ready>>, tries: u32) -> Duration {
     let Some(ready) = ready else {
         return BLOCKED_RETRY;
     };
     let config = ready.upstream.config();
-    if record.status == Status::Stuck {
-        Duration::from_millis(config.backoff_max_ms)
-    } else {
-        backoff_delay(tries, config.backoff_base_ms, config.backoff_max_ms)
-    }
+    retry_delay(record, tries, config.backoff_base_ms, config.backoff_max_ms)
 }
 
 /// One step's turn: after `delay` (or an operator's wake), one attempt while the message is

@@ -293,11 +293,10 @@ impl SagaRecord {
         self.touch();
         self.status = Status::Pending;
         self.failures_in_a_row = 0;
-        if self.mode == Mode::Msg
-            || self
-                .failure
-                .as_ref()
-                .is_some_and(|f| f.cause == Cause::Missing)
+        if self
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.cause == Cause::Missing)
         {
             self.failure = None;
         }

@@ -90,9 +90,8 @@ impl SagaRecord {
             }
     }
 
-    /// Step `i` took the message (a message delivered at once; in order, it is
-    /// [`SagaRecord::forward_done`]). The current step becomes the first one still to take it;
-    /// the message is delivered once every step took it.
+    /// Step `i` took the message, in order or at once. The current step becomes the first one
+    /// still to take it; the message is delivered once every step took it.
     pub fn delivered(&mut self, i: usize, answer: Option<Answer>) {
         if !self.legal(self.delivering(i), "delivered") {
             return;
@@ -107,7 +106,11 @@ impl SagaRecord {
             self.failures_in_a_row = 0;
         }
         match self.steps.iter().position(|step| !step.done) {
-            Some(next) => self.stage = Stage::Forward(next),
+            Some(next) => {
+                // Marked at the submit already; a record of an earlier build may not have it.
+                self.steps[next].touched = true;
+                self.stage = Stage::Forward(next);
+            }
             None => self.finish(Status::Completed),
         }
     }

@@ -538,8 +538,8 @@ fn a_message_is_submitted_or_rolled_back_once_and_never_both() {
         "a repeat changes nothing"
     );
     assert!(submitted.roll_back("late".into()).is_err());
-    submitted.forward_done(0, Some(ok()));
-    submitted.forward_done(1, Some(ok()));
+    submitted.delivered(0, Some(ok()));
+    submitted.delivered(1, Some(ok()));
     assert_eq!(submitted.msg_state(), "delivered");
 
     let mut rolled_back = message(2);
@@ -564,7 +564,7 @@ fn a_refused_delivery_is_stuck_and_a_later_success_clears_it() {
     );
     assert_eq!(record.msg_state(), "stuck");
     assert!(record.failure.is_some());
-    record.forward_done(0, Some(ok()));
+    record.delivered(0, Some(ok()));
     assert_eq!(record.msg_state(), "delivered");
     assert!(record.failure.is_none());
 }
@@ -605,7 +605,7 @@ fn a_prepared_message_is_never_resolved_and_a_resolved_one_keeps_what_it_deliver
 
     let mut delivering = message(2);
     delivering.submit().unwrap();
-    delivering.forward_done(0, Some(ok()));
+    delivering.delivered(0, Some(ok()));
     delivering.delivery_refused(1, None, "no".into());
     delivering.take_action(resolve, false);
     assert_eq!(delivering.msg_state(), "resolved");
