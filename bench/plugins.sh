@@ -5,7 +5,8 @@
 #   txgate same-work  - the same route with the shipped rate_limit (GCRA on the route, volatile
 #                       state) and add_header plugins
 #   txgate jwt-rs256  - the same route with the shipped jwt_auth plugin verifying an RS256 token
-#                       (as configured by default: a token verified once is remembered)
+#                       (as configured by default: a token verified once is remembered, and the
+#                       gateway reuses the plugin's decision for it without a call)
 #   txgate jwt-es256  - the same with an ES256 token
 #   txgate jwt-*-full - the same with `verified_tokens_max = 0`: every signature checked
 #   envoy bare        - Envoy with the router filter only
@@ -240,18 +241,59 @@ done
 
 med() { median ${RPS[$1]}; }
 cpu() { median ${CPU[$1]}; }
-# added TARGET BARE: the proxy CPU per request TARGET costs over BARE, in µs.
-added() { awk -v a="$(cpu "$1")" -v b="$(cpu "$2")" 'BEGIN { printf "%.1f", a - b }'; }
+
+# per_round OP A B: OP (ratio: A's req/s over B's; added: A's proxy CPU per request minus B's,
+# in µs) in each round, where both were measured minutes apart rather than a whole run apart.
+# Prints the median, then each round's value: "MEDIAN r1, r2, ...".
+per_round() {
+  local op=$1 values=() i
+  local -a ra=(${RPS[$2]}) rb=(${RPS[$3]}) ca=(${CPU[$2]}) cb=(${CPU[$3]})
+  for i in "${!ra[@]}"; do
+    values+=("$(awk -v op="$op" -v ra="${ra[$i]}" -v rb="${rb[$i]}" -v ca="${ca[$i]}" -v cb="${cb[$i]}" '
+      BEGIN {
+        if (op == "ratio") printf "%.2f", (rb > 0 ? ra / rb : 0)
+        else printf "%.1f", ca - cb
+      }')")
+  done
+  echo "$(median "${values[@]}") $(IFS=,; echo "${values[*]}" | sed 's/,/, /g')"
+}
+
+# ratio_of A B LABEL: "LABEL: **MEDIAN×** (rounds ...)" from the per-round ratios of A to B.
+ratio_of() {
+  local median rounds
+  read -r median rounds < <(per_round ratio "$1" "$2")
+  echo "$3: **${median}×** (rounds $rounds)"
+}
+
+# added A B: the proxy CPU per request A costs over B, in µs, median of the rounds.
+added() { per_round added "$1" "$2" | cut -d' ' -f1; }
+# added_rounds A B: the same, with each round's value.
+added_rounds() {
+  local median rounds
+  read -r median rounds < <(per_round added "$1" "$2")
+  echo "$median µs (rounds $rounds)"
+}
 
 # jwt_lines ALG [-full]: the JWT figures of one algorithm, both products with their verified-token
 # caches, or (-full) both checking every signature.
 jwt_lines() {
   local alg=$1 name=${1,,}${2:-} how="verified tokens remembered"
   [ -n "${2:-}" ] && how="every signature checked"
-  echo "- $(ratio_line "txgate, jwt_auth $alg / bare ($how)" "$(med "txgate-jwt-$name")" "$(med txgate-bare)" | bold_ratio) (goal: above Envoy's, next line)"
-  echo "- $(ratio_line "envoy, jwt_authn $alg / bare ($how)" "$(med "envoy-jwt-$name")" "$(med envoy-bare)" | bold_ratio) (the same check in Envoy, measured in this run)"
+  echo "- $(ratio_of "txgate-jwt-$name" txgate-bare "txgate, jwt_auth $alg / bare ($how)") (goal: above Envoy's, next line)"
+  echo "- $(ratio_of "envoy-jwt-$name" envoy-bare "envoy, jwt_authn $alg / bare ($how)") (the same check in Envoy, measured in this run)"
   echo "- $(ratio_line "txgate jwt_auth / envoy jwt_authn, $alg req/s ($how)" "$(med "txgate-jwt-$name")" "$(med "envoy-jwt-$name")" | bold_ratio) (goal: above 1)"
-  echo "- proxy CPU the $alg check adds per request ($how): txgate $(added "txgate-jwt-$name" txgate-bare) µs, Envoy $(added "envoy-jwt-$name" envoy-bare) µs"
+  echo "- proxy CPU the $alg check adds per request ($how): txgate $(added_rounds "txgate-jwt-$name" txgate-bare), Envoy $(added_rounds "envoy-jwt-$name" envoy-bare)"
+}
+
+# The rounds' CPU added by the rate limit and header work, for their ratio.
+work_added_ratio() {
+  local -a t=($(per_round added txgate-work txgate-bare | cut -d' ' -f2- | tr -d ,))
+  local -a e=($(per_round added envoy-work envoy-bare | cut -d' ' -f2- | tr -d ,))
+  local values=() i
+  for i in "${!t[@]}"; do
+    values+=("$(awk -v t="${t[$i]}" -v e="${e[$i]}" 'BEGIN { printf "%.2f", (t > 0 ? e / t : 0) }')")
+  done
+  echo "**$(median "${values[@]}")×** (rounds $(IFS=,; echo "${values[*]}" | sed 's/,/, /g'))"
 }
 
 {
@@ -261,7 +303,7 @@ jwt_lines() {
   echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/plugins.sh"
   echo '```'
   echo
-  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; median of $ROUNDS interleaved rounds; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check issuer, audience and expiry on every request, keep the token back and pass \`sub\` upstream as a header. The \`jwt-*\` targets remember a token whose signature verified (jwt_auth's default, \`verified_tokens_max = 1024\`; Envoy's \`jwt_cache_config\` with 1024 entries, off by default); the \`jwt-*-full\` targets check every signature (\`verified_tokens_max = 0\`; Envoy's default)."
+  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; median of $ROUNDS interleaved rounds in the table; each ratio and added CPU below is the median of the per-round values (a target against its bare proxy in the same round), listed after it; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check issuer, audience and expiry on every request, keep the token back and pass \`sub\` upstream as a header. The \`jwt-*\` targets remember a token whose signature verified (jwt_auth's default, \`verified_tokens_max = 1024\`, with which the gateway also reuses the plugin's decision for the same Authorization header until the token expires, without a call; Envoy's \`jwt_cache_config\` with 1024 entries, off by default); the \`jwt-*-full\` targets check every signature and call the plugin on every request (\`verified_tokens_max = 0\`; Envoy's default)."
   echo
   echo "| target | req/s | p99 ms | proxy CPU µs/req | box CPU µs/req |"
   echo "|---|---|---|---|---|"
@@ -269,12 +311,12 @@ jwt_lines() {
     echo "| $target | $(med "$target") | $(median ${P99[$target]}) | $(cpu "$target") | $(median ${BOX[$target]}) |"
   done
   echo
-  echo "- $(ratio_line "txgate, three no-op plugins / bare" "$(med txgate-noops)" "$(med txgate-bare)" | bold_ratio) (goal: 0.90 or more)"
-  echo "- $(ratio_line "txgate, rate limit + header / bare" "$(med txgate-work)" "$(med txgate-bare)" | bold_ratio) (anchors: Envoy's Wasm pass-through filter, published −5%, i.e. 0.95×; Istio's Wasm telemetry, published more than 10% loss)"
-  echo "- $(ratio_line "envoy, rate limit + header filter / bare" "$(med envoy-work)" "$(med envoy-bare)" | bold_ratio) (the same work in Envoy, measured in this run)"
+  echo "- $(ratio_of txgate-noops txgate-bare "txgate, three no-op plugins / bare") (goal: 0.90 or more)"
+  echo "- $(ratio_of txgate-work txgate-bare "txgate, rate limit + header / bare") (anchors: Envoy's Wasm pass-through filter, published −5%, i.e. 0.95×; Istio's Wasm telemetry, published more than 10% loss)"
+  echo "- $(ratio_of envoy-work envoy-bare "envoy, rate limit + header filter / bare") (the same work in Envoy, measured in this run)"
   echo "- $(ratio_line "txgate with plugins / envoy with filter, req/s" "$(med txgate-work)" "$(med envoy-work)" | bold_ratio)"
-  echo "- proxy CPU the rate limit + header work adds per request: txgate $(added txgate-work txgate-bare) µs, Envoy $(added envoy-work envoy-bare) µs"
-  echo "- $(ratio_line "envoy / txgate, proxy CPU added by rate limit + header" "$(added envoy-work envoy-bare)" "$(added txgate-work txgate-bare)" | bold_ratio) (goal: 2 or more, txgate's added CPU at most half of Envoy's)"
+  echo "- proxy CPU the rate limit + header work adds per request: txgate $(added_rounds txgate-work txgate-bare), Envoy $(added_rounds envoy-work envoy-bare)"
+  echo "- envoy / txgate, proxy CPU added by rate limit + header: $(work_added_ratio) (goal: 2 or more, txgate's added CPU at most half of Envoy's)"
   jwt_lines RS256
   jwt_lines ES256
   jwt_lines RS256 -full

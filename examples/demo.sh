@@ -103,6 +103,11 @@ say "A token whose payload was changed (bob instead of alice) fails its signatur
 forged="$(cut -d. -f1 <<<"$token").$(printf '{"iss":"https://id.example.com/","aud":"txgate-demo","sub":"bob","exp":4102444800,"scope":"transfers:write"}' | openssl base64 -A | tr '+/' '-_' | tr -d '=').$(cut -d. -f3 <<<"$token")"
 run "curl -s -i -X POST http://127.0.0.1:8080/me/transfers -H \"Authorization: Bearer \$forged\" -H 'X-Request-ID: demo-me-3' -d '{}' | grep -iE '^(HTTP|www-authenticate)'"
 
+say "The same token again (a new transfer): the gateway reuses jwt_auth's decision for it, without"
+say "calling the plugin, until the token expires: its calls are the three requests above, not this one:"
+run "curl -s -X POST http://127.0.0.1:8080/me/transfers -H \"Authorization: Bearer \$token\" -H 'X-Request-ID: demo-me-4' -H 'Content-Type: application/json' -d '{\"from\":\"alice\",\"to\":\"carol\",\"amount\":5}'"
+run "curl -s -H 'Authorization: Bearer demo-auditor-0123456789' http://127.0.0.1:9080/metrics | grep -E '^txgate_plugin_(calls_total\\{plugin=\"jwt_auth\",hook=\"on-request\"|decisions_reused_total\\{plugin=\"jwt_auth\")'"
+
 say "Data masking: what a support tool sees of a request with a card number (Luhn-checked, last 4 kept):"
 run "curl -s -X POST http://127.0.0.1:8080/support/echo -H 'Content-Type: application/json' -d '{\"note\":\"card 4111111111111111 declined\"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"body\"])'"
 

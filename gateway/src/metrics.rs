@@ -42,6 +42,11 @@ struct PluginHook {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginKind {
     plugin: Name,
     kind: &'static str,
@@ -89,6 +94,7 @@ pub struct Metrics {
     plugin_calls: Family<PluginHook, Counter>,
     plugin_errors: Family<PluginKind, Counter>,
     plugin_duration: HistogramFamily<PluginHook>,
+    plugin_decisions_reused: Family<PluginLabel, Counter>,
     audit_events: Family<PluginEvent, Counter>,
     audit_series: std::sync::atomic::AtomicUsize,
     audit_dropped: Family<ReasonLabel, Counter>,
@@ -129,6 +135,7 @@ impl Metrics {
         let plugin_calls = Family::default();
         let plugin_errors = Family::default();
         let plugin_duration = HistogramFamily::new_with_constructor(latency_histogram as _);
+        let plugin_decisions_reused = Family::default();
         let audit_events = Family::default();
         let audit_dropped = Family::default();
         let sagas = Family::default();
@@ -174,6 +181,11 @@ impl Metrics {
             prefix("plugin_duration_seconds"),
             "Time spent in plugin hook calls",
             plugin_duration.clone(),
+        );
+        registry.register(
+            prefix("plugin_decisions_reused"),
+            "on-request decisions given again without calling the plugin (decisions.reuse)",
+            plugin_decisions_reused.clone(),
         );
         registry.register(prefix("sagas"), "Sagas finished, by outcome", sagas.clone());
         registry.register(
@@ -253,6 +265,7 @@ impl Metrics {
             audit_series: std::sync::atomic::AtomicUsize::new(0),
             audit_dropped,
             plugin_duration,
+            plugin_decisions_reused,
             sagas,
             messages,
             message_checks,
@@ -306,6 +319,14 @@ impl Metrics {
         let calls = self.plugin_calls.get_or_create(&labels).clone();
         let duration = self.plugin_duration.get_or_create(&labels).clone();
         (calls, duration)
+    }
+
+    /// The counter of one plugin's reused decisions, resolved once.
+    pub fn plugin_decisions_reused(&self, plugin: &Name) -> Counter {
+        let labels = PluginLabel {
+            plugin: plugin.clone(),
+        };
+        self.plugin_decisions_reused.get_or_create(&labels).clone()
     }
 
     /// Counts one plugin failure (`trap`, `timeout`, `memory`, `output`, ...).

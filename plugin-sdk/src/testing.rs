@@ -88,6 +88,7 @@ pub(crate) struct FakeHost {
     config: String,
     logs: Vec<(Level, String)>,
     audit: Vec<(String, serde_json::Value)>,
+    reuse: Vec<(Vec<String>, u64)>,
     boot: u64,
     seed: u64,
 }
@@ -248,6 +249,11 @@ impl FakeHost {
         Ok(())
     }
 
+    pub(crate) fn declare_reuse(&mut self, vary: &[&str], ttl_ms: u64) {
+        let vary = vary.iter().map(|name| name.to_string()).collect();
+        self.reuse.push((vary, ttl_ms));
+    }
+
     pub(crate) fn config_json(&self) -> String {
         self.config.clone()
     }
@@ -282,6 +288,7 @@ impl Harness {
             config: "{}".into(),
             logs: Vec::new(),
             audit: Vec::new(),
+            reuse: Vec::new(),
             boot: 1,
             seed: 0x9E37_79B9_7F4A_7C15,
         };
@@ -306,6 +313,12 @@ impl Harness {
     /// The audit events emitted so far, oldest first: each event's name and fields.
     pub fn audit_events(&self) -> Vec<(String, serde_json::Value)> {
         self.host.borrow().audit.clone()
+    }
+
+    /// The decisions declared reusable so far (`decisions::reuse`), oldest first: each one's
+    /// header names and time in milliseconds.
+    pub fn reuse_declared(&self) -> Vec<(Vec<String>, u64)> {
+        self.host.borrow().reuse.clone()
     }
 
     /// Sets the wall clock.

@@ -3,6 +3,7 @@
 //! reached the upstream on a plain route. On a saga route the verified subject names the client:
 //! exactly once per authenticated user, in the shape of `examples/users.toml`.
 
+mod reuse;
 mod tokens;
 mod users;
 

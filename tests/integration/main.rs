@@ -48,6 +48,7 @@ mod plugins;
 mod proxy;
 mod reconcile;
 mod resilience;
+mod reused_decisions;
 mod sagas;
 mod shipped_plugins;
 mod store;

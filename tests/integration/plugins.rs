@@ -70,7 +70,7 @@ async fn example_plugin_adds_its_header_both_ways() {
 #[tokio::test]
 async fn a_plugin_built_for_abi_0_2_0_runs_unchanged_on_this_gateway() {
     // Proves the ABI's minor step is compatible: a component built against the released
-    // txgate:plugin@0.2.0 WIT loads on a gateway running 0.2.1 and its hook runs.
+    // txgate:plugin@0.2.0 WIT loads on a gateway running 0.2.2 and its hook runs.
     let bank = Bank::start(&[]).await;
     let gateway = GatewayBuilder::new(route_with(&bank, "released", wasm::ABI_0_2_0, ""))
         .start()

@@ -16,6 +16,7 @@ use super::bindings::txgate::plugin::types as wit;
 use super::convert;
 use super::failure::{Failure, FailureKind};
 use super::instance::{Hook, LoadedPlugin, Outcome};
+use super::reuse::Reusable;
 use super::scope::RequestScope;
 use super::view::{
     self, AnswerView, CallView, RequestFacts, RequestView, ResponseFacts, ResponseView,
@@ -78,6 +79,10 @@ impl Chain {
         scope: &Arc<RequestScope>,
     ) -> Result<RequestStep, Error> {
         for (index, plugin) in self.plugins.iter().enumerate() {
+            if let Some(changes) = plugin.reused(request) {
+                apply(plugin, &changes, request)?;
+                continue;
+            }
             let outcome = plugin
                 .call(
                     Hook::OnRequest,
@@ -86,23 +91,24 @@ impl Chain {
                     |guest, store, request| {
                         Box::pin(async move {
                             let request = view::lend(store, RequestView(request.clone()))?;
-                            guest.call_on_request(store, request).await
+                            let decision = guest.call_on_request(&mut *store, request).await?;
+                            Ok(decision.map(|decision| (decision, store.data_mut().take_reuse())))
                         })
                     },
                 )
                 .await;
             match outcome {
-                Outcome::Done(wit::RequestDecision::Continue(changes)) => {
-                    if changes.set.is_empty() && changes.remove.is_empty() {
-                        continue;
-                    }
-                    // The lent view was taken back with the call, so this copies nothing.
-                    let headers = &mut Arc::make_mut(request).headers;
-                    if let Err(detail) = convert::apply_changes(&changes, headers) {
-                        policy(plugin.output_failure::<()>(detail))?;
+                Outcome::Done((wit::RequestDecision::Continue(changes), reuse)) => {
+                    // Keyed on the request as the plugin saw it, kept only once its changes
+                    // applied: a decision the gateway refuses is never given again.
+                    let reusable = reuse.and_then(|reuse| Reusable::new(request, reuse));
+                    if apply(plugin, &changes, request)?
+                        && let Some(reusable) = reusable
+                    {
+                        plugin.remember(reusable, &changes);
                     }
                 }
-                Outcome::Done(wit::RequestDecision::Respond(answer)) => {
+                Outcome::Done((wit::RequestDecision::Respond(answer), _)) => {
                     match convert::answer(answer, self.body_bytes_max) {
                         Ok(response) => {
                             return Ok(RequestStep::Respond {
@@ -284,6 +290,25 @@ impl Chain {
             }
         }
         Ok(UndoDecision::Send(Arc::unwrap_or_clone(current)))
+    }
+}
+
+/// Applies an `on-request` decision's header edits to the request: later plugins see them, and
+/// the upstream gets them. The lent view was taken back with the call, so this copies nothing.
+/// Whether they applied: edits the gateway refuses are a plugin failure, passed over under
+/// `skip`.
+fn apply(
+    plugin: &LoadedPlugin,
+    changes: &wit::HeaderChanges,
+    request: &mut Arc<RequestFacts>,
+) -> Result<bool, Error> {
+    if changes.set.is_empty() && changes.remove.is_empty() {
+        return Ok(true);
+    }
+    let headers = &mut Arc::make_mut(request).headers;
+    match convert::apply_changes(changes, headers) {
+        Ok(()) => Ok(true),
+        Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
     }
 }
 

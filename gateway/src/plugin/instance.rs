@@ -27,8 +27,10 @@ use super::bindings::txgate::plugin::types::{self as wit, HookError};
 use super::bindings::{Plugin, PluginPre};
 use super::failure::{Failure, FailureKind};
 use super::pool::{IN_USE_MAX, Pool, Trim, Trimmer};
+use super::reuse::{Reusable, Reused};
 use super::scope::RequestScope;
 use super::state::{Breach, HostState, PluginShared, thread_cpu};
+use super::view::RequestFacts;
 use crate::config::{Isolation, OnError};
 use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
@@ -124,6 +126,9 @@ pub struct LoadedPlugin {
     /// The hooks the plugin implements, from its `hooks` export, asked once.
     implemented: OnceLock<[bool; 5]>,
     hook_metrics: [(Counter, Histogram); 5],
+    /// `on-request` decisions the plugin declared reusable.
+    reused: Reused,
+    reused_count: Counter,
     metrics: Arc<Metrics>,
 }
 
@@ -157,6 +162,8 @@ impl LoadedPlugin {
             pool,
             implemented: OnceLock::new(),
             hook_metrics: HOOKS.map(|hook| metrics.plugin_hook(&shared.name, hook.name())),
+            reused: Reused::default(),
+            reused_count: metrics.plugin_decisions_reused(&shared.name),
             metrics,
         }
     }
@@ -171,6 +178,19 @@ impl LoadedPlugin {
         self.implemented
             .get()
             .is_some_and(|implemented| !implemented[hook as usize])
+    }
+
+    /// The header changes of an `on-request` decision the plugin declared reusable for a
+    /// request like this one, if one holds: the plugin is not called.
+    pub fn reused(&self, request: &RequestFacts) -> Option<Arc<wit::HeaderChanges>> {
+        let changes = self.reused.find(request)?;
+        self.reused_count.inc();
+        Some(changes)
+    }
+
+    /// Remembers an `on-request` call's changes for the requests `reusable` names.
+    pub(super) fn remember(&self, reusable: Reusable, changes: &wit::HeaderChanges) {
+        self.reused.remember(reusable, changes);
     }
 
     /// Runs one hook call on a pooled (or new) instance, within the plugin's limits. `scope` is
@@ -342,6 +362,7 @@ impl LoadedPlugin {
         data.scope = scope.cloned();
         data.breach = Breach::None;
         data.audit_emitted = 0;
+        data.reuse = None;
         let started = data.call.started;
         store.set_epoch_deadline(1);
         started

@@ -10,6 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
+use super::reuse::Reuse;
 use super::scope::RequestScope;
 use crate::audit::AuditLog;
 use crate::metrics::Name;
@@ -153,6 +154,8 @@ pub struct HostState {
     pub breach: Breach,
     /// Audit events the current call emitted.
     pub audit_emitted: u32,
+    /// What the current call declared reusable (`decisions.reuse`).
+    pub(crate) reuse: Option<Reuse>,
     /// The last message the plugin logged at error level (cut to the log's limit): a plugin
     /// that refuses its config logs why, then traps, and the refusal quotes it.
     pub last_error: Option<String>,
@@ -177,8 +180,18 @@ impl HostState {
             scope: None,
             breach: Breach::None,
             audit_emitted: 0,
+            reuse: None,
             last_error: None,
         }
+    }
+}
+
+impl HostState {
+    /// What the call that just ended declared reusable; nothing when it emitted an audit
+    /// event, which a reused decision would not emit again.
+    pub(super) fn take_reuse(&mut self) -> Option<Reuse> {
+        let reuse = self.reuse.take();
+        reuse.filter(|_| self.audit_emitted == 0)
     }
 }
 

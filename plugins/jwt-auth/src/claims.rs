@@ -34,6 +34,15 @@ pub(crate) fn check_times(
     Ok(())
 }
 
+/// Until when a token that passes [`check_times`] now keeps passing it, in Unix ms: its `exp`
+/// plus the leeway; none without an `exp` (a `nbf` already passed stays passed).
+pub(crate) fn valid_until_ms(claims: &Claims, leeway_secs: u64) -> Option<u64> {
+    let exp = numeric_date(claims, "exp").ok()??;
+    let until = (exp + leeway_secs as f64) * 1000.0;
+    // Saturating: a date far in the future (or before 1970) stays a number of ms.
+    Some(until.clamp(0.0, u64::MAX as f64) as u64)
+}
+
 /// A NumericDate claim (seconds since the epoch, maybe fractional), if present.
 fn numeric_date(claims: &Claims, name: &str) -> Result<Option<f64>, String> {
     match claims.get(name) {

@@ -20,6 +20,11 @@
 //! verified_tokens_max = 1024               # tokens remembered as verified (0: check each in full)
 //! ```
 //!
+//! A token let through is remembered twice: by the plugin (`verified`, its claims, so a new
+//! request with it costs no signature check) and by the gateway (`decisions::reuse`: the same
+//! `Authorization` value gets the same header edits without a call, until the token's `exp`
+//! plus the leeway). `verified_tokens_max = 0` turns both off.
+//!
 //! The modules: `token` finds and verifies the token, `keys` holds the key set, `claims` checks
 //! times, claims and scopes and builds the headers, `problem` writes the refusals, `verified`
 //! remembers tokens already verified, and `settings` parses the config.
@@ -36,7 +41,7 @@ use problem::Refusal;
 use settings::Settings;
 use token::Presented;
 use txgate_plugin_sdk::{
-    Header, HeaderChanges, Hook, HookError, Plugin, Request, RequestDecision, clock, log,
+    Header, HeaderChanges, Hook, HookError, Plugin, Request, RequestDecision, clock, decisions, log,
 };
 
 /// The plugin.
@@ -58,8 +63,14 @@ impl Plugin for JwtAuth {
 
     fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let settings = settings::shared()?;
-        let decision = match authenticate(&request.headers(), &settings, clock::now_unix_ms()) {
-            Ok(changes) => RequestDecision::Continue(changes),
+        let now_unix_ms = clock::now_unix_ms();
+        let decision = match authenticate(&request.headers(), &settings, now_unix_ms) {
+            Ok(Accepted { changes, until_ms }) => {
+                if settings.verified.remembers() {
+                    offer_reuse(until_ms, now_unix_ms);
+                }
+                RequestDecision::Continue(changes)
+            }
             Err(refusal) => RequestDecision::Respond(problem::answer(
                 &refusal,
                 &request.request_id(),
@@ -70,13 +81,40 @@ impl Plugin for JwtAuth {
     }
 }
 
+/// A request its token lets through.
+struct Accepted {
+    /// The header edits.
+    changes: HeaderChanges,
+    /// When the token stops being valid (its `exp` plus the leeway), in Unix ms; none without
+    /// an `exp`.
+    until_ms: Option<u64>,
+}
+
+/// Tells the gateway the decision depends on the `Authorization` header alone (with the config,
+/// which a reload renews) until the token expires, so a client presenting the same token again
+/// is let through by the gateway without a call (`decisions::reuse`). The token's `exp` is still
+/// honoured to the millisecond: the decision is reused only until then.
+fn offer_reuse(until_ms: Option<u64>, now_unix_ms: u64) {
+    let ttl_ms = until_ms
+        .map_or(decisions::TTL_MS_MAX, |until| {
+            until.saturating_sub(now_unix_ms)
+        })
+        .min(decisions::TTL_MS_MAX);
+    if ttl_ms == 0 {
+        return;
+    }
+    if let Err(error) = decisions::reuse(&["authorization"], ttl_ms) {
+        log::warn(&format!("the decision is not reusable: {error}"));
+    }
+}
+
 /// The header edits for a request its token lets through, or why it is refused. Only the
-/// headers are read: a token in the query string is never looked at.
+/// `Authorization` header is read: a token in the query string is never looked at.
 fn authenticate(
     headers: &[Header],
     settings: &Settings,
     now_unix_ms: u64,
-) -> Result<HeaderChanges, Refusal> {
+) -> Result<Accepted, Refusal> {
     let token = match token::presented(headers) {
         Presented::Absent => return Err(Refusal::Missing),
         Presented::Malformed(why) => return Err(Refusal::Invalid(why.into())),
@@ -100,7 +138,8 @@ fn authenticate(
     for (header, value) in &pairs {
         changes = changes.set(header, value);
     }
-    Ok(changes)
+    let until_ms = claims::valid_until_ms(&claims, settings.leeway_secs);
+    Ok(Accepted { changes, until_ms })
 }
 
 txgate_plugin_sdk::export!(JwtAuth);

@@ -288,6 +288,35 @@ fn a_token_remembered_as_verified_gets_every_check_an_unremembered_one_gets() {
 }
 
 #[test]
+fn a_token_let_through_is_reusable_on_its_header_until_it_expires() {
+    // exp in 5 s, leeway 30 s: the gateway may reuse the decision for 35 s, no longer.
+    let host = host(json!({}));
+    let token = sign(
+        Algorithm::ES256,
+        "ec-1",
+        &with(claims(), "exp", json!(NOW_SECS + 5)),
+    );
+    decide(&host, request(Some(&token)));
+    let declared = host.reuse_declared();
+    assert_eq!(declared, vec![(vec!["authorization".to_string()], 35_000)]);
+    // A token without exp is reused for at most the hour the gateway allows.
+    let mut lasting = claims();
+    lasting.as_object_mut().unwrap().remove("exp");
+    decide(
+        &host,
+        request(Some(&sign(Algorithm::ES256, "ec-1", &lasting))),
+    );
+    assert_eq!(host.reuse_declared()[1].1, 3_600_000);
+    // A refusal is never declared reusable (its answer names the request), nor anything when
+    // the plugin remembers no tokens.
+    refused(decide(&host, request(None)));
+    assert_eq!(host.reuse_declared().len(), 2);
+    let off = self::host(json!({"verified_tokens_max": 0}));
+    decide(&off, request(Some(&token)));
+    assert!(off.reuse_declared().is_empty());
+}
+
+#[test]
 fn an_alg_that_does_not_fit_the_key_is_refused_before_any_verification() {
     let host = host(json!({}));
     // The JWK's own alg narrows its type's: rsa-1-pss is for PS256 only.

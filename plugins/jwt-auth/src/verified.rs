@@ -54,6 +54,11 @@ impl Verified {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether verified tokens are remembered at all (`verified_tokens_max` above 0).
+    pub(crate) fn remembers(&self) -> bool {
+        self.entries_max > 0
+    }
+
     /// The claims of `token` when it was verified before.
     pub(crate) fn get(&self, token: &str) -> Option<Arc<Claims>> {
         if self.entries_max == 0 {

@@ -5,6 +5,7 @@
 mod audit;
 mod clock;
 mod config;
+mod decisions;
 mod kv;
 mod log;
 mod process;

@@ -1,6 +1,7 @@
 //! A plugin built against `txgate:plugin@0.2.0` (its WIT is in `wit/`, as released): on every
-//! request it adds `x-abi: 0.2.0` and the route's name to the upstream request. A gateway
-//! running 0.2.1 only added host functions, so it must load and run this component unchanged.
+//! request it adds `x-abi: 0.2.0` and the route's name to the upstream request. Later 0.2
+//! versions only added host functions, so a gateway running one must load and run this
+//! component unchanged.
 
 #[cfg(target_arch = "wasm32")]
 mod component {

@@ -1,0 +1,274 @@
+//! Decisions the gateway reuses (`txgate:plugin/decisions`, since 0.2.2). A plugin declares,
+//! during `on-request`, that the `continue` it returns depends only on its config, the route and
+//! the values of a few request headers, for a while; a later request of the route with the same
+//! values gets the same header changes without a call.
+//!
+//! Why: an identity check reads one header, and a client sends the same token for minutes. The
+//! plugin can remember the tokens it verified, but a call into it still costs microseconds (the
+//! fiber, the lent view, copying the headers in and the changes out); a lookup here costs a
+//! hash of the header values.
+//!
+//! What keeps it right: the key holds the route, and each varied header's name and every value
+//! (an absent header is its own value), compared in full, so two requests share a decision only
+//! when everything the plugin said it read is the same. A decision lives with its plugin
+//! version, so a reload (new keys, new config) starts empty; each one expires after the time the
+//! plugin gave. The map is bounded in entries and in key bytes: one that does not fit is not
+//! remembered, and the next request calls the plugin as before.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use http::HeaderName;
+
+use super::bindings::txgate::plugin::types as wit;
+use super::view::RequestFacts;
+
+/// Decisions one plugin version keeps.
+const ENTRIES_MAX: usize = 1024;
+/// Longest key (the varied headers' values): a larger request is not remembered.
+const KEY_BYTES_MAX: usize = 8 * 1024;
+
+/// What a call declared: the headers its decision depends on, and for how long it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Reuse {
+    /// The request headers the decision depends on.
+    pub vary: Arc<[HeaderName]>,
+    /// How long it stays right.
+    pub ttl: Duration,
+}
+
+/// A decision about to be remembered: its key, from the request as the plugin saw it.
+#[derive(Debug)]
+pub(super) struct Reusable {
+    key: Box<[u8]>,
+    reuse: Reuse,
+}
+
+impl Reusable {
+    /// The key of `request` under `reuse`; `None` past [`KEY_BYTES_MAX`].
+    pub(super) fn new(request: &RequestFacts, reuse: Reuse) -> Option<Self> {
+        let key = key(request, &reuse.vary)?;
+        Some(Self { key, reuse })
+    }
+}
+
+struct Entry {
+    changes: Arc<wit::HeaderChanges>,
+    until: Instant,
+}
+
+/// One plugin version's reusable `on-request` decisions.
+#[derive(Default)]
+pub(super) struct Reused {
+    /// Whether the plugin ever declared a decision reusable: most never do, and their calls
+    /// then pay one load here, not a lock.
+    declared: AtomicBool,
+    /// The header names the plugin last declared: later requests are looked up by them.
+    vary: RwLock<Option<Arc<[HeaderName]>>>,
+    entries: DashMap<Box<[u8]>, Entry>,
+}
+
+impl Reused {
+    /// The changes remembered for `request`, if a decision for the same header values holds.
+    pub(super) fn find(&self, request: &RequestFacts) -> Option<Arc<wit::HeaderChanges>> {
+        if !self.declared.load(Ordering::Relaxed) {
+            return None;
+        }
+        let vary = self.vary.read().expect("reused vary").clone()?;
+        let key = key(request, &vary)?;
+        let entry = self.entries.get(&key)?;
+        (Instant::now() < entry.until).then(|| entry.changes.clone())
+    }
+
+    /// Remembers `changes` for requests with the key of `reusable`, for as long as it says.
+    pub(super) fn remember(&self, reusable: Reusable, changes: &wit::HeaderChanges) {
+        let Reusable { key, reuse } = reusable;
+        let now = Instant::now();
+        {
+            let mut vary = self.vary.write().expect("reused vary");
+            if vary.as_deref() != Some(&reuse.vary[..]) {
+                // Keys built from other names never match again: make room.
+                self.entries.clear();
+                *vary = Some(reuse.vary.clone());
+            }
+        }
+        self.declared.store(true, Ordering::Relaxed);
+        if self.entries.len() >= ENTRIES_MAX {
+            self.entries.retain(|_, entry| entry.until > now);
+            if self.entries.len() >= ENTRIES_MAX {
+                return;
+            }
+        }
+        let entry = Entry {
+            changes: Arc::new(changes.clone()),
+            until: now + reuse.ttl,
+        };
+        self.entries.insert(key, entry);
+    }
+}
+
+/// The route, then each varied header's name, its number of values and each value, all
+/// length-prefixed so that no two different requests make the same bytes. `None` past
+/// [`KEY_BYTES_MAX`].
+fn key(request: &RequestFacts, vary: &[HeaderName]) -> Option<Box<[u8]>> {
+    // Sized once: a bearer token alone is about a kilobyte.
+    let size = 4
+        + request.route.len()
+        + vary
+            .iter()
+            .map(|name| {
+                let values = request.headers.get_all(name).iter();
+                8 + name.as_str().len() + values.map(|v| 4 + v.len()).sum::<usize>()
+            })
+            .sum::<usize>();
+    if size > KEY_BYTES_MAX {
+        return None;
+    }
+    let mut key = Vec::with_capacity(size);
+    push(&mut key, request.route.as_bytes());
+    for name in vary {
+        push(&mut key, name.as_str().as_bytes());
+        let values = request.headers.get_all(name);
+        let count = u32::try_from(values.iter().count()).ok()?;
+        key.extend_from_slice(&count.to_le_bytes());
+        for value in values {
+            push(&mut key, value.as_bytes());
+        }
+    }
+    Some(key.into_boxed_slice())
+}
+
+fn push(key: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    key.extend_from_slice(&len.to_le_bytes());
+    key.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn vary(names: &[&'static str]) -> Reuse {
+        Reuse {
+            vary: names.iter().map(|n| HeaderName::from_static(n)).collect(),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn keep(reused: &Reused, request: &RequestFacts, reuse: Reuse, changes: &wit::HeaderChanges) {
+        let reusable = Reusable::new(request, reuse).expect("a key");
+        reused.remember(reusable, changes);
+    }
+
+    fn changes(value: &str) -> wit::HeaderChanges {
+        wit::HeaderChanges {
+            set: vec![wit::Header {
+                name: "x-user-id".into(),
+                value: value.into(),
+            }],
+            remove: vec!["x-user-id".into()],
+        }
+    }
+
+    fn request(route: &str, headers: &[(&'static str, &str)]) -> RequestFacts {
+        let mut facts = RequestFacts {
+            route: Arc::new(route.to_string()),
+            method: http::Method::GET,
+            path: "/".into(),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            request_id: http::HeaderValue::from_static("r-1"),
+            id_from_client: true,
+            saga_route: false,
+            client_key: None,
+            received: Instant::now(),
+        };
+        for (name, value) in headers {
+            facts
+                .headers
+                .append(*name, value.parse().expect("a header value"));
+        }
+        facts
+    }
+
+    #[test]
+    fn only_the_same_route_and_header_values_share_a_decision() {
+        let reused = Reused::default();
+        let alice = request("pay", &[("authorization", "Bearer a"), ("x-other", "1")]);
+        keep(&reused, &alice, vary(&["authorization"]), &changes("alice"));
+        let again = request("pay", &[("authorization", "Bearer a"), ("x-other", "2")]);
+        let found = reused.find(&again).expect("the same token");
+        assert_eq!(found.set[0].value, "alice");
+        assert!(
+            reused
+                .find(&request("pay", &[("authorization", "Bearer b")]))
+                .is_none()
+        );
+        assert!(
+            reused
+                .find(&request("admin", &[("authorization", "Bearer a")]))
+                .is_none()
+        );
+        assert!(
+            reused.find(&request("pay", &[])).is_none(),
+            "absent is its own value"
+        );
+        let twice = request(
+            "pay",
+            &[("authorization", "Bearer a"), ("authorization", "Bearer a")],
+        );
+        assert!(reused.find(&twice).is_none(), "every value counts");
+    }
+
+    #[test]
+    fn values_of_other_names_never_match() {
+        let reused = Reused::default();
+        keep(
+            &reused,
+            &request("pay", &[("authorization", "t")]),
+            vary(&["authorization"]),
+            &changes("a"),
+        );
+        keep(
+            &reused,
+            &request("pay", &[("x-key", "t")]),
+            vary(&["x-key"]),
+            &changes("b"),
+        );
+        let found = reused
+            .find(&request("pay", &[("x-key", "t")]))
+            .expect("x-key");
+        assert_eq!(found.set[0].value, "b");
+        assert!(
+            reused
+                .find(&request("pay", &[("authorization", "t")]))
+                .is_none(),
+            "a new set of names starts afresh"
+        );
+    }
+
+    #[test]
+    fn a_decision_expires_and_the_map_is_bounded() {
+        let reused = Reused::default();
+        let short = Reuse {
+            ttl: Duration::ZERO,
+            ..vary(&["authorization"])
+        };
+        let alice = request("pay", &[("authorization", "a")]);
+        keep(&reused, &alice, short, &changes("a"));
+        assert!(reused.find(&alice).is_none(), "expired");
+        for n in 0..ENTRIES_MAX + 10 {
+            let token = format!("t{n}");
+            let one = request("pay", &[("authorization", &token)]);
+            keep(&reused, &one, vary(&["authorization"]), &changes(&token));
+        }
+        assert_eq!(reused.entries.len(), ENTRIES_MAX);
+        let huge = "x".repeat(KEY_BYTES_MAX);
+        let big = request("other", &[("authorization", &huge)]);
+        assert!(key(&big, &[HeaderName::from_static("authorization")]).is_none());
+    }
+}

@@ -1,0 +1,40 @@
+//! A plugin author using `decisions::reuse`. Every `on-request` call counts itself in the
+//! key-value store and passes the count upstream as `x-decided`, then declares the decision
+//! reusable on the `x-key` header for a minute: a request the gateway answered from a reused
+//! decision reaches the upstream with an earlier call's count. With `x-emit` the call also emits
+//! an audit event, and with `x-answer` it answers 403 itself: the gateway must reuse neither.
+//! With `x-bad-vary` it declares an upper-case name, and tells the refusal in `x-reuse-refused`.
+
+use txgate_plugin_sdk::serde_json::json;
+use txgate_plugin_sdk::{
+    HeaderChanges, HookError, Plugin, Request, RequestDecision, Response, audit, decisions, kv,
+};
+
+/// The plugin.
+pub struct Reuser;
+
+#[txgate_plugin_sdk::plugin]
+impl Plugin for Reuser {
+    fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
+        let calls = kv::increment("calls", 1, None)?;
+        if request.header("x-bad-vary").is_some() {
+            let refused = decisions::reuse(&["X-Key"], 60_000)
+                .map_or_else(|e| e.to_string(), |()| "no".into());
+            let changes = HeaderChanges::none().set("x-reuse-refused", &refused);
+            return Ok(RequestDecision::Continue(changes));
+        }
+        decisions::reuse(&["x-key"], 60_000).map_err(|e| HookError::failed(e.to_string()))?;
+        if request.header("x-emit").is_some() {
+            audit::emit("decided", &json!({"calls": calls}))
+                .map_err(|e| HookError::failed(e.to_string()))?;
+        }
+        if request.header("x-answer").is_some() {
+            let answer = Response::new(403).with_header("x-decided", &calls.to_string());
+            return Ok(RequestDecision::Respond(answer));
+        }
+        let changes = HeaderChanges::none().set("x-decided", &calls.to_string());
+        Ok(RequestDecision::Continue(changes))
+    }
+}
+
+txgate_plugin_sdk::export!(Reuser);
