@@ -182,7 +182,7 @@ impl LoadedPlugin {
 
     /// The header changes of an `on-request` decision the plugin declared reusable for a
     /// request like this one, if one holds: the plugin is not called.
-    pub fn reused(&self, request: &RequestFacts) -> Option<Arc<wit::HeaderChanges>> {
+    pub(super) fn reused(&self, request: &RequestFacts) -> Option<Arc<wit::HeaderChanges>> {
         let changes = self.reused.find(request)?;
         self.reused_count.inc();
         Some(changes)

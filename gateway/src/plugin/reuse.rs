@@ -76,8 +76,10 @@ impl Reused {
         if !self.declared.load(Ordering::Relaxed) {
             return None;
         }
-        let vary = self.vary.read().expect("reused vary").clone()?;
-        let key = key(request, &vary)?;
+        let key = {
+            let vary = self.vary.read().expect("reused vary");
+            key(request, vary.as_deref()?)?
+        };
         let entry = self.entries.get(&key)?;
         (Instant::now() < entry.until).then(|| entry.changes.clone())
     }

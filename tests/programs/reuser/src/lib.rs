@@ -3,7 +3,8 @@
 //! reusable on the `x-key` header for a minute: a request the gateway answered from a reused
 //! decision reaches the upstream with an earlier call's count. With `x-emit` the call also emits
 //! an audit event, and with `x-answer` it answers 403 itself: the gateway must reuse neither.
-//! With `x-bad-vary` it declares an upper-case name, and tells the refusal in `x-reuse-refused`.
+//! With `x-bad-vary` it declares an upper-case name straight through the host import (the SDK
+//! would refuse it before the call), and tells the gateway's refusal in `x-reuse-refused`.
 
 use txgate_plugin_sdk::serde_json::json;
 use txgate_plugin_sdk::{
@@ -18,9 +19,7 @@ impl Plugin for Reuser {
     fn on_request(request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let calls = kv::increment("calls", 1, None)?;
         if request.header("x-bad-vary").is_some() {
-            let refused = decisions::reuse(&["X-Key"], 60_000)
-                .map_or_else(|e| e.to_string(), |()| "no".into());
-            let changes = HeaderChanges::none().set("x-reuse-refused", &refused);
+            let changes = HeaderChanges::none().set("x-reuse-refused", &declare_upper_case());
             return Ok(RequestDecision::Continue(changes));
         }
         decisions::reuse(&["x-key"], 60_000).map_err(|e| HookError::failed(e.to_string()))?;
@@ -34,6 +33,24 @@ impl Plugin for Reuser {
         }
         let changes = HeaderChanges::none().set("x-decided", &calls.to_string());
         Ok(RequestDecision::Continue(changes))
+    }
+}
+
+/// What the gateway says to `X-Key`, asked without the SDK's own check: its refusal as the SDK
+/// words it, or `no`.
+fn declare_upper_case() -> String {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use txgate_plugin_sdk::__private::bindings::txgate::plugin::decisions as raw;
+        match raw::reuse(&["X-Key".to_string()], 60_000) {
+            Ok(()) => "no".into(),
+            Err(raw::ReuseError::InvalidVary) => decisions::ReuseError::InvalidVary.to_string(),
+            Err(raw::ReuseError::InvalidTtl) => decisions::ReuseError::InvalidTtl.to_string(),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        "no".into()
     }
 }
 
