@@ -4,12 +4,14 @@
 //!   one plugin (the gateway's path: the request lent as a handle, read by nothing);
 //! - `hook_call/fresh`: a new instance plus the call (the alternative it was measured against);
 //! - `chain/three_noops`: `on-request` and `on-response` through a route of three no-op plugins,
-//!   the per-request plugin work of the pipeline.
+//!   the per-request plugin work of the pipeline;
+//! - `chain/rate_limit_add_header`: the same through the shipped `rate_limit` and `add_header`,
+//!   the work `bench/plugins.sh` compares with Envoy's proxy-wasm filter.
 //!
 //! The runtime is entered once per batch of calls, as in the gateway, where every call runs on a
 //! worker that is already inside it; entering it per call would add its own cost to each one.
 //!
-//! Run: `cargo bench -p txgate --bench plugin_call`. It builds the no-op test component first.
+//! Run: `cargo bench -p txgate --bench plugin_call`. It builds the components first.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -26,36 +28,47 @@ use txgate::metrics::Metrics;
 use txgate::plugin::{Chain, PluginEnv, PluginSet, RequestFacts, RequestScope, Runtime};
 use txgate::store::{Embedded, EmbeddedLimits, Quota, Store};
 
-fn noop_component() -> PathBuf {
+/// Builds the components the benches load; returns their directory.
+fn components() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["-p", "txgate-test-noop", "-p", "txgate-plugin-rate-limit"])
         .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
             "-p",
-            "txgate-test-noop",
+            "txgate-plugin-add-header",
+            "--target-dir",
+            "target/wasm",
         ])
-        .args(["--target-dir", "target/wasm"])
         .status()
         .expect("cargo");
-    assert!(status.success(), "building the no-op component failed");
-    root.join("target/wasm/wasm32-wasip2/release/txgate_test_noop.wasm")
+    assert!(status.success(), "building the components failed");
+    root.join("target/wasm/wasm32-wasip2/release")
 }
 
 fn load(dir: &tempfile::TempDir, store: Arc<dyn Store>) -> PluginSet {
-    let module = noop_component();
+    let modules = components();
+    let module = |name: &str| format!("{:?}", modules.join(name).display().to_string());
     let mut text = String::new();
     for name in ["a", "b", "c"] {
         text.push_str(&format!(
-            "[plugins.{name}]\nmodule = {:?}\n",
-            module.display().to_string()
+            "[plugins.{name}]\nmodule = {}\n",
+            module("txgate_test_noop.wasm")
         ));
     }
+    // The same work as `bench/plugins.sh`'s `work` route, with limits it never reaches.
+    text.push_str(&format!(
+        "[plugins.rate_limit]\nmodule = {}\nstate = \"volatile\"\n\
+         [plugins.rate_limit.config]\nkey = \"route\"\nper_second = 1000000000\nburst = 1000000000\n\
+         [plugins.add_header]\nmodule = {}\n\
+         [plugins.add_header.config]\nname = \"x-served-by\"\nvalue = \"txgate\"\n",
+        module("txgate_plugin_rate_limit.wasm"),
+        module("txgate_plugin_add_header.wasm"),
+    ));
     text.push_str("[upstreams.u]\nurl = \"http://127.0.0.1:9\"\n");
     text.push_str("[[routes]]\nname = \"three\"\npath = \"/\"\nupstream = \"u\"\nplugins = [\"a\", \"b\", \"c\"]\n");
+    text.push_str("[[routes]]\nname = \"work\"\npath = \"/work\"\nupstream = \"u\"\nplugins = [\"rate_limit\", \"add_header\"]\n");
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, text).unwrap();
     let config = txgate::config::load(&path).unwrap();
@@ -121,7 +134,7 @@ fn benches(c: &mut Criterion) {
     let chain_plugins = set.chain("three").unwrap().clone();
     let plugin = chain_plugins[0].clone();
     let one = Chain::new(Arc::from(vec![plugin.clone()]), 1 << 20);
-    let scope = RequestScope::new(store.clone());
+    let scope = RequestScope::new();
     let call_with = |input: Arc<RequestFacts>| {
         let one = &one;
         let scope = &scope;
@@ -157,20 +170,25 @@ fn benches(c: &mut Criterion) {
         })
     });
     group.finish();
-    let chain = Chain::new(chain_plugins, 1 << 20);
-    let request_through_chain = || async {
-        let scope = RequestScope::new(store.clone());
-        let mut seen = request();
-        chain.on_request(&mut seen, &scope).await.unwrap();
-        let response = Response::new(Full::new(Bytes::from_static(b"{}")));
-        chain
-            .on_response(chain.len(), &seen, response, &scope)
-            .await
-            .unwrap()
-    };
-    c.bench_function("chain/three_noops", |b| {
-        b.iter_custom(|iterations| in_runtime(&runtime, iterations, request_through_chain))
-    });
+    for (name, route) in [
+        ("chain/three_noops", "three"),
+        ("chain/rate_limit_add_header", "work"),
+    ] {
+        let chain = Chain::new(set.chain(route).unwrap().clone(), 1 << 20);
+        let request_through_chain = || async {
+            let scope = RequestScope::new();
+            let mut seen = request();
+            chain.on_request(&mut seen, &scope).await.unwrap();
+            let response = Response::new(Full::new(Bytes::from_static(b"{}")));
+            chain
+                .on_response(chain.len(), &seen, response, &scope)
+                .await
+                .unwrap()
+        };
+        c.bench_function(name, |b| {
+            b.iter_custom(|iterations| in_runtime(&runtime, iterations, request_through_chain))
+        });
+    }
 }
 
 criterion_group!(plugin_call, benches);

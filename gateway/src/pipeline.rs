@@ -138,7 +138,7 @@ async fn admit(
     };
     // Dropped when this future ends, or is dropped because the client went away: either way
     // the plugins' holds for this request are released.
-    let scope = RequestScope::new(request.gateway.store().clone());
+    let scope = RequestScope::new();
     let mut seen = plugin_view(request, &mut parts, &body);
     let response = match chain.on_request(&mut seen, &scope).await? {
         RequestStep::Respond {

@@ -239,25 +239,27 @@ pub mod config {
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
         use std::any::{Any, TypeId};
-        use std::collections::HashMap;
-        use std::sync::{Arc, Mutex, OnceLock};
+        use std::sync::{Arc, Mutex};
 
-        type Cache = Mutex<HashMap<TypeId, (String, Arc<dyn Any + Send + Sync>)>>;
-        static CACHE: OnceLock<Cache> = OnceLock::new();
-        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-        let mut cache = cache
+        // A plugin parses its config into one type or two: a short list, searched without
+        // hashing, which every call does.
+        type Cache = Mutex<Vec<(TypeId, String, Arc<dyn Any + Send + Sync>)>>;
+        static CACHE: Cache = Mutex::new(Vec::new());
+        let mut cache = CACHE
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = TypeId::of::<T>();
+        let slot = cache.iter().position(|(cached, _, _)| *cached == id);
         #[cfg(target_arch = "wasm32")]
-        if let Some((_, value)) = cache.get(&TypeId::of::<T>())
-            && let Ok(value) = value.clone().downcast::<T>()
+        if let Some(slot) = slot
+            && let Ok(value) = cache[slot].2.clone().downcast::<T>()
         {
             return Ok(value);
         }
         let text = json();
-        if let Some((cached_text, value)) = cache.get(&TypeId::of::<T>())
-            && *cached_text == text
-            && let Ok(value) = value.clone().downcast::<T>()
+        if let Some(slot) = slot
+            && cache[slot].1 == text
+            && let Ok(value) = cache[slot].2.clone().downcast::<T>()
         {
             return Ok(value);
         }
@@ -265,7 +267,11 @@ pub mod config {
             serde_json::from_str(&text)
                 .map_err(|e| HookError::Failed(format!("plugin config: {e}")))?,
         );
-        cache.insert(TypeId::of::<T>(), (text, parsed.clone()));
+        let entry = (id, text, parsed.clone() as Arc<dyn Any + Send + Sync>);
+        match slot {
+            Some(slot) => cache[slot] = entry,
+            None => cache.push(entry),
+        }
         Ok(parsed)
     }
 }

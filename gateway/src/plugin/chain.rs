@@ -143,6 +143,7 @@ impl Chain {
             if plugin.skips(Hook::OnResponse) {
                 continue;
             }
+            // Dropped with the call: the response is then changed in place, not copied.
             let input = (request.clone(), current.clone());
             let outcome = plugin
                 .call(
@@ -158,11 +159,14 @@ impl Chain {
                     },
                 )
                 .await;
+            drop(input);
             match outcome {
                 Outcome::Done(changes) => {
-                    match convert::changed_response(changes, &current, self.body_bytes_max) {
-                        Ok(changed) => current = Arc::new(changed),
-                        Err(detail) => policy(plugin.output_failure::<()>(detail))?,
+                    let response = Arc::make_mut(&mut current);
+                    if let Err(detail) =
+                        convert::change_response(changes, response, self.body_bytes_max)
+                    {
+                        policy(plugin.output_failure::<()>(detail))?;
                     }
                 }
                 Outcome::Skipped => {}

@@ -19,7 +19,7 @@ const PLUGIN_HEADERS_MAX: usize = 256;
 const PLUGIN_HEADER_BYTES_MAX: usize = 64 * 1024;
 
 /// Headers only the gateway writes: the message's framing and the connection's own headers.
-const FRAMING: [HeaderName; 7] = [
+static FRAMING: [HeaderName; 7] = [
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
     header::CONNECTION,
@@ -31,7 +31,7 @@ const FRAMING: [HeaderName; 7] = [
 
 /// With the backend contract's headers, what carries a saga call's identity (SPEC §4): a
 /// plugin never changes them.
-const IDEMPOTENCY_KEY: [HeaderName; 1] = [HeaderName::from_static("idempotency-key")];
+static IDEMPOTENCY_KEY: [HeaderName; 1] = [HeaderName::from_static("idempotency-key")];
 
 /// A phase as plugins see it.
 pub(super) fn wit_phase(phase: Phase) -> wit::Phase {
@@ -159,25 +159,85 @@ fn refuse_reserved(
     Ok(())
 }
 
+/// A plugin's header edits, checked and parsed: nothing is applied until all of them are.
+struct Edits {
+    removed: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Edits {
+    /// Checks and parses `changes`; framing headers are refused.
+    fn parse(changes: &wit::HeaderChanges) -> Result<Self, String> {
+        refuse_reserved(changes, &[&FRAMING], "the message's framing")?;
+        check_headers(&changes.set)?;
+        let set = changes
+            .set
+            .iter()
+            .map(header_pair)
+            .collect::<Result<Vec<_>, _>>()?;
+        // A name no header can have removes nothing.
+        let removed = changes
+            .remove
+            .iter()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        Ok(Self { removed, set })
+    }
+
+    /// Refuses edits that would leave `headers` over the limits, reckoned before they are
+    /// applied, so that a refused edit leaves the headers as they were.
+    fn check_result(&self, headers: &HeaderMap) -> Result<(), String> {
+        let mut count = headers.len();
+        let mut bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        let mut gone: Vec<&HeaderName> = Vec::new();
+        for name in self
+            .removed
+            .iter()
+            .chain(self.set.iter().map(|(name, _)| name))
+        {
+            if gone.contains(&name) {
+                continue;
+            }
+            gone.push(name);
+            for value in headers.get_all(name) {
+                count -= 1;
+                bytes -= name.as_str().len() + value.len();
+            }
+        }
+        count += self.set.len();
+        bytes += self
+            .set
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum::<usize>();
+        within_limits("left", count, bytes)
+    }
+
+    /// Removals first, then each `set` replaces its name.
+    fn apply(self, headers: &mut HeaderMap) {
+        for name in self
+            .removed
+            .iter()
+            .chain(self.set.iter().map(|(name, _)| name))
+        {
+            headers.remove(name);
+        }
+        for (name, value) in self.set {
+            headers.append(name, value);
+        }
+    }
+}
+
 /// Applies header edits: removals first, then each `set` replaces its name. Framing headers
-/// are refused.
+/// are refused; nothing is changed unless every edit is valid.
 pub(super) fn apply_changes(
     changes: &wit::HeaderChanges,
     headers: &mut HeaderMap,
 ) -> Result<(), String> {
-    refuse_reserved(changes, &[&FRAMING], "the message's framing")?;
-    let set = header_map(&changes.set)?;
-    for name in &changes.remove {
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(name);
-        }
-    }
-    for name in set.keys() {
-        headers.remove(name);
-    }
-    for (name, value) in &set {
-        headers.append(name, value.clone());
-    }
+    Edits::parse(changes)?.apply(headers);
     Ok(())
 }
 
@@ -199,25 +259,34 @@ pub(super) fn answer(
     Ok(response)
 }
 
-/// The response with a plugin's `on-response` changes applied, within limits.
-pub(super) fn changed_response(
+/// Applies a plugin's `on-response` changes to the response, within limits; a change refused
+/// leaves the response as it was.
+pub(super) fn change_response(
     changes: wit::ResponseChanges,
-    given: &ResponseFacts,
+    response: &mut ResponseFacts,
     body_bytes_max: usize,
-) -> Result<ResponseFacts, String> {
-    let mut facts = given.clone();
-    if let Some(code) = changes.status {
-        facts.status = status(code)?;
-    }
-    apply_changes(&changes.headers, &mut facts.headers)?;
-    if let Some(new) = changes.body {
-        facts.body = body(new, body_bytes_max)?;
+) -> Result<(), String> {
+    let status = changes.status.map(status).transpose()?;
+    let body = changes
+        .body
+        .map(|new| body(new, body_bytes_max))
+        .transpose()?;
+    let mut edits = Edits::parse(&changes.headers)?;
+    if body.is_some() {
         // The gateway frames the new body itself (hyper writes its exact length).
-        facts.headers.remove(header::CONTENT_LENGTH);
-        facts.headers.remove(header::TRANSFER_ENCODING);
+        edits.removed.push(header::CONTENT_LENGTH);
+        edits.removed.push(header::TRANSFER_ENCODING);
     }
-    check_total(&facts.headers)?;
-    Ok(facts)
+    edits.check_result(&response.headers)?;
+    // Checked whole: from here on nothing can fail.
+    edits.apply(&mut response.headers);
+    if let Some(status) = status {
+        response.status = status;
+    }
+    if let Some(body) = body {
+        response.body = body;
+    }
+    Ok(())
 }
 
 fn status(code: u16) -> Result<StatusCode, String> {
@@ -235,4 +304,91 @@ fn body(body: Vec<u8>, body_bytes_max: usize) -> Result<Bytes, String> {
         ));
     }
     Ok(Bytes::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(name: &str, value: &str) -> wit::Header {
+        wit::Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn changes(set: Vec<wit::Header>, remove: &[&str]) -> wit::HeaderChanges {
+        wit::HeaderChanges {
+            set,
+            remove: remove.iter().map(|name| name.to_string()).collect(),
+        }
+    }
+
+    fn response(headers: usize) -> ResponseFacts {
+        let mut map = HeaderMap::new();
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        for n in 1..headers {
+            let name = HeaderName::from_bytes(format!("x-h{n}").as_bytes()).unwrap();
+            map.insert(name, HeaderValue::from_static("v"));
+        }
+        ResponseFacts {
+            status: StatusCode::OK,
+            headers: map,
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn a_response_change_applies_whole_and_the_gateway_frames_a_new_body() {
+        let mut facts = response(3);
+        let change = wit::ResponseChanges {
+            status: Some(201),
+            headers: changes(
+                vec![header("x-h1", "new"), header("x-h1", "two")],
+                &["x-h2"],
+            ),
+            body: Some(b"{\"a\":1}".to_vec()),
+        };
+        change_response(change, &mut facts, 1024).unwrap();
+        assert_eq!(facts.status, StatusCode::CREATED);
+        let values: Vec<_> = facts.headers.get_all("x-h1").iter().collect();
+        assert_eq!(
+            values,
+            ["new", "two"],
+            "set replaces the name with every value given"
+        );
+        assert!(facts.headers.get("x-h2").is_none());
+        assert!(facts.headers.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(&facts.body[..], b"{\"a\":1}");
+    }
+
+    #[test]
+    fn a_response_change_that_is_refused_changes_nothing() {
+        let full = response(PLUGIN_HEADERS_MAX);
+        let mut facts = full.clone();
+        let change = wit::ResponseChanges {
+            status: Some(500),
+            headers: changes(vec![header("x-more", "v")], &[]),
+            body: None,
+        };
+        let refused = change_response(change, &mut facts, 1024).unwrap_err();
+        assert!(refused.contains("left 257 headers"), "{refused}");
+        assert_eq!(facts.status, full.status);
+        assert_eq!(facts.headers, full.headers);
+        // Replacing a header keeps the count: it fits.
+        let change = wit::ResponseChanges {
+            status: None,
+            headers: changes(vec![header("x-h1", "w")], &["x-h1"]),
+            body: None,
+        };
+        change_response(change, &mut facts, 1024).unwrap();
+        assert_eq!(facts.headers.len(), PLUGIN_HEADERS_MAX);
+        let framing = wit::ResponseChanges {
+            status: None,
+            headers: changes(vec![header("Content-Length", "9")], &[]),
+            body: None,
+        };
+        assert!(change_response(framing, &mut facts, 1024).is_err());
+        assert_eq!(facts.headers[header::CONTENT_LENGTH], "2");
+    }
 }

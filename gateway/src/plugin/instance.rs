@@ -229,9 +229,10 @@ impl LoadedPlugin {
         let started = self.arm(&mut live.store, scope);
         let call = run(live.plugin.txgate_plugin_hooks(), &mut live.store, input);
         let result = within(started + self.limits.wall_timeout, call).await;
+        let finished = Instant::now();
         let (calls, duration) = &self.hook_metrics[hook as usize];
         calls.inc();
-        duration.observe(started.elapsed().as_secs_f64());
+        duration.observe(finished.duration_since(started).as_secs_f64());
         let data = live.store.data_mut();
         data.scope = None;
         data.take_back_lent();
@@ -241,11 +242,11 @@ impl LoadedPlugin {
         };
         match result {
             Ok(Ok(value)) => {
-                self.checkin(live);
+                self.checkin(live, finished);
                 Outcome::Done(value)
             }
             Ok(Err(HookError::Failed(reason))) => {
-                self.checkin(live);
+                self.checkin(live, finished);
                 self.fail(FailureKind::Failed, reason)
             }
             Err(trap) => {
@@ -264,7 +265,7 @@ impl LoadedPlugin {
         self.ask_hooks(&mut live)
             .await
             .map_err(|(_, detail)| detail)?;
-        self.checkin(live);
+        self.checkin(live, Instant::now());
         Ok(())
     }
 
@@ -409,11 +410,12 @@ impl LoadedPlugin {
         Ok(Live { store, plugin })
     }
 
-    fn checkin(&self, live: Live) {
+    /// Keeps an instance that served a call ending at `now` for the next one.
+    fn checkin(&self, live: Live, now: Instant) {
         if self.limits.isolation == Isolation::Fresh {
             return;
         }
-        self.pool.put(worker::index(), live);
+        self.pool.put(worker::index(), live, now);
     }
 }
 

@@ -14,10 +14,11 @@
 //! idle for [`IDLE_EXPIRY`] are dropped by one thread for the whole process, so the memory goes
 //! back once the burst is over, and steady traffic keeps its warm instances.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Notify;
 
 /// Calls of one plugin version that hold an instance at once. A call holds one only while it
 /// runs or waits in a host call (a durable write, a sleep): a hook that finishes in its first
@@ -35,7 +36,54 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// One plugin version's instances.
 pub(super) struct Pool<T> {
     idle: Box<[Mutex<Vec<Idle<T>>>]>,
-    in_use: Semaphore,
+    turns: Turns,
+}
+
+/// The turns to hold an instance: a count, and a wake-up for calls waiting for one. Taking and
+/// giving back a turn is one atomic operation each when nobody waits, as it is on every call,
+/// from every worker at once.
+#[derive(Default)]
+struct Turns {
+    taken: AtomicUsize,
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+/// A turn, given back when dropped.
+pub(super) struct Turn<'a>(&'a Turns);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+impl Turns {
+    fn try_take(&self) -> Option<Turn<'_>> {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < IN_USE_MAX).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| Turn(self))
+    }
+
+    /// Waits for a turn. A turn given back after `waiting` is raised sends a wake-up (kept by
+    /// `Notify` if nobody listens yet); one given back before is seen by the next `try_take`.
+    async fn wait(&self) -> Turn<'_> {
+        loop {
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(turn) = self.try_take() {
+                return turn;
+            }
+            freed.await;
+        }
+    }
 }
 
 struct Idle<T> {
@@ -50,20 +98,20 @@ impl<T: Send> Pool<T> {
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
-            in_use: Semaphore::new(IN_USE_MAX),
+            turns: Turns::default(),
         }
     }
 
     /// A turn to hold an instance, waiting at most `wait_max` for one; `None` if none came.
-    pub(super) async fn turn(&self, wait_max: Duration) -> Option<SemaphorePermit<'_>> {
+    pub(super) async fn turn(&self, wait_max: Duration) -> Option<Turn<'_>> {
         // The common case is a free turn: no clock is read and no timer armed for it.
-        if let Ok(permit) = self.in_use.try_acquire() {
-            return Some(permit);
+        if let Some(turn) = self.turns.try_take() {
+            return Some(turn);
         }
-        tokio::time::timeout(wait_max, self.in_use.acquire())
-            .await
-            .ok()?
-            .ok()
+        self.turns.waiting.fetch_add(1, Ordering::SeqCst);
+        let turn = tokio::time::timeout(wait_max, self.turns.wait()).await.ok();
+        self.turns.waiting.fetch_sub(1, Ordering::SeqCst);
+        turn
     }
 
     /// The most recently used idle instance of worker `worker`, if any (a warm one).
@@ -71,14 +119,11 @@ impl<T: Send> Pool<T> {
         self.list(worker).pop().map(|idle| idle.item)
     }
 
-    /// Keeps `item` idle for worker `worker`, or drops it when the list is full.
-    pub(super) fn put(&self, worker: usize, item: T) {
+    /// Keeps `item`, idle since `now`, for worker `worker`, or drops it when the list is full.
+    pub(super) fn put(&self, worker: usize, item: T, now: Instant) {
         let mut idle = self.list(worker);
         if idle.len() < IDLE_PER_WORKER_MAX {
-            idle.push(Idle {
-                item,
-                since: Instant::now(),
-            });
+            idle.push(Idle { item, since: now });
         }
     }
 
@@ -190,7 +235,7 @@ mod tests {
     fn idle_instances_beyond_the_kept_few_expire() {
         let pool = Pool::new(1);
         for n in 0..10 {
-            pool.put(0, n);
+            pool.put(0, n, Instant::now());
         }
         let start = Instant::now();
         assert_eq!(pool.trim(start), 0, "none has been idle long enough");
@@ -205,7 +250,7 @@ mod tests {
     fn the_idle_list_is_bounded() {
         let pool = Pool::new(2);
         for n in 0..IDLE_PER_WORKER_MAX + 5 {
-            pool.put(1, n);
+            pool.put(1, n, Instant::now());
         }
         let mut kept = 0;
         while pool.take(1).is_some() {
@@ -226,6 +271,33 @@ mod tests {
         assert!(pool.turn(wait).await.is_none(), "no turn within the wait");
         turns.pop();
         assert!(pool.turn(wait).await.is_some(), "a released turn is given");
+    }
+
+    #[tokio::test]
+    async fn a_turn_given_back_wakes_a_call_waiting_for_it() {
+        let pool: Arc<Pool<()>> = Arc::new(Pool::new(1));
+        let mut turns = Vec::new();
+        for _ in 0..IN_USE_MAX {
+            turns.push(pool.turn(Duration::ZERO).await.expect("a free turn"));
+        }
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.turn(Duration::from_secs(30)).await.is_some() })
+        };
+        for _ in 0..10_000 {
+            if pool.turns.waiting.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            pool.turns.waiting.load(Ordering::SeqCst),
+            1,
+            "the call waits"
+        );
+        turns.pop();
+        assert!(waiter.await.unwrap(), "the turn given back went to it");
+        assert_eq!(pool.turns.taken.load(Ordering::SeqCst), IN_USE_MAX - 1);
     }
 
     #[test]

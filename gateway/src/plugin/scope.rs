@@ -3,6 +3,7 @@
 //! request's future), dropping the scope releases every hold, so an idempotency key never stays
 //! "in flight" longer than its request runs.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
@@ -17,21 +18,48 @@ pub(crate) const HOLDS_PER_REQUEST_MAX: usize = 16;
 static NEXT_ID: LazyLock<AtomicU64> =
     LazyLock::new(|| AtomicU64::new(fastrand::u64(1 << 32..1 << 61)));
 
+/// Ids a thread takes from [`NEXT_ID`] at once: every request takes one, and a counter every
+/// worker bumped on every request would be passed from core to core each time.
+const IDS_PER_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// This thread's block of ids: the next one, and the end of the block.
+    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+fn next_id() -> u64 {
+    IDS.with(|ids| {
+        let (mut next, mut end) = ids.get();
+        if next == end {
+            next = NEXT_ID.fetch_add(IDS_PER_BLOCK, Ordering::Relaxed);
+            end = next + IDS_PER_BLOCK;
+        }
+        ids.set((next + 1, end));
+        next
+    })
+}
+
+/// A key a request holds, and the store that holds it.
+#[derive(Debug)]
+struct Hold {
+    store: Arc<dyn Store>,
+    namespace: Arc<str>,
+    key: Box<str>,
+}
+
 /// A request under way, as plugin hooks see it.
 #[derive(Debug)]
 pub struct RequestScope {
     id: u64,
-    store: Arc<dyn Store>,
-    held: Mutex<Vec<(Arc<str>, Box<str>)>>,
+    held: Mutex<Vec<Hold>>,
     saga_id: OnceLock<Arc<str>>,
 }
 
 impl RequestScope {
     /// A scope for a new request.
-    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            store,
+            id: next_id(),
             held: Mutex::new(Vec::new()),
             saga_id: OnceLock::new(),
         })
@@ -57,11 +85,18 @@ impl RequestScope {
         self.held.lock().expect("holds").len() < HOLDS_PER_REQUEST_MAX
     }
 
-    /// Remembers a hold the request took, to release it at the end.
-    pub fn held(&self, namespace: Arc<str>, key: &str) {
+    /// Remembers a hold the request took in `store`, to release it at the end.
+    pub fn held(&self, store: &Arc<dyn Store>, namespace: Arc<str>, key: &str) {
         let mut held = self.held.lock().expect("holds");
-        if !held.iter().any(|(n, k)| *n == namespace && **k == *key) {
-            held.push((namespace, key.into()));
+        if !held
+            .iter()
+            .any(|hold| hold.namespace == namespace && *hold.key == *key)
+        {
+            held.push(Hold {
+                store: store.clone(),
+                namespace,
+                key: key.into(),
+            });
         }
     }
 }
@@ -69,8 +104,8 @@ impl RequestScope {
 impl Drop for RequestScope {
     fn drop(&mut self) {
         let held = std::mem::take(&mut *self.held.lock().expect("holds"));
-        for (namespace, key) in held {
-            self.store.release(&namespace, &key, self.id);
+        for hold in held {
+            hold.store.release(&hold.namespace, &hold.key, self.id);
         }
     }
 }

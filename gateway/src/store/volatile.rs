@@ -114,8 +114,13 @@ impl Volatile {
         Ok(applied)
     }
 
-    /// Checks `delta` against the quota and books it.
+    /// Checks `delta` against the quota and books it. A value replaced by one of the same size
+    /// (a rate limiter's counter, on every request) changes nothing there, and skips the
+    /// namespace's books, which every worker shares.
     fn charge(&self, namespace: &str, delta: Delta) -> Result<(), StoreError> {
+        if delta.keys == 0 && delta.bytes == 0 {
+            return Ok(());
+        }
         let quota = self.quotas.get(namespace).map_or(Quota::UNLIMITED, |q| *q);
         let usage = self
             .usage
@@ -176,6 +181,22 @@ mod tests {
         assert_eq!(store.get("flood", "b", 0), None, "nothing was stored");
         store.mutate("other", "b", put("123456", None), 0).unwrap();
         assert_eq!(store.usage("flood"), Usage { keys: 1, bytes: 6 });
+    }
+
+    #[test]
+    fn a_value_replaced_by_one_of_its_size_passes_a_full_quota_and_books_nothing() {
+        let store = Volatile::default();
+        let quota = Quota {
+            keys_max: 1,
+            bytes_max: 6,
+        };
+        store.set_quota("full", quota);
+        store.mutate("full", "a", put("12345", None), 0).unwrap();
+        store.mutate("full", "a", put("54321", None), 0).unwrap();
+        assert_eq!(store.get("full", "a", 0).as_deref(), Some(&b"54321"[..]));
+        assert_eq!(store.usage("full"), Usage { keys: 1, bytes: 6 });
+        let longer = store.mutate("full", "a", put("123456", None), 0);
+        assert!(matches!(longer, Err(StoreError::LimitReached { .. })));
     }
 
     #[test]

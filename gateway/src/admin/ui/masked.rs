@@ -82,7 +82,7 @@ pub(crate) async fn bodies(gateway: &Gateway, record: &SagaRecord) -> (Vec<Shown
             );
         }
     };
-    let scope = RequestScope::new(gateway.store().clone());
+    let scope = RequestScope::new();
     let facts = Arc::new(request_facts(record));
     let mut shown = Vec::with_capacity(bodies.len());
     for (what, body) in bodies {

@@ -10,7 +10,7 @@ use std::task::Poll;
 use bytes::Bytes;
 
 use crate::plugin::bindings::txgate::plugin::kv::{Host, KvError};
-use crate::plugin::state::HostState;
+use crate::plugin::state::{CallBudget, HostState};
 use crate::store::{Applied, Mutation, StoreError};
 
 /// Longest key.
@@ -38,38 +38,39 @@ fn kv_error(error: StoreError) -> KvError {
     }
 }
 
-impl HostState {
-    /// Runs `work`, which goes to the store, charging the plugin's budget only until `work` first
-    /// has to wait: a memory update finishes in its first poll and costs no clock reads; a durable
-    /// write, or any call on PostgreSQL, waits, and what the worker runs meanwhile is not the
-    /// plugin's execution.
-    async fn outside_budget<T>(&mut self, work: impl Future<Output = T>) -> T {
-        let mut work = std::pin::pin!(work);
-        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-        if let Poll::Ready(done) = first {
-            return done;
-        }
-        self.call.end_segment();
-        let result = work.await;
-        self.call.start_segment();
-        result
+/// Runs `work`, which goes to the store, charging the plugin's budget (`call`) only until `work`
+/// first has to wait: a memory update finishes in its first poll and costs no clock reads; a
+/// durable write, or any call on PostgreSQL, waits, and what the worker runs meanwhile is not the
+/// plugin's execution.
+async fn outside_budget<T>(call: &mut CallBudget, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first {
+        return done;
     }
+    call.end_segment();
+    let result = work.await;
+    call.start_segment();
+    result
+}
 
+impl HostState {
     async fn mutate(&mut self, key: String, mutation: Mutation) -> Result<Applied, KvError> {
-        let shared = self.shared.clone();
+        // Borrowed apart: the plugin's store, and the call's budget the wait is kept out of.
+        let Self { shared, call, .. } = self;
         let work = shared
             .store
             .mutate(&shared.namespace, &key, mutation, shared.durability);
-        self.outside_budget(work).await.map_err(kv_error)
+        outside_budget(call, work).await.map_err(kv_error)
     }
 }
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check(&key, None)?;
-        let shared = self.shared.clone();
+        let Self { shared, call, .. } = self;
         let work = shared.store.get(&shared.namespace, &key, shared.durability);
-        let value = self.outside_budget(work).await.map_err(kv_error)?;
+        let value = outside_budget(call, work).await.map_err(kv_error)?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -125,14 +126,14 @@ impl Host for HostState {
                 crate::plugin::scope::HOLDS_PER_REQUEST_MAX
             )));
         }
-        let shared = self.shared.clone();
+        let Self { shared, call, .. } = self;
         let work = shared
             .store
             .hold(&shared.namespace, &key, scope.id(), Bytes::from(value));
-        let holder = self.outside_budget(work).await.map_err(kv_error)?;
+        let holder = outside_budget(call, work).await.map_err(kv_error)?;
         match holder {
             None => {
-                scope.held(shared.namespace.clone(), &key);
+                scope.held(&shared.store, shared.namespace.clone(), &key);
                 Ok(None)
             }
             Some(other) => Ok(Some(other.to_vec())),
