@@ -6,7 +6,10 @@
 //! - `chain/three_noops`: `on-request` and `on-response` through a route of three no-op plugins,
 //!   the per-request plugin work of the pipeline;
 //! - `chain/rate_limit_add_header`: the same through the shipped `rate_limit` and `add_header`,
-//!   the work `bench/plugins.sh` compares with Envoy's proxy-wasm filter.
+//!   the work `bench/plugins.sh` compares with Envoy's proxy-wasm filter;
+//! - `.../two_workers`: each chain on two workers at once (threads with their own runtimes), the
+//!   time per request on one of them: what running both at once costs, in what the workers share
+//!   (the store's keys, the call metrics) and in what the machine's cores share.
 //!
 //! The runtime is entered once per batch of calls, as in the gateway, where every call runs on a
 //! worker that is already inside it; entering it per call would add its own cost to each one.
@@ -122,6 +125,8 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // Instances are pooled per worker: two, as on the bench machine's gateway.
+    txgate::worker::set_count(2);
     let dir = tempfile::tempdir().unwrap();
     let limits = EmbeddedLimits {
         cache_entries_max: 1000,
@@ -175,20 +180,47 @@ fn benches(c: &mut Criterion) {
         ("chain/rate_limit_add_header", "work"),
     ] {
         let chain = Chain::new(set.chain(route).unwrap().clone(), 1 << 20);
-        let request_through_chain = || async {
-            let scope = RequestScope::new();
-            let mut seen = request();
-            chain.on_request(&mut seen, &scope).await.unwrap();
-            let response = Response::new(Full::new(Bytes::from_static(b"{}")));
-            chain
-                .on_response(chain.len(), &seen, response, &scope)
-                .await
-                .unwrap()
-        };
         c.bench_function(name, |b| {
-            b.iter_custom(|iterations| in_runtime(&runtime, iterations, request_through_chain))
+            b.iter_custom(|iterations| in_runtime(&runtime, iterations, || through(&chain)))
+        });
+        c.bench_function(&format!("{name}/two_workers"), |b| {
+            b.iter_custom(|iterations| on_two_workers(&chain, iterations))
         });
     }
+}
+
+/// One request through `chain`: `on-request`, then `on-response` on a small answer.
+async fn through(chain: &Chain) -> Response<Full<Bytes>> {
+    let scope = RequestScope::new();
+    let mut seen = request();
+    chain.on_request(&mut seen, &scope).await.unwrap();
+    let response = Response::new(Full::new(Bytes::from_static(b"{}")));
+    chain
+        .on_response(chain.len(), &seen, response, &scope)
+        .await
+        .unwrap()
+}
+
+/// Times `iterations` requests through `chain` on each of two workers at once, each a thread
+/// with its own runtime, as the gateway's are: the time per request on one worker while the
+/// other works too.
+fn on_two_workers(chain: &Chain, iterations: u64) -> Duration {
+    std::thread::scope(|threads| {
+        let runs: Vec<_> = (0..2)
+            .map(|index| {
+                threads.spawn(move || {
+                    txgate::worker::set_index(index);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    in_runtime(&runtime, iterations, || through(chain))
+                })
+            })
+            .collect();
+        let took = runs.into_iter().map(|run| run.join().unwrap());
+        took.max().unwrap_or_default()
+    })
 }
 
 criterion_group!(plugin_call, benches);
