@@ -134,6 +134,8 @@ async fn an_operator_finds_a_stuck_saga_by_its_request_id_and_resolves_it_with_a
 
     let search = client.find(Locator::Css("input[name=q]")).await.unwrap();
     search.send_keys("console-1\u{E007}").await.unwrap();
+    // The attention page links the same saga: its results are on the page the search lands on.
+    wait_for_path(client, "/ui/").await;
     // The search finds the saga by its X-Request-ID.
     let link = shown(client, &format!("a[href='/ui/sagas/{id}']")).await;
     link.click().await.unwrap();

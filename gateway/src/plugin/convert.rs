@@ -80,15 +80,17 @@ pub(super) fn changed_call(
         &[&IDEMPOTENCY_KEY, &crate::saga::BACKEND_CONTRACT_HEADERS],
         "the saga call's identity",
     )?;
-    apply_changes(&changes.headers, &mut call.headers)?;
+    let mut edits = Edits::parse(&changes.headers)?;
     if let Some(body) = changes.body {
         if body.len() > body_bytes_max {
             return Err(format!("returned a {}-byte call body", body.len()));
         }
         call.body = Bytes::from(body);
-        call.headers.remove(header::CONTENT_LENGTH);
+        // The gateway frames the new body itself.
+        edits.removed.push(header::CONTENT_LENGTH);
     }
-    check_total(&call.headers)?;
+    edits.check_result(&call.headers)?;
+    edits.apply(&mut call.headers);
     Ok(call)
 }
 
@@ -106,15 +108,6 @@ pub(super) fn header_map(headers: &[wit::Header]) -> Result<HeaderMap, String> {
 fn check_headers(headers: &[wit::Header]) -> Result<(), String> {
     let bytes = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
     within_limits("returned", headers.len(), bytes)
-}
-
-/// The headers after a plugin's edits, within the same limits.
-fn check_total(headers: &HeaderMap) -> Result<(), String> {
-    let bytes = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    within_limits("left", headers.len(), bytes)
 }
 
 fn within_limits(what: &str, count: usize, bytes: usize) -> Result<(), String> {
@@ -193,11 +186,7 @@ impl Edits {
             .map(|(name, value)| name.as_str().len() + value.len())
             .sum();
         let mut gone: Vec<&HeaderName> = Vec::new();
-        for name in self
-            .removed
-            .iter()
-            .chain(self.set.iter().map(|(name, _)| name))
-        {
+        for name in self.names() {
             if gone.contains(&name) {
                 continue;
             }
@@ -216,13 +205,16 @@ impl Edits {
         within_limits("left", count, bytes)
     }
 
+    /// Every name the edits take away before the `set` headers go in: the removed ones, and
+    /// each name `set` replaces.
+    fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        let replaced = self.set.iter().map(|(name, _)| name);
+        self.removed.iter().chain(replaced)
+    }
+
     /// Removals first, then each `set` replaces its name.
     fn apply(self, headers: &mut HeaderMap) {
-        for name in self
-            .removed
-            .iter()
-            .chain(self.set.iter().map(|(name, _)| name))
-        {
+        for name in self.names() {
             headers.remove(name);
         }
         for (name, value) in self.set {

@@ -61,6 +61,22 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// A call waiting for a turn, counted while it waits.
+struct Waiting<'a>(&'a Turns);
+
+impl<'a> Waiting<'a> {
+    fn new(turns: &'a Turns) -> Self {
+        turns.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(turns)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Turns {
     fn try_take(&self) -> Option<Turn<'_>> {
         self.taken
@@ -108,10 +124,10 @@ impl<T: Send> Pool<T> {
         if let Some(turn) = self.turns.try_take() {
             return Some(turn);
         }
-        self.turns.waiting.fetch_add(1, Ordering::SeqCst);
-        let turn = tokio::time::timeout(wait_max, self.turns.wait()).await.ok();
-        self.turns.waiting.fetch_sub(1, Ordering::SeqCst);
-        turn
+        // Counted out by the guard, however the wait ends: given a turn, timed out, or dropped
+        // because the client went away.
+        let _waiting = Waiting::new(&self.turns);
+        tokio::time::timeout(wait_max, self.turns.wait()).await.ok()
     }
 
     /// The most recently used idle instance of worker `worker`, if any (a warm one).
@@ -298,6 +314,20 @@ mod tests {
         turns.pop();
         assert!(waiter.await.unwrap(), "the turn given back went to it");
         assert_eq!(pool.turns.taken.load(Ordering::SeqCst), IN_USE_MAX - 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_while_it_waits_is_no_longer_counted_as_waiting() {
+        let pool: Pool<()> = Pool::new(1);
+        let mut turns = Vec::new();
+        for _ in 0..IN_USE_MAX {
+            turns.push(pool.turn(Duration::ZERO).await.expect("a free turn"));
+        }
+        // The client goes away while its call waits: hyper drops the request's future.
+        let waiting = pool.turn(Duration::from_secs(30));
+        let gone = tokio::time::timeout(Duration::from_millis(20), waiting).await;
+        assert!(gone.is_err(), "no turn was free");
+        assert_eq!(pool.turns.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[test]
