@@ -3,7 +3,10 @@
 #   txgate bare       - a plain route, no plugins
 #   txgate noops      - the same route with three no-op plugins (each implements on-request)
 #   txgate same-work  - the same route with the shipped rate_limit (GCRA on the route, volatile
-#                       state) and add_header plugins
+#                       state) and add_header plugins; add_header declares both of its edits
+#                       reusable (decisions.reuse, reuse-response), so after the first request
+#                       the gateway applies them without calling it, and calls only rate_limit
+#   txgate work-calls - the same with `reuse_decisions = false` on add_header: every hook called
 #   txgate jwt-rs256  - the same route with the shipped jwt_auth plugin verifying an RS256 token
 #                       (as configured by default: a token verified once is remembered, and the
 #                       gateway reuses the plugin's decision for it without a call)
@@ -125,6 +128,12 @@ module = "$WASM2/txgate_plugin_add_header.wasm"
 [plugins.add_header.config]
 name = "x-served-by"
 value = "txgate"
+[plugins.add_header_calls]
+module = "$WASM2/txgate_plugin_add_header.wasm"
+reuse_decisions = false
+[plugins.add_header_calls.config]
+name = "x-served-by"
+value = "txgate"
 CONFIG
   jwt_plugin jwt_rs256 rs256
   jwt_plugin jwt_es256 es256
@@ -133,6 +142,7 @@ CONFIG
   route bare
   route noops '["noop_a", "noop_b", "noop_c"]'
   route work '["rate_limit", "add_header"]'
+  route work-calls '["rate_limit", "add_header_calls"]'
   route jwt-rs256 '["jwt_rs256"]'
   route jwt-es256 '["jwt_es256"]'
   route jwt-rs256-full '["jwt_rs256_full"]'
@@ -162,8 +172,10 @@ wait_port "$ENVOY_JWT_ES_FULL_PORT"
 sleep 1
 curl -sfi "http://127.0.0.1:$ENVOY_WORK_PORT/accounts/alice" | grep -qi '^x-served-by: envoy' ||
   { echo "the Envoy filter is not running; see $work/envoy-work.log" >&2; exit 1; }
-curl -sfi "http://127.0.0.1:$TXGATE_PORT/work/accounts/alice" | grep -qi '^x-served-by: txgate' ||
-  { echo "the txgate plugins are not running; see $work/txgate.log" >&2; exit 1; }
+for route in work work-calls; do
+  curl -sfi "http://127.0.0.1:$TXGATE_PORT/$route/accounts/alice" | grep -qi '^x-served-by: txgate' ||
+    { echo "the txgate plugins are not running; see $work/txgate.log" >&2; exit 1; }
+done
 TOKEN_RS256=$(cat "$work/jwt/token-rs256")
 TOKEN_ES256=$(cat "$work/jwt/token-es256")
 for full in "" -full; do
@@ -176,13 +188,14 @@ jwt_check envoy-jwt-rs256-full "http://127.0.0.1:$ENVOY_JWT_RS_FULL_PORT/echo/jw
 jwt_check envoy-jwt-es256-full "http://127.0.0.1:$ENVOY_JWT_ES_FULL_PORT/echo/jwt" "$TOKEN_ES256"
 
 JWT_TARGETS="jwt-rs256 jwt-es256 jwt-rs256-full jwt-es256-full"
-TXGATE_TARGETS="txgate-bare txgate-noops txgate-work ${JWT_TARGETS//jwt-/txgate-jwt-}"
+TXGATE_TARGETS="txgate-bare txgate-noops txgate-work txgate-work-calls ${JWT_TARGETS//jwt-/txgate-jwt-}"
 ENVOY_TARGETS="envoy-bare envoy-work ${JWT_TARGETS//jwt-/envoy-jwt-}"
 TARGETS="$TXGATE_TARGETS $ENVOY_TARGETS"
 declare -A URL=(
   [txgate-bare]="http://127.0.0.1:$TXGATE_PORT/bare/accounts/alice"
   [txgate-noops]="http://127.0.0.1:$TXGATE_PORT/noops/accounts/alice"
   [txgate-work]="http://127.0.0.1:$TXGATE_PORT/work/accounts/alice"
+  [txgate-work-calls]="http://127.0.0.1:$TXGATE_PORT/work-calls/accounts/alice"
   [txgate-jwt-rs256]="http://127.0.0.1:$TXGATE_PORT/jwt-rs256/accounts/alice"
   [txgate-jwt-es256]="http://127.0.0.1:$TXGATE_PORT/jwt-es256/accounts/alice"
   [envoy-bare]="http://127.0.0.1:$ENVOY_BARE_PORT/accounts/alice"
@@ -294,9 +307,10 @@ jwt_lines() {
   echo "- proxy CPU the $alg check adds per request ($how): txgate $(added_rounds "txgate-jwt-$name" txgate-bare), Envoy $(added_rounds "envoy-jwt-$name" envoy-bare)"
 }
 
-# The rounds' CPU added by the rate limit and header work, for their ratio.
+# work_added_ratio TARGET: the rounds' CPU added by the rate limit and header work in Envoy over
+# what it adds in TARGET (txgate-work or txgate-work-calls), and their median.
 work_added_ratio() {
-  local -a t=($(per_round added txgate-work txgate-bare | cut -d' ' -f2- | tr -d ,))
+  local -a t=($(per_round added "$1" txgate-bare | cut -d' ' -f2- | tr -d ,))
   local -a e=($(per_round added envoy-work envoy-bare | cut -d' ' -f2- | tr -d ,))
   local values=() i
   for i in "${!t[@]}"; do
@@ -325,7 +339,10 @@ work_added_ratio() {
   echo "- $(ratio_of envoy-work envoy-bare "envoy, rate limit + header filter / bare") (the same work in Envoy, measured in this run)"
   echo "- $(ratio_line "txgate with plugins / envoy with filter, req/s" "$(med txgate-work)" "$(med envoy-work)" | bold_ratio)"
   echo "- proxy CPU the rate limit + header work adds per request: txgate $(added_rounds txgate-work txgate-bare), Envoy $(added_rounds envoy-work envoy-bare)"
-  echo "- envoy / txgate, proxy CPU added by rate limit + header: $(work_added_ratio) (goal: 2 or more, txgate's added CPU at most half of Envoy's)"
+  echo "- envoy / txgate, proxy CPU added by rate limit + header: $(work_added_ratio txgate-work) (goal: 2 or more, txgate's added CPU at most half of Envoy's)"
+  echo "- $(ratio_of txgate-work-calls txgate-bare "txgate, rate limit + header / bare, every hook called") (\`reuse_decisions = false\` on add_header)"
+  echo "- proxy CPU the rate limit + header work adds per request, every hook called: txgate $(added_rounds txgate-work-calls txgate-bare)"
+  echo "- envoy / txgate, proxy CPU added by rate limit + header, every hook called: $(work_added_ratio txgate-work-calls)"
   jwt_lines RS256
   jwt_lines ES256
   jwt_lines RS256 -full

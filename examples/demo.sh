@@ -76,6 +76,10 @@ for n in 1 2 3 4 5 6; do
 done
 run "curl -s -i http://127.0.0.1:8080/bank-a/accounts -H 'X-Client-ID: demo-reader' | grep -iE '^(HTTP|retry-after|ratelimit)'"
 
+say "served_by's headers depend on its config alone, and it says so (decisions.reuse and"
+say "reuse-response): the gateway called it once each way and added its headers itself since:"
+run "curl -s -H 'Authorization: Bearer demo-auditor-0123456789' http://127.0.0.1:9080/metrics | grep -E '^txgate_plugin_(calls_total|decisions_reused_total)\\{plugin=\"served_by\",hook=\"on-(request|response)\"'"
+
 say "The book-reading routes are GET-only: a write to a bank through them is refused (405):"
 run "curl -s -X POST http://127.0.0.1:8080/bank-b/credit -H 'Idempotency-Key: forged' -d '{\"account\":\"carol\",\"amount\":1000}'"
 

@@ -6,7 +6,10 @@
 //! - `chain/three_noops`: `on-request` and `on-response` through a route of three no-op plugins,
 //!   the per-request plugin work of the pipeline;
 //! - `chain/rate_limit_add_header`: the same through the shipped `rate_limit` and `add_header`,
-//!   the work `bench/plugins.sh` compares with Envoy's proxy-wasm filter;
+//!   the work `bench/plugins.sh` compares with Envoy's proxy-wasm filter (`add_header` declares
+//!   its edits reusable, so after the first request only `rate_limit` is called);
+//! - `chain/rate_limit_add_header_calls`: the same with `reuse_decisions = false` on
+//!   `add_header`, so that every hook is called;
 //! - `.../two_workers`: each chain on two workers at once (threads with their own runtimes), the
 //!   time per request on one of them: what running both at once costs, in what the workers share
 //!   (the store's keys, the call metrics) and in what the machine's cores share.
@@ -65,13 +68,17 @@ fn load(dir: &tempfile::TempDir, store: Arc<dyn Store>) -> PluginSet {
         "[plugins.rate_limit]\nmodule = {}\nstate = \"volatile\"\n\
          [plugins.rate_limit.config]\nkey = \"route\"\nper_second = 1000000000\nburst = 1000000000\n\
          [plugins.add_header]\nmodule = {}\n\
-         [plugins.add_header.config]\nname = \"x-served-by\"\nvalue = \"txgate\"\n",
+         [plugins.add_header.config]\nname = \"x-served-by\"\nvalue = \"txgate\"\n\
+         [plugins.add_header_calls]\nmodule = {}\nreuse_decisions = false\n\
+         [plugins.add_header_calls.config]\nname = \"x-served-by\"\nvalue = \"txgate\"\n",
         module("txgate_plugin_rate_limit.wasm"),
+        module("txgate_plugin_add_header.wasm"),
         module("txgate_plugin_add_header.wasm"),
     ));
     text.push_str("[upstreams.u]\nurl = \"http://127.0.0.1:9\"\n");
     text.push_str("[[routes]]\nname = \"three\"\npath = \"/\"\nupstream = \"u\"\nplugins = [\"a\", \"b\", \"c\"]\n");
     text.push_str("[[routes]]\nname = \"work\"\npath = \"/work\"\nupstream = \"u\"\nplugins = [\"rate_limit\", \"add_header\"]\n");
+    text.push_str("[[routes]]\nname = \"work_calls\"\npath = \"/work-calls\"\nupstream = \"u\"\nplugins = [\"rate_limit\", \"add_header_calls\"]\n");
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, text).unwrap();
     let config = txgate::config::load(&path).unwrap();
@@ -178,6 +185,7 @@ fn benches(c: &mut Criterion) {
     for (name, route) in [
         ("chain/three_noops", "three"),
         ("chain/rate_limit_add_header", "work"),
+        ("chain/rate_limit_add_header_calls", "work_calls"),
     ] {
         let chain = Chain::new(set.chain(route).unwrap().clone(), 1 << 20);
         c.bench_function(name, |b| {

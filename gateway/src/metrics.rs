@@ -42,11 +42,6 @@ struct PluginHook {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginLabel {
-    plugin: Name,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginKind {
     plugin: Name,
     kind: &'static str,
@@ -94,7 +89,7 @@ pub struct Metrics {
     plugin_calls: Family<PluginHook, Counter>,
     plugin_errors: Family<PluginKind, Counter>,
     plugin_duration: HistogramFamily<PluginHook>,
-    plugin_decisions_reused: Family<PluginLabel, Counter>,
+    plugin_decisions_reused: Family<PluginHook, Counter>,
     audit_events: Family<PluginEvent, Counter>,
     audit_series: std::sync::atomic::AtomicUsize,
     audit_dropped: Family<ReasonLabel, Counter>,
@@ -184,7 +179,7 @@ impl Metrics {
         );
         registry.register(
             prefix("plugin_decisions_reused"),
-            "on-request decisions given again without calling the plugin (decisions.reuse)",
+            "Decisions given again without calling the plugin (decisions.reuse, reuse-response)",
             plugin_decisions_reused.clone(),
         );
         registry.register(prefix("sagas"), "Sagas finished, by outcome", sagas.clone());
@@ -321,10 +316,11 @@ impl Metrics {
         (calls, duration)
     }
 
-    /// The counter of one plugin's reused decisions, resolved once.
-    pub fn plugin_decisions_reused(&self, plugin: &Name) -> Counter {
-        let labels = PluginLabel {
+    /// The counter of one plugin hook's reused decisions, resolved once.
+    pub fn plugin_decisions_reused(&self, plugin: &Name, hook: &'static str) -> Counter {
+        let labels = PluginHook {
             plugin: plugin.clone(),
+            hook,
         };
         self.plugin_decisions_reused.get_or_create(&labels).clone()
     }

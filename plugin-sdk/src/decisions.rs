@@ -1,14 +1,17 @@
 //! Decisions the gateway may reuse (`txgate:plugin@0.2.2`). A plugin whose `on_request` decision
-//! to continue depends only on its config, the route and a few request headers says so, and the
-//! gateway applies the same header changes to later requests of the route with the same values
-//! of those headers, without calling the plugin: an identity check that reads only the
-//! `authorization` header then costs a lookup in the gateway for a token it has already let
-//! through.
+//! to continue depends only on its config, the route and a few request headers says so
+//! ([`reuse`]), and the gateway applies the same header changes to later requests of the route
+//! with the same values of those headers, without calling the plugin: an identity check that
+//! reads only the `authorization` header then costs a lookup in the gateway for a token it has
+//! already let through. Since 0.2.3, [`reuse_response`] says the same of the changes an
+//! `on_response` call returns when they do not depend on the response (a header every response
+//! gets, an origin echoed from a request header).
 //!
 //! Declare only what holds. A reused decision is given as it was returned: nothing else the
-//! call did (key-value writes, logs) happens again. The gateway ignores the declaration when the
-//! call answers the request, fails or emits an audit event, and in any hook but `on_request`. A
-//! reload forgets every reused decision.
+//! call did (key-value writes, logs) happens again. The gateway ignores [`reuse`] when the call
+//! answers the request, fails or emits an audit event, and in any hook but `on_request`; it
+//! ignores [`reuse_response`] when the call fails, emits an audit event or returns a new body,
+//! and in any hook but `on_response`. A reload forgets every reused decision.
 
 #[cfg(target_arch = "wasm32")]
 use crate::guest::bindings::txgate::plugin as wit;
@@ -61,6 +64,26 @@ pub fn reuse(vary: &[&str], ttl_ms: u64) -> Result<(), ReuseError> {
     }
 }
 
+/// Declares, in `on_response`, that the changes this call returns depend only on the plugin's
+/// config, the route and the request headers named in `vary` (as the request went upstream),
+/// not on the response, and stay right for `ttl_ms`. Since `txgate:plugin@0.2.3`.
+pub fn reuse_response(vary: &[&str], ttl_ms: u64) -> Result<(), ReuseError> {
+    check(vary, ttl_ms)?;
+    #[cfg(target_arch = "wasm32")]
+    {
+        let vary: Vec<String> = vary.iter().map(|name| name.to_string()).collect();
+        wit::decisions::reuse_response(&vary, ttl_ms).map_err(|error| match error {
+            wit::decisions::ReuseError::InvalidVary => ReuseError::InvalidVary,
+            wit::decisions::ReuseError::InvalidTtl => ReuseError::InvalidTtl,
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::with_host(|host| host.declare_reuse_response(vary, ttl_ms));
+        Ok(())
+    }
+}
+
 /// The gateway's rules, checked here too so a plugin's unit tests see the same refusals.
 fn check(vary: &[&str], ttl_ms: u64) -> Result<(), ReuseError> {
     if ttl_ms == 0 || ttl_ms > TTL_MS_MAX {
@@ -97,5 +120,10 @@ mod tests {
             reuse(&["authorization"], TTL_MS_MAX + 1),
             Err(ReuseError::InvalidTtl)
         );
+        assert_eq!(
+            reuse_response(&["Origin"], 1000),
+            Err(ReuseError::InvalidVary)
+        );
+        assert_eq!(reuse_response(&[], 0), Err(ReuseError::InvalidTtl));
     }
 }

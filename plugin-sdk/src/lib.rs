@@ -30,8 +30,8 @@
 //!   to change ([`HeaderChanges`], [`ResponseChanges`], [`CallChanges`]) or an answer
 //!   ([`Response`]).
 //! - The host's offer is in [`kv`], [`clock`], [`random`], [`log`], [`config`], [`process`]
-//!   and [`audit`]; [`decisions`] lets the gateway reuse an `on_request` decision that depends
-//!   only on a few request headers. There is nothing else: no files, sockets or environment.
+//!   and [`audit`]; [`decisions`] lets the gateway reuse an `on_request` decision, or `on_response`
+//!   changes, that depend only on a few request headers. There is nothing else: no files, sockets or environment.
 //! - [`testing::Harness`] runs your hooks natively, with a fake host (an in-memory key-value store
 //!   and a settable clock), so plain `cargo test` tests your plugin.
 

@@ -89,6 +89,7 @@ pub(crate) struct FakeHost {
     logs: Vec<(Level, String)>,
     audit: Vec<(String, serde_json::Value)>,
     reuse: Vec<(Vec<String>, u64)>,
+    reuse_response: Vec<(Vec<String>, u64)>,
     boot: u64,
     seed: u64,
 }
@@ -254,6 +255,11 @@ impl FakeHost {
         self.reuse.push((vary, ttl_ms));
     }
 
+    pub(crate) fn declare_reuse_response(&mut self, vary: &[&str], ttl_ms: u64) {
+        let vary = vary.iter().map(|name| name.to_string()).collect();
+        self.reuse_response.push((vary, ttl_ms));
+    }
+
     pub(crate) fn config_json(&self) -> String {
         self.config.clone()
     }
@@ -289,6 +295,7 @@ impl Harness {
             logs: Vec::new(),
             audit: Vec::new(),
             reuse: Vec::new(),
+            reuse_response: Vec::new(),
             boot: 1,
             seed: 0x9E37_79B9_7F4A_7C15,
         };
@@ -319,6 +326,11 @@ impl Harness {
     /// header names and time in milliseconds.
     pub fn reuse_declared(&self) -> Vec<(Vec<String>, u64)> {
         self.host.borrow().reuse.clone()
+    }
+
+    /// The same for `on_response` changes (`decisions::reuse_response`).
+    pub fn response_reuse_declared(&self) -> Vec<(Vec<String>, u64)> {
+        self.host.borrow().reuse_response.clone()
     }
 
     /// Sets the wall clock.

@@ -180,7 +180,7 @@ plugins = ["legacy"]
     let said = |stderr: &str| {
         stderr.contains("plugins.legacy.module")
             && stderr.contains("built for the old plugin ABI txgate:plugin@0.1.0")
-            && stderr.contains("txgate:plugin@0.2.2")
+            && stderr.contains("txgate:plugin@0.2.3")
     };
     let (ok, _, stderr) = check(&config);
     assert!(!ok, "check must fail");

@@ -46,31 +46,37 @@ async fn problem_type(response: reqwest::Response) -> String {
 #[tokio::test]
 async fn example_plugin_adds_its_header_both_ways() {
     // Proves the SDK's example plugin runs in a real gateway: its config reaches it, and its
-    // header reaches the upstream and the client.
+    // header reaches the upstream and the client. Both edits depend on its config alone and it
+    // says so (decisions.reuse, reuse-response): later requests get them without a call.
     let bank = Bank::start(&[]).await;
     let settings = "[plugins.tag.config]\nname = \"x-served-by\"\nvalue = \"edge-7\"";
     let gateway = GatewayBuilder::new(route_with(&bank, "tag", wasm::ADD_HEADER, settings))
         .start()
         .await;
-    let response = client()
-        .get(gateway.url("/guarded/echo"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-served-by"], "edge-7");
-    let echo: Value = response.json().await.unwrap();
-    assert_eq!(echo["headers"]["x-served-by"][0], "edge-7");
-    let calls = gateway
-        .metric("txgate_plugin_calls_total{plugin=\"tag\",hook=\"on-request\"}")
-        .await;
-    assert_eq!(calls, 1.0);
+    for _ in 0..3 {
+        let response = client()
+            .get(gateway.url("/guarded/echo"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-served-by"], "edge-7");
+        let echo: Value = response.json().await.unwrap();
+        assert_eq!(echo["headers"]["x-served-by"][0], "edge-7");
+    }
+    for hook in ["on-request", "on-response"] {
+        let calls = format!("txgate_plugin_calls_total{{plugin=\"tag\",hook=\"{hook}\"}}");
+        assert_eq!(gateway.metric(&calls).await, 1.0, "{hook}: called once");
+        let reused =
+            format!("txgate_plugin_decisions_reused_total{{plugin=\"tag\",hook=\"{hook}\"}}");
+        assert_eq!(gateway.metric(&reused).await, 2.0, "{hook}: reused twice");
+    }
 }
 
 #[tokio::test]
 async fn a_plugin_built_for_abi_0_2_0_runs_unchanged_on_this_gateway() {
     // Proves the ABI's minor step is compatible: a component built against the released
-    // txgate:plugin@0.2.0 WIT loads on a gateway running 0.2.2 and its hook runs.
+    // txgate:plugin@0.2.0 WIT loads on a gateway running 0.2.3 and its hook runs.
     let bank = Bank::start(&[]).await;
     let gateway = GatewayBuilder::new(route_with(&bank, "released", wasm::ABI_0_2_0, ""))
         .start()
@@ -93,10 +99,10 @@ async fn a_reused_instance_serves_a_thousand_requests_without_running_out_of_han
     // it three handles (the request to on-request; the request and the response to
     // on-response). An instance holds at most 1,024 handles, so a handle kept per call would
     // fail this within a few hundred requests.
+    // add_header declares its edits reusable: turned off here, so every request calls it.
     let bank = Bank::start(&[]).await;
-    let gateway = GatewayBuilder::new(route_with(&bank, "tag", wasm::ADD_HEADER, ""))
-        .start()
-        .await;
+    let config = route_with(&bank, "tag", wasm::ADD_HEADER, "reuse_decisions = false");
+    let gateway = GatewayBuilder::new(config).start().await;
     let client = client();
     for n in 0..1000 {
         let response = client

@@ -268,6 +268,11 @@ pub struct PluginConfig {
     /// Reused or fresh instances.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Whether the gateway may reuse the decisions the plugin declares reusable
+    /// (`decisions.reuse`, `reuse-response`); false calls it on every request, whatever it
+    /// declares.
+    #[serde(default = "defaults::reuse_decisions")]
+    pub reuse_decisions: bool,
     /// Keys the plugin may hold (durable and volatile each).
     #[serde(default = "defaults::kv_keys_max")]
     pub kv_keys_max: u64,
@@ -411,6 +416,9 @@ mod defaults {
     }
     pub(super) fn memory_limit_bytes() -> u64 {
         16 * 1_048_576
+    }
+    pub(super) fn reuse_decisions() -> bool {
+        true
     }
     pub(super) fn kv_keys_max() -> u64 {
         1_000_000

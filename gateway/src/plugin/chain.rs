@@ -16,7 +16,7 @@ use super::bindings::txgate::plugin::types as wit;
 use super::convert;
 use super::failure::{Failure, FailureKind};
 use super::instance::{Hook, LoadedPlugin, Outcome};
-use super::reuse::Reusable;
+use super::reuse::{Reusable, Reuse};
 use super::scope::RequestScope;
 use super::view::{
     self, AnswerView, CallView, RequestFacts, RequestView, ResponseFacts, ResponseView,
@@ -79,7 +79,7 @@ impl Chain {
         scope: &Arc<RequestScope>,
     ) -> Result<RequestStep, Error> {
         for (index, plugin) in self.plugins.iter().enumerate() {
-            if let Some(changes) = plugin.reused(request) {
+            if let Some(changes) = plugin.decisions().requests.find(request) {
                 apply(plugin, &changes, request)?;
                 continue;
             }
@@ -105,7 +105,7 @@ impl Chain {
                     if apply(plugin, &changes, request)?
                         && let Some(reusable) = reusable
                     {
-                        plugin.remember(reusable, &changes);
+                        plugin.decisions().requests.remember(reusable, &changes);
                     }
                 }
                 Outcome::Done((wit::RequestDecision::Respond(answer), _)) => {
@@ -143,30 +143,23 @@ impl Chain {
             if plugin.skips(Hook::OnResponse) {
                 continue;
             }
-            // Dropped with the call: the response is then changed in place, not copied.
-            let input = (request.clone(), current.clone());
-            let outcome = plugin
-                .call(
-                    Hook::OnResponse,
-                    &input,
-                    Some(scope),
-                    |guest, store, (request, response)| {
-                        Box::pin(async move {
-                            let request = view::lend(store, RequestView(request.clone()))?;
-                            let response = view::lend(store, ResponseView(response.clone()))?;
-                            guest.call_on_response(store, request, response).await
-                        })
-                    },
-                )
-                .await;
-            drop(input);
-            match outcome {
-                Outcome::Done(changes) => {
-                    let response = Arc::make_mut(&mut current);
-                    if let Err(detail) =
-                        convert::change_response(changes, response, self.body_bytes_max)
+            if let Some(changes) = plugin.decisions().responses.find(request) {
+                let changes = wit::ResponseChanges::clone(&changes);
+                change(plugin, changes, &mut current, self.body_bytes_max)?;
+                continue;
+            }
+            match call_on_response(plugin, request, &current, scope).await {
+                Outcome::Done((changes, reuse)) => {
+                    // A new body is never remembered: 1,024 of them could each be as large
+                    // as a response may be.
+                    let reusable = reuse
+                        .filter(|_| changes.body.is_none())
+                        .and_then(|reuse| Reusable::new(request, reuse))
+                        .map(|reusable| (reusable, changes.clone()));
+                    if change(plugin, changes, &mut current, self.body_bytes_max)?
+                        && let Some((reusable, changes)) = reusable
                     {
-                        policy(plugin.output_failure::<()>(detail))?;
+                        plugin.decisions().responses.remember(reusable, &changes);
                     }
                 }
                 Outcome::Skipped => {}
@@ -311,6 +304,50 @@ fn apply(
     }
     let headers = &mut Arc::make_mut(request).headers;
     match convert::apply_changes(changes, headers) {
+        Ok(()) => Ok(true),
+        Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
+    }
+}
+
+/// One plugin's `on-response` call on `response`, with what it declared reusable.
+async fn call_on_response(
+    plugin: &LoadedPlugin,
+    request: &Arc<RequestFacts>,
+    response: &Arc<ResponseFacts>,
+    scope: &Arc<RequestScope>,
+) -> Outcome<(wit::ResponseChanges, Option<Reuse>)> {
+    // Dropped with the call: the response is then changed in place, not copied.
+    let input = (request.clone(), response.clone());
+    plugin
+        .call(
+            Hook::OnResponse,
+            &input,
+            Some(scope),
+            |guest, store, (request, response)| {
+                Box::pin(async move {
+                    let request = view::lend(store, RequestView(request.clone()))?;
+                    let response = view::lend(store, ResponseView(response.clone()))?;
+                    let changes = guest
+                        .call_on_response(&mut *store, request, response)
+                        .await?;
+                    let reuse = store.data_mut().take_reuse_response();
+                    Ok(changes.map(|changes| (changes, reuse)))
+                })
+            },
+        )
+        .await
+}
+
+/// Applies a plugin's changes to the response, checked whole first; a change the gateway
+/// refuses is the plugin's failure, handled by its `on_error`. Returns whether it applied.
+fn change(
+    plugin: &LoadedPlugin,
+    changes: wit::ResponseChanges,
+    response: &mut Arc<ResponseFacts>,
+    body_bytes_max: usize,
+) -> Result<bool, Error> {
+    let response = Arc::make_mut(response);
+    match convert::change_response(changes, response, body_bytes_max) {
         Ok(()) => Ok(true),
         Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
     }

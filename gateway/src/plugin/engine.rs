@@ -25,8 +25,8 @@ pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The hooks' export, up to its version.
 const HOOKS_EXPORT: &str = "txgate:plugin/hooks@";
 /// The plugin ABI this gateway runs (`plugin-sdk/wit/plugin.wit`).
-const ABI_VERSION: &str = "0.2.2";
-/// The oldest ABI this gateway still runs: 0.2.1 and 0.2.2 only added host functions, so a
+const ABI_VERSION: &str = "0.2.3";
+/// The oldest ABI this gateway still runs: 0.2.1 to 0.2.3 only added host functions, so a
 /// component built for 0.2.0 links against them unchanged (wasmtime matches semver-compatible names).
 const ABI_OLDEST: &str = "0.2.0";
 

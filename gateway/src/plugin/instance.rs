@@ -27,10 +27,9 @@ use super::bindings::txgate::plugin::types::{self as wit, HookError};
 use super::bindings::{Plugin, PluginPre};
 use super::failure::{Failure, FailureKind};
 use super::pool::{IN_USE_MAX, Pool, Trim, Trimmer};
-use super::reuse::{Reusable, Reused};
+use super::reuse::Decisions;
 use super::scope::RequestScope;
 use super::state::{Breach, HostState, PluginShared, thread_cpu};
-use super::view::RequestFacts;
 use crate::config::{Isolation, OnError};
 use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
@@ -126,9 +125,8 @@ pub struct LoadedPlugin {
     /// The hooks the plugin implements, from its `hooks` export, asked once.
     implemented: OnceLock<[bool; 5]>,
     hook_metrics: [(Counter, Histogram); 5],
-    /// `on-request` decisions the plugin declared reusable.
-    reused: Reused,
-    reused_count: Counter,
+    /// What the plugin declared reusable.
+    decisions: Decisions,
     metrics: Arc<Metrics>,
 }
 
@@ -162,8 +160,7 @@ impl LoadedPlugin {
             pool,
             implemented: OnceLock::new(),
             hook_metrics: HOOKS.map(|hook| metrics.plugin_hook(&shared.name, hook.name())),
-            reused: Reused::default(),
-            reused_count: metrics.plugin_decisions_reused(&shared.name),
+            decisions: Decisions::new(&metrics, &shared.name),
             metrics,
         }
     }
@@ -180,17 +177,9 @@ impl LoadedPlugin {
             .is_some_and(|implemented| !implemented[hook as usize])
     }
 
-    /// The header changes of an `on-request` decision the plugin declared reusable for a
-    /// request like this one, if one holds: the plugin is not called.
-    pub(super) fn reused(&self, request: &RequestFacts) -> Option<Arc<wit::HeaderChanges>> {
-        let changes = self.reused.find(request)?;
-        self.reused_count.inc();
-        Some(changes)
-    }
-
-    /// Remembers an `on-request` call's changes for the requests `reusable` names.
-    pub(super) fn remember(&self, reusable: Reusable, changes: &wit::HeaderChanges) {
-        self.reused.remember(reusable, changes);
+    /// The decisions the plugin declared reusable (`decisions.reuse`, `reuse-response`).
+    pub(super) fn decisions(&self) -> &Decisions {
+        &self.decisions
     }
 
     /// Runs one hook call on a pooled (or new) instance, within the plugin's limits. `scope` is
@@ -364,6 +353,7 @@ impl LoadedPlugin {
         data.breach = Breach::None;
         data.audit_emitted = 0;
         data.reuse = None;
+        data.reuse_response = None;
         let started = data.call.started;
         store.set_epoch_deadline(1);
         started

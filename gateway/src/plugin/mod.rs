@@ -1,7 +1,7 @@
 //! The WebAssembly plugin runtime: sandboxed, hot-reloadable, measured.
 //!
 //! A plugin is a component implementing the WIT world in `plugin-sdk/wit/plugin.wit`
-//! (`txgate:plugin@0.2.2`; a component built for an older 0.2 version links unchanged, one built for another version is refused at load). One
+//! (`txgate:plugin@0.2.3`; a component built for an older 0.2 version links unchanged, one built for another version is refused at load). One
 //! wasmtime `Engine` compiles every component once, at load (`engine.rs`), and keeps the compiled
 //! artifact in the store's directory, so a restart or a reload loads it instead of compiling
 //! again (`compiled.rs`); each plugin keeps an `InstancePre` and a pool of live instances per
@@ -33,9 +33,10 @@
 //! with the rest of the new config, before that version goes live (`version.rs`); a request
 //! keeps the version it started with.
 //!
-//! **Reused decisions.** A plugin may declare that its `on-request` decision depends only on a
-//! few request headers (`decisions.reuse`); the gateway then gives later requests with the same
-//! values the same header changes without calling it (`reuse.rs`).
+//! **Reused decisions.** A plugin may declare that its `on-request` decision, or its
+//! `on-response` changes, depend only on a few request headers (`decisions.reuse`,
+//! `reuse-response`); the gateway then gives later requests with the same values the same
+//! changes without calling it (`reuse.rs`).
 //!
 //! **Requests.** Request hooks run inside a [`RequestScope`]: the keys the plugins `hold` for
 //! the request are released when it ends, however it ends.

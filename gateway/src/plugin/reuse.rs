@@ -1,7 +1,9 @@
 //! Decisions the gateway reuses (`txgate:plugin/decisions`, since 0.2.2). A plugin declares,
 //! during `on-request`, that the `continue` it returns depends only on its config, the route and
 //! the values of a few request headers, for a while; a later request of the route with the same
-//! values gets the same header changes without a call.
+//! values gets the same header changes without a call. Since 0.2.3 the same holds for the
+//! changes an `on-response` call returns, when they do not depend on the response (a header
+//! every response gets): each hook keeps its own map, of the changes it returns.
 //!
 //! Why: an identity check reads one header, and a client sends the same token for minutes. The
 //! plugin can remember the tokens it verified, but a call into it still costs microseconds (the
@@ -21,9 +23,12 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::HeaderName;
+use prometheus_client::metrics::counter::Counter;
 
 use super::bindings::txgate::plugin::types as wit;
 use super::view::RequestFacts;
+use crate::metrics::Metrics;
+use crate::metrics::Name;
 
 /// Decisions one plugin version keeps.
 const ENTRIES_MAX: usize = 1024;
@@ -54,25 +59,56 @@ impl Reusable {
     }
 }
 
-struct Entry {
-    changes: Arc<wit::HeaderChanges>,
+struct Entry<C> {
+    changes: Arc<C>,
     until: Instant,
 }
 
-/// One plugin version's reusable `on-request` decisions.
-#[derive(Default)]
-pub(super) struct Reused {
+/// One plugin version's reusable decisions, of both hooks that may declare them.
+pub(super) struct Decisions {
+    /// `on-request` decisions to continue: their header changes.
+    pub requests: Reused<wit::HeaderChanges>,
+    /// `on-response` changes.
+    pub responses: Reused<wit::ResponseChanges>,
+}
+
+impl Decisions {
+    /// Empty, counted in `metrics` under `plugin`.
+    pub(super) fn new(metrics: &Metrics, plugin: &Name) -> Self {
+        let reused = |hook| metrics.plugin_decisions_reused(plugin, hook);
+        Self {
+            requests: Reused::new(reused("on-request")),
+            responses: Reused::new(reused("on-response")),
+        }
+    }
+}
+
+/// One plugin version's reusable decisions of one hook: the changes `C` it returned.
+pub(super) struct Reused<C> {
     /// Whether the plugin ever declared a decision reusable: most never do, and their calls
     /// then pay one load here, not a lock.
     declared: AtomicBool,
     /// The header names the plugin last declared: later requests are looked up by them.
     vary: RwLock<Option<Arc<[HeaderName]>>>,
-    entries: DashMap<Box<[u8]>, Entry>,
+    entries: DashMap<Box<[u8]>, Entry<C>>,
+    /// Decisions given again.
+    reused: Counter,
 }
 
-impl Reused {
-    /// The changes remembered for `request`, if a decision for the same header values holds.
-    pub(super) fn find(&self, request: &RequestFacts) -> Option<Arc<wit::HeaderChanges>> {
+impl<C: Clone> Reused<C> {
+    /// Empty; each decision given again counts in `reused`.
+    pub(super) fn new(reused: Counter) -> Self {
+        Self {
+            declared: AtomicBool::new(false),
+            vary: RwLock::new(None),
+            entries: DashMap::new(),
+            reused,
+        }
+    }
+
+    /// The changes remembered for `request`, if a decision for the same header values holds:
+    /// the plugin is not called.
+    pub(super) fn find(&self, request: &RequestFacts) -> Option<Arc<C>> {
         if !self.declared.load(Ordering::Relaxed) {
             return None;
         }
@@ -81,11 +117,13 @@ impl Reused {
             key(request, vary.as_deref()?)?
         };
         let entry = self.entries.get(&key)?;
-        (Instant::now() < entry.until).then(|| entry.changes.clone())
+        let changes = (Instant::now() < entry.until).then(|| entry.changes.clone())?;
+        self.reused.inc();
+        Some(changes)
     }
 
     /// Remembers `changes` for requests with the key of `reusable`, for as long as it says.
-    pub(super) fn remember(&self, reusable: Reusable, changes: &wit::HeaderChanges) {
+    pub(super) fn remember(&self, reusable: Reusable, changes: &C) {
         let Reusable { key, reuse } = reusable;
         let now = Instant::now();
         {
@@ -153,6 +191,8 @@ mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
 
+    type Remembered = Reused<wit::HeaderChanges>;
+
     fn vary(names: &[&'static str]) -> Reuse {
         Reuse {
             vary: names.iter().map(|n| HeaderName::from_static(n)).collect(),
@@ -160,7 +200,12 @@ mod tests {
         }
     }
 
-    fn keep(reused: &Reused, request: &RequestFacts, reuse: Reuse, changes: &wit::HeaderChanges) {
+    fn keep(
+        reused: &Remembered,
+        request: &RequestFacts,
+        reuse: Reuse,
+        changes: &wit::HeaderChanges,
+    ) {
         let reusable = Reusable::new(request, reuse).expect("a key");
         reused.remember(reusable, changes);
     }
@@ -198,8 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_given_again_is_counted() {
+        let alice = request("pay", &[("authorization", "Bearer a")]);
+        let count = Counter::default();
+        let reused = Remembered::new(count.clone());
+        keep(&reused, &alice, vary(&["authorization"]), &changes("alice"));
+        assert!(reused.find(&alice).is_some());
+        assert!(reused.find(&request("pay", &[])).is_none());
+        assert_eq!(count.get(), 1, "one decision given again, one miss");
+    }
+
+    #[test]
     fn only_the_same_route_and_header_values_share_a_decision() {
-        let reused = Reused::default();
+        let reused = Remembered::new(Counter::default());
         let alice = request("pay", &[("authorization", "Bearer a"), ("x-other", "1")]);
         keep(&reused, &alice, vary(&["authorization"]), &changes("alice"));
         let again = request("pay", &[("authorization", "Bearer a"), ("x-other", "2")]);
@@ -228,7 +284,7 @@ mod tests {
 
     #[test]
     fn values_of_other_names_never_match() {
-        let reused = Reused::default();
+        let reused = Remembered::new(Counter::default());
         keep(
             &reused,
             &request("pay", &[("authorization", "t")]),
@@ -255,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_decision_expires_and_the_map_is_bounded() {
-        let reused = Reused::default();
+        let reused = Remembered::new(Counter::default());
         let short = Reuse {
             ttl: Duration::ZERO,
             ..vary(&["authorization"])

@@ -252,6 +252,7 @@ fn compile_one(
         boot_id: env.boot_id.clone(),
         audit: env.audit.clone(),
         namespace: name.into(),
+        reuse_decisions: plugin.reuse_decisions,
     });
     let limits = Limits {
         on_error: plugin.on_error,

@@ -39,6 +39,9 @@ pub struct PluginShared {
     pub audit: Arc<AuditLog>,
     /// The key-value namespace: the plugin's name.
     pub namespace: Arc<str>,
+    /// Whether its declared decisions may be reused (`reuse_decisions`); when not, a
+    /// declaration is accepted and dropped.
+    pub reuse_decisions: bool,
 }
 
 /// The time budget of the hook call under way: the plugin's own execution, not the time it
@@ -156,6 +159,9 @@ pub struct HostState {
     pub audit_emitted: u32,
     /// What the current call declared reusable (`decisions.reuse`).
     pub(crate) reuse: Option<Reuse>,
+    /// What the current call declared reusable of its response changes
+    /// (`decisions.reuse-response`).
+    pub(crate) reuse_response: Option<Reuse>,
     /// The last message the plugin logged at error level (cut to the log's limit): a plugin
     /// that refuses its config logs why, then traps, and the refusal quotes it.
     pub last_error: Option<String>,
@@ -181,6 +187,7 @@ impl HostState {
             breach: Breach::None,
             audit_emitted: 0,
             reuse: None,
+            reuse_response: None,
             last_error: None,
         }
     }
@@ -191,6 +198,12 @@ impl HostState {
     /// event, which a reused decision would not emit again.
     pub(super) fn take_reuse(&mut self) -> Option<Reuse> {
         let reuse = self.reuse.take();
+        reuse.filter(|_| self.audit_emitted == 0)
+    }
+
+    /// The same for the response changes of an `on-response` call.
+    pub(super) fn take_reuse_response(&mut self) -> Option<Reuse> {
+        let reuse = self.reuse_response.take();
         reuse.filter(|_| self.audit_emitted == 0)
     }
 }

@@ -10,11 +10,16 @@
 //! name = "x-served-by"      # default "x-txgate-plugin"
 //! value = "txgate"          # default "add-header"
 //! ```
+//!
+//! Both headers depend on the config alone, so the plugin tells the gateway it may reuse both
+//! (`decisions::reuse` and `decisions::reuse_response`, varying on no header): after the first
+//! request of a route, the gateway adds them itself until the decisions expire or a reload
+//! renews the config.
 
 use serde::Deserialize;
 use txgate_plugin_sdk::{
     HeaderChanges, HookError, Plugin, Request, RequestDecision, ResponseChanges, ResponseView,
-    config,
+    config, decisions, log,
 };
 
 /// The plugin's config.
@@ -44,6 +49,10 @@ impl Plugin for AddHeader {
     fn on_request(_request: &Request<'_>) -> Result<RequestDecision, HookError> {
         let settings = config::shared::<Settings>()?;
         let changes = HeaderChanges::none().set(&settings.name, &settings.value);
+        // Nothing of the request is read: the same edit holds for every request of the route.
+        if let Err(error) = decisions::reuse(&[], decisions::TTL_MS_MAX) {
+            log::warn(&format!("the decision is not reusable: {error}"));
+        }
         Ok(RequestDecision::Continue(changes))
     }
 
@@ -52,6 +61,10 @@ impl Plugin for AddHeader {
         _response: &ResponseView<'_>,
     ) -> Result<ResponseChanges, HookError> {
         let settings = config::shared::<Settings>()?;
+        // Nothing of the response is read either.
+        if let Err(error) = decisions::reuse_response(&[], decisions::TTL_MS_MAX) {
+            log::warn(&format!("the response's edit is not reusable: {error}"));
+        }
         Ok(ResponseChanges::none().set(&settings.name, &settings.value))
     }
 }
@@ -76,10 +89,26 @@ mod tests {
         };
         assert_eq!(changes.set[0].name, "x-served-by");
         assert_eq!(changes.set[0].value, "edge-1");
+        assert_eq!(
+            host.reuse_declared(),
+            vec![(
+                Vec::<String>::new(),
+                txgate_plugin_sdk::decisions::TTL_MS_MAX
+            )],
+            "the request's edit depends on no header"
+        );
         let response = host
             .on_response::<AddHeader>(Request::new("GET", "/"), Response::new(200))
             .unwrap();
         assert_eq!(response.header("x-served-by"), Some("edge-1"));
+        assert_eq!(
+            host.response_reuse_declared(),
+            vec![(
+                Vec::<String>::new(),
+                txgate_plugin_sdk::decisions::TTL_MS_MAX
+            )],
+            "the response's edit depends on nothing of the response"
+        );
     }
 
     #[test]

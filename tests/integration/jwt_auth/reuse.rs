@@ -11,7 +11,8 @@ use super::tokens::{claims, now_secs, sign, with};
 use super::{get, start};
 
 const CALLS: &str = "txgate_plugin_calls_total{plugin=\"jwt_auth\",hook=\"on-request\"}";
-const REUSED: &str = "txgate_plugin_decisions_reused_total{plugin=\"jwt_auth\"}";
+const REUSED: &str =
+    "txgate_plugin_decisions_reused_total{plugin=\"jwt_auth\",hook=\"on-request\"}";
 
 #[tokio::test]
 async fn a_token_let_through_again_gets_the_same_edits_without_a_call_until_it_expires() {

@@ -1,6 +1,7 @@
-//! `txgate:plugin/decisions`: a plugin declares that its `on-request` decision depends only on a
-//! few request headers, for a while. The declaration is kept for the call under way; the chain
-//! takes it with the decision and remembers both (`reuse.rs`).
+//! `txgate:plugin/decisions`: a plugin declares that its `on-request` decision, or its
+//! `on-response` changes, depend only on a few request headers, for a while. The declaration is
+//! kept for the call under way; the chain takes it with the call's result and remembers both
+//! (`reuse.rs`). Each hook takes only its own kind: one made in the other hook is ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,25 +19,39 @@ const NAME_BYTES_MAX: usize = 64;
 /// Longest time a decision may be reused.
 const TTL_MS_MAX: u64 = 3_600_000;
 
+// With `reuse_decisions = false` a declaration is still checked (the plugin learns of its
+// mistakes either way), then dropped: the chain finds nothing to remember.
 impl Host for HostState {
     fn reuse(&mut self, vary: Vec<String>, ttl_ms: u64) -> Result<(), ReuseError> {
-        if ttl_ms == 0 || ttl_ms > TTL_MS_MAX {
-            return Err(ReuseError::InvalidTtl);
-        }
-        if vary.len() > VARY_MAX {
-            return Err(ReuseError::InvalidVary);
-        }
-        let names = vary
-            .iter()
-            .map(|name| header_name(name))
-            .collect::<Option<Arc<[HeaderName]>>>()
-            .ok_or(ReuseError::InvalidVary)?;
-        self.reuse = Some(Reuse {
-            vary: names,
-            ttl: Duration::from_millis(ttl_ms),
-        });
+        let reuse = declared(&vary, ttl_ms)?;
+        self.reuse = self.shared.reuse_decisions.then_some(reuse);
         Ok(())
     }
+
+    fn reuse_response(&mut self, vary: Vec<String>, ttl_ms: u64) -> Result<(), ReuseError> {
+        let reuse = declared(&vary, ttl_ms)?;
+        self.reuse_response = self.shared.reuse_decisions.then_some(reuse);
+        Ok(())
+    }
+}
+
+/// A declaration, checked.
+fn declared(vary: &[String], ttl_ms: u64) -> Result<Reuse, ReuseError> {
+    if ttl_ms == 0 || ttl_ms > TTL_MS_MAX {
+        return Err(ReuseError::InvalidTtl);
+    }
+    if vary.len() > VARY_MAX {
+        return Err(ReuseError::InvalidVary);
+    }
+    let names = vary
+        .iter()
+        .map(|name| header_name(name))
+        .collect::<Option<Arc<[HeaderName]>>>()
+        .ok_or(ReuseError::InvalidVary)?;
+    Ok(Reuse {
+        vary: names,
+        ttl: Duration::from_millis(ttl_ms),
+    })
 }
 
 fn header_name(name: &str) -> Option<HeaderName> {

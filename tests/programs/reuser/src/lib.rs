@@ -5,10 +5,16 @@
 //! an audit event, and with `x-answer` it answers 403 itself: the gateway must reuse neither.
 //! With `x-bad-vary` it declares an upper-case name straight through the host import (the SDK
 //! would refuse it before the call), and tells the gateway's refusal in `x-reuse-refused`.
+//!
+//! `on-response` does the same with its own count (`responses`), sent to the client as
+//! `x-responded` and declared reusable on `x-key` (`decisions::reuse_response`). With `x-body` on
+//! the request it also replaces the body, and with `x-emit` it emits an audit event: the gateway
+//! must remember neither.
 
 use txgate_plugin_sdk::serde_json::json;
 use txgate_plugin_sdk::{
-    HeaderChanges, HookError, Plugin, Request, RequestDecision, Response, audit, decisions, kv,
+    HeaderChanges, HookError, Plugin, Request, RequestDecision, Response, ResponseChanges,
+    ResponseView, audit, decisions, kv,
 };
 
 /// The plugin.
@@ -33,6 +39,24 @@ impl Plugin for Reuser {
         }
         let changes = HeaderChanges::none().set("x-decided", &calls.to_string());
         Ok(RequestDecision::Continue(changes))
+    }
+
+    fn on_response(
+        request: &Request<'_>,
+        _response: &ResponseView<'_>,
+    ) -> Result<ResponseChanges, HookError> {
+        let responses = kv::increment("responses", 1, None)?;
+        decisions::reuse_response(&["x-key"], 60_000)
+            .map_err(|e| HookError::failed(e.to_string()))?;
+        if request.header("x-emit").is_some() {
+            audit::emit("responded", &json!({"responses": responses}))
+                .map_err(|e| HookError::failed(e.to_string()))?;
+        }
+        let changes = ResponseChanges::none().set("x-responded", &responses.to_string());
+        Ok(match request.header("x-body") {
+            Some(_) => changes.body(format!("response {responses}")),
+            None => changes,
+        })
     }
 }
 
