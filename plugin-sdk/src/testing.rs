@@ -90,6 +90,8 @@ pub(crate) struct FakeHost {
     audit: Vec<(String, serde_json::Value)>,
     reuse: Vec<(Vec<String>, u64)>,
     reuse_response: Vec<(Vec<String>, u64)>,
+    /// The hook under way: a declaration of the other kind is ignored, as the gateway does.
+    hook: Option<Hook>,
     boot: u64,
     seed: u64,
 }
@@ -251,13 +253,17 @@ impl FakeHost {
     }
 
     pub(crate) fn declare_reuse(&mut self, vary: &[&str], ttl_ms: u64) {
-        let vary = vary.iter().map(|name| name.to_string()).collect();
-        self.reuse.push((vary, ttl_ms));
+        if self.hook == Some(Hook::OnRequest) {
+            let vary = vary.iter().map(|name| name.to_string()).collect();
+            self.reuse.push((vary, ttl_ms));
+        }
     }
 
     pub(crate) fn declare_reuse_response(&mut self, vary: &[&str], ttl_ms: u64) {
-        let vary = vary.iter().map(|name| name.to_string()).collect();
-        self.reuse_response.push((vary, ttl_ms));
+        if self.hook == Some(Hook::OnResponse) {
+            let vary = vary.iter().map(|name| name.to_string()).collect();
+            self.reuse_response.push((vary, ttl_ms));
+        }
     }
 
     pub(crate) fn config_json(&self) -> String {
@@ -296,6 +302,7 @@ impl Harness {
             audit: Vec::new(),
             reuse: Vec::new(),
             reuse_response: Vec::new(),
+            hook: None,
             boot: 1,
             seed: 0x9E37_79B9_7F4A_7C15,
         };
@@ -322,13 +329,14 @@ impl Harness {
         self.host.borrow().audit.clone()
     }
 
-    /// The decisions declared reusable so far (`decisions::reuse`), oldest first: each one's
-    /// header names and time in milliseconds.
+    /// The decisions declared reusable so far (`decisions::reuse`, in `on_request`; the
+    /// gateway ignores it elsewhere, and so does the harness), oldest first: each one's header
+    /// names and time in milliseconds.
     pub fn reuse_declared(&self) -> Vec<(Vec<String>, u64)> {
         self.host.borrow().reuse.clone()
     }
 
-    /// The same for `on_response` changes (`decisions::reuse_response`).
+    /// The same for `on_response` changes (`decisions::reuse_response`, in `on_response`).
     pub fn response_reuse_declared(&self) -> Vec<(Vec<String>, u64)> {
         self.host.borrow().reuse_response.clone()
     }
@@ -386,10 +394,13 @@ impl Harness {
         result
     }
 
-    fn run_in<R>(&self, request: u64, f: impl FnOnce() -> R) -> R {
+    fn run_in<R>(&self, request: u64, hook: Hook, f: impl FnOnce() -> R) -> R {
         let outer = self.host.borrow_mut().request.replace(request);
+        let outer_hook = self.host.borrow_mut().hook.replace(hook);
         let result = self.run(f);
-        self.host.borrow_mut().request = outer;
+        let mut host = self.host.borrow_mut();
+        host.request = outer;
+        host.hook = outer_hook;
         result
     }
 
@@ -471,7 +482,7 @@ impl InFlight {
         if !self.harness.calls::<P>(Hook::OnRequest) {
             return Ok(RequestDecision::pass());
         }
-        self.harness.run_in(self.id, || P::on_request(&request))
+        (self.harness).run_in(self.id, Hook::OnRequest, || P::on_request(&request))
     }
 
     /// Calls `on-response` inside this request; returns the response with the plugin's
@@ -485,9 +496,9 @@ impl InFlight {
             return Ok(response);
         }
         let view = ResponseView::of(response.clone());
-        let changes = self
-            .harness
-            .run_in(self.id, || P::on_response(&request, &view))?;
+        let changes = self.harness.run_in(self.id, Hook::OnResponse, || {
+            P::on_response(&request, &view)
+        })?;
         Ok(changes.applied_to(response))
     }
 }
@@ -535,19 +546,35 @@ mod tests {
         let host = Harness::new();
         let first = host.request();
         let second = host.request();
-        host.run_in(first.id, || {
+        host.run_in(first.id, Hook::OnRequest, || {
             assert_eq!(crate::kv::hold("k", b"one").unwrap(), None);
             assert_eq!(crate::kv::get("k").unwrap(), None, "a hold is not a value");
         });
-        host.run_in(second.id, || {
+        host.run_in(second.id, Hook::OnRequest, || {
             assert_eq!(crate::kv::hold("k", b"two").unwrap(), Some(b"one".to_vec()));
         });
         drop(first);
         assert!(!host.held("k"));
-        host.run_in(second.id, || {
+        host.run_in(second.id, Hook::OnRequest, || {
             assert_eq!(crate::kv::hold("k", b"two").unwrap(), None)
         });
         host.run(|| assert!(crate::kv::hold("k", b"x").is_err(), "no request, no hold"));
+    }
+
+    #[test]
+    fn a_declaration_counts_only_in_its_own_hook_as_in_the_gateway() {
+        let host = Harness::new();
+        let request = host.request();
+        host.run_in(request.id, Hook::OnRequest, || {
+            crate::decisions::reuse_response(&[], 1000).unwrap();
+            crate::decisions::reuse(&[], 1000).unwrap();
+        });
+        host.run_in(request.id, Hook::OnResponse, || {
+            crate::decisions::reuse(&[], 2000).unwrap();
+            crate::decisions::reuse_response(&[], 2000).unwrap();
+        });
+        assert_eq!(host.reuse_declared(), vec![(Vec::new(), 1000)]);
+        assert_eq!(host.response_reuse_declared(), vec![(Vec::new(), 2000)]);
     }
 
     #[test]

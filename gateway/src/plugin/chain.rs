@@ -30,6 +30,8 @@ use crate::step::{StepAnswer, StepCall, UndoDecision, Verdict};
 pub struct Chain {
     plugins: Arc<[Arc<LoadedPlugin>]>,
     body_bytes_max: usize,
+    /// Whether declared decisions are given again and remembered (`reuse.rs`).
+    reuse: bool,
 }
 
 /// Where `on-request` left the request.
@@ -52,7 +54,16 @@ impl Chain {
         Self {
             plugins,
             body_bytes_max,
+            reuse: true,
         }
+    }
+
+    /// The same chain calling every plugin every time, and remembering nothing: for requests
+    /// that are not clients' (the console's masked previews), which must neither be answered
+    /// from live traffic's decisions nor add to them.
+    pub fn without_reuse(mut self) -> Self {
+        self.reuse = false;
+        self
     }
 
     /// How many plugins.
@@ -79,8 +90,13 @@ impl Chain {
         scope: &Arc<RequestScope>,
     ) -> Result<RequestStep, Error> {
         for (index, plugin) in self.plugins.iter().enumerate() {
-            if let Some(changes) = plugin.decisions().requests.find(request) {
-                apply(plugin, &changes, request)?;
+            let decisions = &plugin.decisions().requests;
+            if self.reuse
+                && let Some(changes) = decisions.find(request)
+            {
+                if apply(plugin, &changes, request)? {
+                    decisions.given();
+                }
                 continue;
             }
             let outcome = plugin
@@ -101,11 +117,12 @@ impl Chain {
                 Outcome::Done((wit::RequestDecision::Continue(changes), reuse)) => {
                     // Keyed on the request as the plugin saw it, kept only once its changes
                     // applied: a decision the gateway refuses is never given again.
-                    let reusable = reuse.and_then(|reuse| Reusable::new(request, reuse));
+                    let reusable = (reuse.filter(|_| self.reuse))
+                        .and_then(|reuse| Reusable::new(request, reuse));
                     if apply(plugin, &changes, request)?
                         && let Some(reusable) = reusable
                     {
-                        plugin.decisions().requests.remember(reusable, &changes);
+                        decisions.remember(reusable, &changes);
                     }
                 }
                 Outcome::Done((wit::RequestDecision::Respond(answer), _)) => {
@@ -143,23 +160,29 @@ impl Chain {
             if plugin.skips(Hook::OnResponse) {
                 continue;
             }
-            if let Some(changes) = plugin.decisions().responses.find(request) {
+            let decisions = &plugin.decisions().responses;
+            if self.reuse
+                && let Some(changes) = decisions.find(request)
+            {
                 let changes = wit::ResponseChanges::clone(&changes);
-                change(plugin, changes, &mut current, self.body_bytes_max)?;
+                if change(plugin, changes, &mut current, self.body_bytes_max)? {
+                    decisions.given();
+                }
                 continue;
             }
             match call_on_response(plugin, request, &current, scope).await {
                 Outcome::Done((changes, reuse)) => {
-                    // A new body is never remembered: 1,024 of them could each be as large
-                    // as a response may be.
+                    // A new body is never remembered: a body is most often made from the one
+                    // the plugin read (masking), where a mistaken declaration would send one
+                    // client's data to another.
                     let reusable = reuse
-                        .filter(|_| changes.body.is_none())
+                        .filter(|_| self.reuse && changes.body.is_none())
                         .and_then(|reuse| Reusable::new(request, reuse))
                         .map(|reusable| (reusable, changes.clone()));
                     if change(plugin, changes, &mut current, self.body_bytes_max)?
                         && let Some((reusable, changes)) = reusable
                     {
-                        plugin.decisions().responses.remember(reusable, &changes);
+                        decisions.remember(reusable, &changes);
                     }
                 }
                 Outcome::Skipped => {}

@@ -30,8 +30,12 @@ use super::view::RequestFacts;
 use crate::metrics::Metrics;
 use crate::metrics::Name;
 
-/// Decisions one plugin version keeps.
+/// Decisions one plugin version keeps, per hook.
 const ENTRIES_MAX: usize = 1024;
+/// Largest changes remembered (header names and values, added up): a reusable decision is a
+/// few headers. Larger ones are not kept, so a plugin's map stays within a few tens of MiB
+/// whatever it returns; the next request calls the plugin as before.
+const CHANGES_BYTES_MAX: usize = 16 * 1024;
 /// Longest key (the varied headers' values): a larger request is not remembered.
 const KEY_BYTES_MAX: usize = 8 * 1024;
 
@@ -83,6 +87,25 @@ impl Decisions {
     }
 }
 
+/// What a hook returns that may be remembered, and its size.
+pub(super) trait Changes: Clone {
+    /// Header names and values, and the body if any, in bytes.
+    fn bytes(&self) -> usize;
+}
+
+impl Changes for wit::HeaderChanges {
+    fn bytes(&self) -> usize {
+        let set: usize = self.set.iter().map(|h| h.name.len() + h.value.len()).sum();
+        set + self.remove.iter().map(String::len).sum::<usize>()
+    }
+}
+
+impl Changes for wit::ResponseChanges {
+    fn bytes(&self) -> usize {
+        self.headers.bytes() + self.body.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// One plugin version's reusable decisions of one hook: the changes `C` it returned.
 pub(super) struct Reused<C> {
     /// Whether the plugin ever declared a decision reusable: most never do, and their calls
@@ -95,7 +118,7 @@ pub(super) struct Reused<C> {
     reused: Counter,
 }
 
-impl<C: Clone> Reused<C> {
+impl<C: Changes> Reused<C> {
     /// Empty; each decision given again counts in `reused`.
     pub(super) fn new(reused: Counter) -> Self {
         Self {
@@ -107,7 +130,7 @@ impl<C: Clone> Reused<C> {
     }
 
     /// The changes remembered for `request`, if a decision for the same header values holds:
-    /// the plugin is not called.
+    /// the plugin is not called. Counted once they apply ([`Reused::given`]).
     pub(super) fn find(&self, request: &RequestFacts) -> Option<Arc<C>> {
         if !self.declared.load(Ordering::Relaxed) {
             return None;
@@ -117,13 +140,21 @@ impl<C: Clone> Reused<C> {
             key(request, vary.as_deref()?)?
         };
         let entry = self.entries.get(&key)?;
-        let changes = (Instant::now() < entry.until).then(|| entry.changes.clone())?;
-        self.reused.inc();
-        Some(changes)
+        (Instant::now() < entry.until).then(|| entry.changes.clone())
     }
 
-    /// Remembers `changes` for requests with the key of `reusable`, for as long as it says.
+    /// Counts a decision found and applied: one the gateway refused for this request is the
+    /// plugin's failure (`output`), not a reuse.
+    pub(super) fn given(&self) {
+        self.reused.inc();
+    }
+
+    /// Remembers `changes` for requests with the key of `reusable`, for as long as it says;
+    /// not past [`CHANGES_BYTES_MAX`].
     pub(super) fn remember(&self, reusable: Reusable, changes: &C) {
+        if changes.bytes() > CHANGES_BYTES_MAX {
+            return;
+        }
         let Reusable { key, reuse } = reusable;
         let now = Instant::now();
         {
@@ -250,7 +281,22 @@ mod tests {
         keep(&reused, &alice, vary(&["authorization"]), &changes("alice"));
         assert!(reused.find(&alice).is_some());
         assert!(reused.find(&request("pay", &[])).is_none());
-        assert_eq!(count.get(), 1, "one decision given again, one miss");
+        assert_eq!(count.get(), 0, "found is not yet given");
+        reused.given();
+        assert_eq!(count.get(), 1);
+    }
+
+    #[test]
+    fn large_changes_are_not_remembered() {
+        let alice = request("pay", &[("authorization", "Bearer a")]);
+        let reused = Remembered::new(Counter::default());
+        let mut large = changes("alice");
+        large.remove = vec!["x-a".repeat(100); 60];
+        assert!(large.bytes() > CHANGES_BYTES_MAX);
+        keep(&reused, &alice, vary(&["authorization"]), &large);
+        assert!(reused.find(&alice).is_none(), "called again instead");
+        keep(&reused, &alice, vary(&["authorization"]), &changes("alice"));
+        assert!(reused.find(&alice).is_some());
     }
 
     #[test]

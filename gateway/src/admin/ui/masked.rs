@@ -72,7 +72,7 @@ pub(crate) async fn bodies(gateway: &Gateway, record: &SagaRecord) -> (Vec<Shown
         );
     }
     let chain = match version.chain_of(&names) {
-        Ok(Some(chain)) => chain,
+        Ok(Some(chain)) => chain.without_reuse(),
         Ok(None) => return (bodies.into_iter().map(plain).collect(), false),
         Err(why) => {
             let why = format!("(withheld: {why})");
