@@ -13,6 +13,7 @@
 //! ignores [`reuse_response`] when the call fails, emits an audit event or returns a new body,
 //! and in any hook but `on_response`. A reload forgets every reused decision.
 
+use crate::Hook;
 #[cfg(target_arch = "wasm32")]
 use crate::guest::bindings::txgate::plugin as wit;
 
@@ -48,38 +49,34 @@ impl std::error::Error for ReuseError {}
 /// Declares, in `on_request`, that the `Continue` this call returns depends only on the plugin's
 /// config, the route and the request headers named in `vary`, and stays right for `ttl_ms`.
 pub fn reuse(vary: &[&str], ttl_ms: u64) -> Result<(), ReuseError> {
-    check(vary, ttl_ms)?;
-    #[cfg(target_arch = "wasm32")]
-    {
-        let vary: Vec<String> = vary.iter().map(|name| name.to_string()).collect();
-        wit::decisions::reuse(&vary, ttl_ms).map_err(|error| match error {
-            wit::decisions::ReuseError::InvalidVary => ReuseError::InvalidVary,
-            wit::decisions::ReuseError::InvalidTtl => ReuseError::InvalidTtl,
-        })
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        crate::testing::with_host(|host| host.declare_reuse(vary, ttl_ms));
-        Ok(())
-    }
+    declare(Hook::OnRequest, vary, ttl_ms)
 }
 
 /// Declares, in `on_response`, that the changes this call returns depend only on the plugin's
 /// config, the route and the request headers named in `vary` (as the request went upstream),
 /// not on the response, and stay right for `ttl_ms`. Since `txgate:plugin@0.2.3`.
 pub fn reuse_response(vary: &[&str], ttl_ms: u64) -> Result<(), ReuseError> {
+    declare(Hook::OnResponse, vary, ttl_ms)
+}
+
+/// A declaration for `hook`'s result, checked here first.
+fn declare(hook: Hook, vary: &[&str], ttl_ms: u64) -> Result<(), ReuseError> {
     check(vary, ttl_ms)?;
     #[cfg(target_arch = "wasm32")]
     {
         let vary: Vec<String> = vary.iter().map(|name| name.to_string()).collect();
-        wit::decisions::reuse_response(&vary, ttl_ms).map_err(|error| match error {
+        let declared = match hook {
+            Hook::OnResponse => wit::decisions::reuse_response(&vary, ttl_ms),
+            _ => wit::decisions::reuse(&vary, ttl_ms),
+        };
+        declared.map_err(|error| match error {
             wit::decisions::ReuseError::InvalidVary => ReuseError::InvalidVary,
             wit::decisions::ReuseError::InvalidTtl => ReuseError::InvalidTtl,
         })
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        crate::testing::with_host(|host| host.declare_reuse_response(vary, ttl_ms));
+        crate::testing::with_host(|host| host.declare_reuse(hook, vary, ttl_ms));
         Ok(())
     }
 }

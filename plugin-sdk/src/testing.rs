@@ -252,17 +252,15 @@ impl FakeHost {
         Ok(())
     }
 
-    pub(crate) fn declare_reuse(&mut self, vary: &[&str], ttl_ms: u64) {
-        if self.hook == Some(Hook::OnRequest) {
-            let vary = vary.iter().map(|name| name.to_string()).collect();
-            self.reuse.push((vary, ttl_ms));
+    /// A declaration for `hook`'s result, kept only while that hook runs, as the gateway does.
+    pub(crate) fn declare_reuse(&mut self, hook: Hook, vary: &[&str], ttl_ms: u64) {
+        if self.hook != Some(hook) {
+            return;
         }
-    }
-
-    pub(crate) fn declare_reuse_response(&mut self, vary: &[&str], ttl_ms: u64) {
-        if self.hook == Some(Hook::OnResponse) {
-            let vary = vary.iter().map(|name| name.to_string()).collect();
-            self.reuse_response.push((vary, ttl_ms));
+        let vary = vary.iter().map(|name| name.to_string()).collect();
+        match hook {
+            Hook::OnResponse => self.reuse_response.push((vary, ttl_ms)),
+            _ => self.reuse.push((vary, ttl_ms)),
         }
     }
 

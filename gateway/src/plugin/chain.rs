@@ -122,7 +122,7 @@ impl Chain {
                     if apply(plugin, &changes, request)?
                         && let Some(reusable) = reusable
                     {
-                        decisions.remember(reusable, &changes);
+                        decisions.remember(reusable, changes);
                     }
                 }
                 Outcome::Done((wit::RequestDecision::Respond(answer), _)) => {
@@ -164,25 +164,36 @@ impl Chain {
             if self.reuse
                 && let Some(changes) = decisions.find(request)
             {
-                let changes = wit::ResponseChanges::clone(&changes);
-                if change(plugin, changes, &mut current, self.body_bytes_max)? {
+                let (status, headers) = (changes.status, &changes.headers);
+                if self.change(plugin, status, headers, None, &mut current)? {
                     decisions.given();
                 }
                 continue;
             }
             match call_on_response(plugin, request, &current, scope).await {
-                Outcome::Done((changes, reuse)) => {
+                Outcome::Done((
+                    wit::ResponseChanges {
+                        status,
+                        headers,
+                        body,
+                    },
+                    reuse,
+                )) => {
                     // A new body is never remembered: a body is most often made from the one
                     // the plugin read (masking), where a mistaken declaration would send one
                     // client's data to another.
                     let reusable = reuse
-                        .filter(|_| self.reuse && changes.body.is_none())
-                        .and_then(|reuse| Reusable::new(request, reuse))
-                        .map(|reusable| (reusable, changes.clone()));
-                    if change(plugin, changes, &mut current, self.body_bytes_max)?
-                        && let Some((reusable, changes)) = reusable
+                        .filter(|_| self.reuse && body.is_none())
+                        .and_then(|reuse| Reusable::new(request, reuse));
+                    if self.change(plugin, status, &headers, body, &mut current)?
+                        && let Some(reusable) = reusable
                     {
-                        decisions.remember(reusable, &changes);
+                        let changes = wit::ResponseChanges {
+                            status,
+                            headers,
+                            body: None,
+                        };
+                        decisions.remember(reusable, changes);
                     }
                 }
                 Outcome::Skipped => {}
@@ -190,6 +201,23 @@ impl Chain {
             }
         }
         Ok(Arc::unwrap_or_clone(current).into_response())
+    }
+
+    /// Applies a plugin's changes to the response, checked whole first; a change the gateway
+    /// refuses is the plugin's failure, handled by its `on_error`. Returns whether it applied.
+    fn change(
+        &self,
+        plugin: &LoadedPlugin,
+        status: Option<u16>,
+        headers: &wit::HeaderChanges,
+        body: Option<Vec<u8>>,
+        response: &mut Arc<ResponseFacts>,
+    ) -> Result<bool, Error> {
+        let response = Arc::make_mut(response);
+        match convert::change_response(status, headers, body, response, self.body_bytes_max) {
+            Ok(()) => Ok(true),
+            Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
+        }
     }
 
     /// Runs `on-step-request` through the chain; each plugin sees the previous one's call.
@@ -359,21 +387,6 @@ async fn call_on_response(
             },
         )
         .await
-}
-
-/// Applies a plugin's changes to the response, checked whole first; a change the gateway
-/// refuses is the plugin's failure, handled by its `on_error`. Returns whether it applied.
-fn change(
-    plugin: &LoadedPlugin,
-    changes: wit::ResponseChanges,
-    response: &mut Arc<ResponseFacts>,
-    body_bytes_max: usize,
-) -> Result<bool, Error> {
-    let response = Arc::make_mut(response);
-    match convert::change_response(changes, response, body_bytes_max) {
-        Ok(()) => Ok(true),
-        Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
-    }
 }
 
 fn any_sees_responses(plugins: &[Arc<LoadedPlugin>]) -> bool {

@@ -251,19 +251,19 @@ pub(super) fn answer(
     Ok(response)
 }
 
-/// Applies a plugin's `on-response` changes to the response, within limits; a change refused
-/// leaves the response as it was.
+/// Applies a plugin's `on-response` changes (a `wit::ResponseChanges` in parts: header edits
+/// remembered for reuse are lent, a new body is moved in) to the response, within limits; a
+/// change refused leaves the response as it was.
 pub(super) fn change_response(
-    changes: wit::ResponseChanges,
+    status_code: Option<u16>,
+    headers: &wit::HeaderChanges,
+    new_body: Option<Vec<u8>>,
     response: &mut ResponseFacts,
     body_bytes_max: usize,
 ) -> Result<(), String> {
-    let status = changes.status.map(status).transpose()?;
-    let body = changes
-        .body
-        .map(|new| body(new, body_bytes_max))
-        .transpose()?;
-    let mut edits = Edits::parse(&changes.headers)?;
+    let status = status_code.map(status).transpose()?;
+    let body = new_body.map(|new| body(new, body_bytes_max)).transpose()?;
+    let mut edits = Edits::parse(headers)?;
     if body.is_some() {
         // The gateway frames the new body itself (hyper writes its exact length).
         edits.removed.push(header::CONTENT_LENGTH);
@@ -330,6 +330,10 @@ mod tests {
         }
     }
 
+    fn changed(change: wit::ResponseChanges, facts: &mut ResponseFacts) -> Result<(), String> {
+        change_response(change.status, &change.headers, change.body, facts, 1024)
+    }
+
     #[test]
     fn a_response_change_applies_whole_and_the_gateway_frames_a_new_body() {
         let mut facts = response(3);
@@ -341,7 +345,7 @@ mod tests {
             ),
             body: Some(b"{\"a\":1}".to_vec()),
         };
-        change_response(change, &mut facts, 1024).unwrap();
+        changed(change, &mut facts).unwrap();
         assert_eq!(facts.status, StatusCode::CREATED);
         let values: Vec<_> = facts.headers.get_all("x-h1").iter().collect();
         assert_eq!(
@@ -363,7 +367,7 @@ mod tests {
             headers: changes(vec![header("x-more", "v")], &[]),
             body: None,
         };
-        let refused = change_response(change, &mut facts, 1024).unwrap_err();
+        let refused = changed(change, &mut facts).unwrap_err();
         assert!(refused.contains("left 257 headers"), "{refused}");
         assert_eq!(facts.status, full.status);
         assert_eq!(facts.headers, full.headers);
@@ -373,14 +377,14 @@ mod tests {
             headers: changes(vec![header("x-h1", "w")], &["x-h1"]),
             body: None,
         };
-        change_response(change, &mut facts, 1024).unwrap();
+        changed(change, &mut facts).unwrap();
         assert_eq!(facts.headers.len(), PLUGIN_HEADERS_MAX);
         let framing = wit::ResponseChanges {
             status: None,
             headers: changes(vec![header("Content-Length", "9")], &[]),
             body: None,
         };
-        assert!(change_response(framing, &mut facts, 1024).is_err());
+        assert!(changed(framing, &mut facts).is_err());
         assert_eq!(facts.headers[header::CONTENT_LENGTH], "2");
     }
 }

@@ -160,7 +160,10 @@ impl LoadedPlugin {
             pool,
             implemented: OnceLock::new(),
             hook_metrics: HOOKS.map(|hook| metrics.plugin_hook(&shared.name, hook.name())),
-            decisions: Decisions::new(&metrics, &shared.name),
+            decisions: Decisions::new(
+                metrics.plugin_decisions_reused(&shared.name, Hook::OnRequest.name()),
+                metrics.plugin_decisions_reused(&shared.name, Hook::OnResponse.name()),
+            ),
             metrics,
         }
     }

@@ -27,8 +27,6 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::bindings::txgate::plugin::types as wit;
 use super::view::RequestFacts;
-use crate::metrics::Metrics;
-use crate::metrics::Name;
 
 /// Decisions one plugin version keeps, per hook.
 const ENTRIES_MAX: usize = 1024;
@@ -77,18 +75,17 @@ pub(super) struct Decisions {
 }
 
 impl Decisions {
-    /// Empty, counted in `metrics` under `plugin`.
-    pub(super) fn new(metrics: &Metrics, plugin: &Name) -> Self {
-        let reused = |hook| metrics.plugin_decisions_reused(plugin, hook);
+    /// Empty; each hook's decisions given again count in its counter.
+    pub(super) fn new(requests: Counter, responses: Counter) -> Self {
         Self {
-            requests: Reused::new(reused("on-request")),
-            responses: Reused::new(reused("on-response")),
+            requests: Reused::new(requests),
+            responses: Reused::new(responses),
         }
     }
 }
 
 /// What a hook returns that may be remembered, and its size.
-pub(super) trait Changes: Clone {
+pub(super) trait Changes {
     /// Header names and values, and the body if any, in bytes.
     fn bytes(&self) -> usize;
 }
@@ -151,7 +148,7 @@ impl<C: Changes> Reused<C> {
 
     /// Remembers `changes` for requests with the key of `reusable`, for as long as it says;
     /// not past [`CHANGES_BYTES_MAX`].
-    pub(super) fn remember(&self, reusable: Reusable, changes: &C) {
+    pub(super) fn remember(&self, reusable: Reusable, changes: C) {
         if changes.bytes() > CHANGES_BYTES_MAX {
             return;
         }
@@ -173,7 +170,7 @@ impl<C: Changes> Reused<C> {
             }
         }
         let entry = Entry {
-            changes: Arc::new(changes.clone()),
+            changes: Arc::new(changes),
             until: now + reuse.ttl,
         };
         self.entries.insert(key, entry);
@@ -238,7 +235,7 @@ mod tests {
         changes: &wit::HeaderChanges,
     ) {
         let reusable = Reusable::new(request, reuse).expect("a key");
-        reused.remember(reusable, changes);
+        reused.remember(reusable, changes.clone());
     }
 
     fn changes(value: &str) -> wit::HeaderChanges {
