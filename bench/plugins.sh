@@ -31,7 +31,13 @@
 # stops the script: a benchmark of refusals measures nothing.
 # Writes the `plugins` block of bench/RESULTS.md.
 #
-# Usage: bench/plugins.sh            (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3 WARMUP=5)
+# Each proxy runs WORKERS worker threads (default 1, as in bench/proxy.sh: txgate's `workers`,
+# Envoy's `--concurrency`). What is compared is the CPU each request costs; with two workers on
+# the two cores that wrk and the bank share too, both products' figures also carry the cost of
+# the workers contending (for the cores, and for the one rate-limit bucket both workers update),
+# which moved txgate's added CPU by a factor of two between rounds and Envoy's by five.
+#
+# Usage: bench/plugins.sh   (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3 WARMUP=5 WORKERS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -41,6 +47,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
+WORKERS=${WORKERS:-1}
 BANK_PORT=17201
 TXGATE_PORT=17203
 ADMIN_PORT=17204
@@ -106,6 +113,7 @@ TOML
 [server]
 listen = "127.0.0.1:$TXGATE_PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
+workers = $WORKERS
 [store]
 dir = "$work/store"
 [upstreams.bank]
@@ -323,10 +331,10 @@ work_added_ratio() {
   echo "Machine and date: $(machine_line); Envoy $ENVOY_VERSION with V8."
   echo
   echo '```'
-  echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS bench/plugins.sh"
+  echo "DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS WORKERS=$WORKERS bench/plugins.sh"
   echo '```'
   echo
-  echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, after a ${WARMUP}-second run of each target that is not measured; median of $ROUNDS interleaved rounds in the table; each ratio and added CPU below is the median of the per-round values (a target against its bare proxy in the same round), listed after it; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check issuer, audience and expiry on every request, keep the token back and pass \`sub\` upstream as a header. The \`jwt-*\` targets remember a token whose signature verified (jwt_auth's default, \`verified_tokens_max = 1024\`, with which the gateway also reuses the plugin's decision for the same Authorization header until the token expires, without a call; Envoy's \`jwt_cache_config\` with 1024 entries, off by default); the \`jwt-*-full\` targets check every signature and call the plugin on every request (\`verified_tokens_max = 0\`; Envoy's default)."
+  echo "$WORKERS worker(s) per proxy; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, after a ${WARMUP}-second run of each target that is not measured; median of $ROUNDS interleaved rounds in the table; each ratio and added CPU below is the median of the per-round values (a target against its bare proxy in the same round), listed after it; no run had an answer from 400 up. Proxy CPU: the proxy process's user and system time (/proc/PID/stat) over the run, per request served; box CPU: the whole machine's busy time (/proc/stat) over the run, per request (wrk and the bank included). JWT: an RSA 2048 and a P-256 key made at the start of the run; both products check issuer, audience and expiry on every request, keep the token back and pass \`sub\` upstream as a header. The \`jwt-*\` targets remember a token whose signature verified (jwt_auth's default, \`verified_tokens_max = 1024\`, with which the gateway also reuses the plugin's decision for the same Authorization header until the token expires, without a call; Envoy's \`jwt_cache_config\` with 1024 entries, off by default); the \`jwt-*-full\` targets check every signature and call the plugin on every request (\`verified_tokens_max = 0\`; Envoy's default)."
   echo
   echo "| target | req/s | p99 ms | proxy CPU µs/req | box CPU µs/req |"
   echo "|---|---|---|---|---|"

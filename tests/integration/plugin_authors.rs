@@ -181,3 +181,35 @@ async fn a_plugin_flooding_the_store_stops_at_its_byte_quota_while_others_go_on(
         "{store}"
     );
 }
+
+/// A plugin author profiling a plugin: with `TXGATE_PLUGIN_PERFMAP` set, the gateway writes the
+/// perf map that names the plugin's own functions, and only then.
+#[tokio::test]
+async fn a_perf_map_names_the_plugins_functions_when_asked_for() {
+    let bank = Bank::start(&["alice=100"]).await;
+    let settings = "state = \"volatile\"\n[plugins.rate_limit.config]\nkey = \"route\"\nper_second = 1000\nburst = 1000";
+    let body = one_plugin(&bank, "rate_limit", wasm::RATE_LIMIT, settings);
+    let plain = GatewayBuilder::new(body.clone()).start().await;
+    let profiled = GatewayBuilder::new(body)
+        .env("TXGATE_PLUGIN_PERFMAP", "1")
+        .start()
+        .await;
+    for gateway in [&plain, &profiled] {
+        let response = client()
+            .get(gateway.url("/guarded/accounts/alice"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let map = |pid: nix::unistd::Pid| std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    assert!(!map(plain.pid()).exists(), "not asked for");
+    let written = std::fs::read_to_string(map(profiled.pid())).expect("the perf map");
+    let _ = std::fs::remove_file(map(profiled.pid()));
+    assert!(
+        written
+            .lines()
+            .any(|line| line.contains("rate_limit") && line.contains("on_request")),
+        "the rate limiter's on_request is named"
+    );
+}

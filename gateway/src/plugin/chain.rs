@@ -92,9 +92,9 @@ impl Chain {
         for (index, plugin) in self.plugins.iter().enumerate() {
             let decisions = &plugin.decisions().requests;
             if self.reuse
-                && let Some(changes) = decisions.find(request)
+                && let Some(edits) = decisions.find(request)
             {
-                if apply(plugin, &changes, request)? {
+                if apply(plugin, Ok(&edits), request)? {
                     decisions.given();
                 }
                 continue;
@@ -119,10 +119,11 @@ impl Chain {
                     // applied: a decision the gateway refuses is never given again.
                     let reusable = (reuse.filter(|_| self.reuse))
                         .and_then(|reuse| Reusable::new(request, reuse));
-                    if apply(plugin, &changes, request)?
-                        && let Some(reusable) = reusable
+                    let edits = convert::Edits::parse(&changes);
+                    if apply(plugin, edits.as_ref(), request)?
+                        && let (Some(reusable), Ok(edits)) = (reusable, edits)
                     {
-                        decisions.remember(reusable, changes);
+                        decisions.remember(reusable, edits);
                     }
                 }
                 Outcome::Done((wit::RequestDecision::Respond(answer), _)) => {
@@ -162,10 +163,9 @@ impl Chain {
             }
             let decisions = &plugin.decisions().responses;
             if self.reuse
-                && let Some(changes) = decisions.find(request)
+                && let Some(edits) = decisions.find(request)
             {
-                let (status, headers) = (changes.status, &changes.headers);
-                if self.change(plugin, status, headers, None, &mut current)? {
+                if self.change(plugin, edits.apply(Arc::make_mut(&mut current), None))? {
                     decisions.given();
                 }
                 continue;
@@ -185,15 +185,15 @@ impl Chain {
                     let reusable = reuse
                         .filter(|_| self.reuse && body.is_none())
                         .and_then(|reuse| Reusable::new(request, reuse));
-                    if self.change(plugin, status, &headers, body, &mut current)?
-                        && let Some(reusable) = reusable
+                    let edits = convert::ResponseEdits::parse(status, &headers);
+                    let applied = edits.as_ref().map_err(Clone::clone).and_then(|edits| {
+                        let body = convert::new_body(body, self.body_bytes_max)?;
+                        edits.apply(Arc::make_mut(&mut current), body)
+                    });
+                    if self.change(plugin, applied)?
+                        && let (Some(reusable), Ok(edits)) = (reusable, edits)
                     {
-                        let changes = wit::ResponseChanges {
-                            status,
-                            headers,
-                            body: None,
-                        };
-                        decisions.remember(reusable, changes);
+                        decisions.remember(reusable, edits);
                     }
                 }
                 Outcome::Skipped => {}
@@ -203,18 +203,11 @@ impl Chain {
         Ok(Arc::unwrap_or_clone(current).into_response())
     }
 
-    /// Applies a plugin's changes to the response, checked whole first; a change the gateway
-    /// refuses is the plugin's failure, handled by its `on_error`. Returns whether it applied.
-    fn change(
-        &self,
-        plugin: &LoadedPlugin,
-        status: Option<u16>,
-        headers: &wit::HeaderChanges,
-        body: Option<Vec<u8>>,
-        response: &mut Arc<ResponseFacts>,
-    ) -> Result<bool, Error> {
-        let response = Arc::make_mut(response);
-        match convert::change_response(status, headers, body, response, self.body_bytes_max) {
+    /// What applying a plugin's changes to the response came to: whether they applied. A
+    /// change the gateway refused (checked whole first, so the response is as it was) is the
+    /// plugin's failure, handled by its `on_error`.
+    fn change(&self, plugin: &LoadedPlugin, applied: Result<(), String>) -> Result<bool, Error> {
+        match applied {
             Ok(()) => Ok(true),
             Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
         }
@@ -341,22 +334,22 @@ impl Chain {
     }
 }
 
-/// Applies an `on-request` decision's header edits to the request: later plugins see them, and
-/// the upstream gets them. The lent view was taken back with the call, so this copies nothing.
-/// Whether they applied: edits the gateway refuses are a plugin failure, passed over under
-/// `skip`.
+/// Applies an `on-request` decision's header edits (as parsed, or why they were refused) to
+/// the request: later plugins see them, and the upstream gets them. The lent view was taken
+/// back with the call, so this copies nothing. Whether they applied: edits the gateway refuses
+/// are a plugin failure, passed over under `skip`.
 fn apply(
     plugin: &LoadedPlugin,
-    changes: &wit::HeaderChanges,
+    edits: Result<&convert::Edits, &String>,
     request: &mut Arc<RequestFacts>,
 ) -> Result<bool, Error> {
-    if changes.set.is_empty() && changes.remove.is_empty() {
-        return Ok(true);
-    }
-    let headers = &mut Arc::make_mut(request).headers;
-    match convert::apply_changes(changes, headers) {
-        Ok(()) => Ok(true),
-        Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
+    match edits {
+        Ok(edits) if edits.is_empty() => Ok(true),
+        Ok(edits) => {
+            edits.apply(&mut Arc::make_mut(request).headers);
+            Ok(true)
+        }
+        Err(detail) => policy(plugin.output_failure::<()>(detail.clone())).map(|()| false),
     }
 }
 

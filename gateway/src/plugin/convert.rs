@@ -152,15 +152,18 @@ fn refuse_reserved(
     Ok(())
 }
 
-/// A plugin's header edits, checked and parsed: nothing is applied until all of them are.
-struct Edits {
+/// A plugin's header edits, checked and parsed: nothing is applied until all of them are. A
+/// remembered decision (`reuse.rs`) keeps them in this form, so that giving it again parses
+/// nothing.
+#[derive(Debug, Clone)]
+pub(super) struct Edits {
     removed: Vec<HeaderName>,
     set: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Edits {
     /// Checks and parses `changes`; framing headers are refused.
-    fn parse(changes: &wit::HeaderChanges) -> Result<Self, String> {
+    pub(super) fn parse(changes: &wit::HeaderChanges) -> Result<Self, String> {
         refuse_reserved(changes, &[&FRAMING], "the message's framing")?;
         check_headers(&changes.set)?;
         let set = changes
@@ -212,25 +215,98 @@ impl Edits {
         self.removed.iter().chain(replaced)
     }
 
-    /// Removals first, then each `set` replaces its name.
-    fn apply(self, headers: &mut HeaderMap) {
+    /// Whether the edits change nothing.
+    pub(super) fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.set.is_empty()
+    }
+
+    /// Header names and values, in bytes: what remembering them costs.
+    pub(super) fn bytes(&self) -> usize {
+        let set: usize = (self.set.iter())
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        set + self
+            .removed
+            .iter()
+            .map(|name| name.as_str().len())
+            .sum::<usize>()
+    }
+
+    /// Removals first, then each `set` replaces its name. The names and values are shared
+    /// with the edits (reference counts), not copied.
+    pub(super) fn apply(&self, headers: &mut HeaderMap) {
         for name in self.names() {
             headers.remove(name);
         }
-        for (name, value) in self.set {
-            headers.append(name, value);
+        for (name, value) in &self.set {
+            headers.append(name.clone(), value.clone());
         }
     }
 }
 
-/// Applies header edits: removals first, then each `set` replaces its name. Framing headers
-/// are refused; nothing is changed unless every edit is valid.
-pub(super) fn apply_changes(
-    changes: &wit::HeaderChanges,
-    headers: &mut HeaderMap,
-) -> Result<(), String> {
-    Edits::parse(changes)?.apply(headers);
-    Ok(())
+/// A plugin's `on-response` changes of the status and headers, checked and parsed; the form a
+/// remembered one is kept in.
+#[derive(Debug, Clone)]
+pub(super) struct ResponseEdits {
+    status: Option<StatusCode>,
+    headers: Edits,
+}
+
+impl ResponseEdits {
+    /// Checks and parses a status and header edits.
+    pub(super) fn parse(
+        status_code: Option<u16>,
+        headers: &wit::HeaderChanges,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            status: status_code.map(status).transpose()?,
+            headers: Edits::parse(headers)?,
+        })
+    }
+
+    /// Header names and values, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.headers.bytes()
+    }
+
+    /// Applies the edits, and a new body if there is one (checked by [`new_body`]), to the
+    /// response, within limits; refused, the response is left as it was.
+    pub(super) fn apply(
+        &self,
+        response: &mut ResponseFacts,
+        body: Option<Bytes>,
+    ) -> Result<(), String> {
+        let framed;
+        let edits = match body {
+            Some(_) => {
+                // The gateway frames the new body itself (hyper writes its exact length).
+                let mut edits = self.headers.clone();
+                edits.removed.push(header::CONTENT_LENGTH);
+                edits.removed.push(header::TRANSFER_ENCODING);
+                framed = edits;
+                &framed
+            }
+            None => &self.headers,
+        };
+        edits.check_result(&response.headers)?;
+        // Checked whole: from here on nothing can fail.
+        edits.apply(&mut response.headers);
+        if let Some(status) = self.status {
+            response.status = status;
+        }
+        if let Some(body) = body {
+            response.body = body;
+        }
+        Ok(())
+    }
+}
+
+/// A new body a plugin returned, within `body_bytes_max`.
+pub(super) fn new_body(
+    body: Option<Vec<u8>>,
+    body_bytes_max: usize,
+) -> Result<Option<Bytes>, String> {
+    body.map(|new| self::body(new, body_bytes_max)).transpose()
 }
 
 /// A response a plugin answered with, within limits.
@@ -249,36 +325,6 @@ pub(super) fn answer(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
-}
-
-/// Applies a plugin's `on-response` changes (a `wit::ResponseChanges` in parts: header edits
-/// remembered for reuse are lent, a new body is moved in) to the response, within limits; a
-/// change refused leaves the response as it was.
-pub(super) fn change_response(
-    status_code: Option<u16>,
-    headers: &wit::HeaderChanges,
-    new_body: Option<Vec<u8>>,
-    response: &mut ResponseFacts,
-    body_bytes_max: usize,
-) -> Result<(), String> {
-    let status = status_code.map(status).transpose()?;
-    let body = new_body.map(|new| body(new, body_bytes_max)).transpose()?;
-    let mut edits = Edits::parse(headers)?;
-    if body.is_some() {
-        // The gateway frames the new body itself (hyper writes its exact length).
-        edits.removed.push(header::CONTENT_LENGTH);
-        edits.removed.push(header::TRANSFER_ENCODING);
-    }
-    edits.check_result(&response.headers)?;
-    // Checked whole: from here on nothing can fail.
-    edits.apply(&mut response.headers);
-    if let Some(status) = status {
-        response.status = status;
-    }
-    if let Some(body) = body {
-        response.body = body;
-    }
-    Ok(())
 }
 
 fn status(code: u16) -> Result<StatusCode, String> {
@@ -331,7 +377,8 @@ mod tests {
     }
 
     fn changed(change: wit::ResponseChanges, facts: &mut ResponseFacts) -> Result<(), String> {
-        change_response(change.status, &change.headers, change.body, facts, 1024)
+        let body = new_body(change.body, 1024)?;
+        ResponseEdits::parse(change.status, &change.headers)?.apply(facts, body)
     }
 
     #[test]

@@ -51,6 +51,9 @@ const KEEP_RESIDENT_BYTES: usize = 0;
 /// allocator reuses warm slots rather than take cold ones: the set of slots ever used then stays
 /// close to the most instances live at once, not the pool's size.
 const POOL_WARM_SLOTS_MAX: u32 = 32;
+/// Set (to anything) in the gateway's environment, the engine writes `/tmp/perf-PID.map`, so
+/// that `perf report` names the plugins' own functions instead of `[JIT]` addresses.
+const PERFMAP_ENV: &str = "TXGATE_PLUGIN_PERFMAP";
 /// Native stack for one hook call.
 const WASM_STACK_BYTES_MAX: usize = 512 * 1024;
 
@@ -87,6 +90,10 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(WASM_STACK_BYTES_MAX)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os(PERFMAP_ENV).is_some() {
+            // Plugin authors' profiling: perf then names each guest function.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(wasm_error("cannot start the plugin engine"))?;
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);

@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use http::HeaderName;
 use prometheus_client::metrics::counter::Counter;
 
-use super::bindings::txgate::plugin::types as wit;
+use super::convert::{Edits, ResponseEdits};
 use super::view::RequestFacts;
 
 /// Decisions one plugin version keeps, per hook.
@@ -66,12 +66,13 @@ struct Entry<C> {
     until: Instant,
 }
 
-/// One plugin version's reusable decisions, of both hooks that may declare them.
+/// One plugin version's reusable decisions, of both hooks that may declare them, kept checked
+/// and parsed.
 pub(super) struct Decisions {
-    /// `on-request` decisions to continue: their header changes.
-    pub requests: Reused<wit::HeaderChanges>,
-    /// `on-response` changes.
-    pub responses: Reused<wit::ResponseChanges>,
+    /// `on-request` decisions to continue: their header edits.
+    pub requests: Reused<Edits>,
+    /// `on-response` changes (status and headers; a new body is never remembered).
+    pub responses: Reused<ResponseEdits>,
 }
 
 impl Decisions {
@@ -86,20 +87,19 @@ impl Decisions {
 
 /// What a hook returns that may be remembered, and its size.
 pub(super) trait Changes {
-    /// Header names and values, and the body if any, in bytes.
+    /// Header names and values, in bytes.
     fn bytes(&self) -> usize;
 }
 
-impl Changes for wit::HeaderChanges {
+impl Changes for Edits {
     fn bytes(&self) -> usize {
-        let set: usize = self.set.iter().map(|h| h.name.len() + h.value.len()).sum();
-        set + self.remove.iter().map(String::len).sum::<usize>()
+        Edits::bytes(self)
     }
 }
 
-impl Changes for wit::ResponseChanges {
+impl Changes for ResponseEdits {
     fn bytes(&self) -> usize {
-        self.headers.bytes() + self.body.as_ref().map_or(0, Vec::len)
+        ResponseEdits::bytes(self)
     }
 }
 
@@ -219,7 +219,9 @@ mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
 
-    type Remembered = Reused<wit::HeaderChanges>;
+    use crate::plugin::bindings::txgate::plugin::types as wit;
+
+    type Remembered = Reused<Edits>;
 
     fn vary(names: &[&'static str]) -> Reuse {
         Reuse {
@@ -228,17 +230,12 @@ mod tests {
         }
     }
 
-    fn keep(
-        reused: &Remembered,
-        request: &RequestFacts,
-        reuse: Reuse,
-        changes: &wit::HeaderChanges,
-    ) {
+    fn keep(reused: &Remembered, request: &RequestFacts, reuse: Reuse, changes: &Edits) {
         let reusable = Reusable::new(request, reuse).expect("a key");
         reused.remember(reusable, changes.clone());
     }
 
-    fn changes(value: &str) -> wit::HeaderChanges {
+    fn header_changes(value: &str) -> wit::HeaderChanges {
         wit::HeaderChanges {
             set: vec![wit::Header {
                 name: "x-user-id".into(),
@@ -246,6 +243,17 @@ mod tests {
             }],
             remove: vec!["x-user-id".into()],
         }
+    }
+
+    fn changes(value: &str) -> Edits {
+        Edits::parse(&header_changes(value)).expect("valid edits")
+    }
+
+    /// The user a remembered decision names, as a request it is given to gets it.
+    fn user(found: &Edits) -> String {
+        let mut headers = http::HeaderMap::new();
+        found.apply(&mut headers);
+        headers["x-user-id"].to_str().expect("text").to_string()
     }
 
     fn request(route: &str, headers: &[(&'static str, &str)]) -> RequestFacts {
@@ -287,8 +295,9 @@ mod tests {
     fn large_changes_are_not_remembered() {
         let alice = request("pay", &[("authorization", "Bearer a")]);
         let reused = Remembered::new(Counter::default());
-        let mut large = changes("alice");
+        let mut large = header_changes("alice");
         large.remove = vec!["x-a".repeat(100); 60];
+        let large = Edits::parse(&large).expect("valid edits");
         assert!(large.bytes() > CHANGES_BYTES_MAX);
         keep(&reused, &alice, vary(&["authorization"]), &large);
         assert!(reused.find(&alice).is_none(), "called again instead");
@@ -303,7 +312,7 @@ mod tests {
         keep(&reused, &alice, vary(&["authorization"]), &changes("alice"));
         let again = request("pay", &[("authorization", "Bearer a"), ("x-other", "2")]);
         let found = reused.find(&again).expect("the same token");
-        assert_eq!(found.set[0].value, "alice");
+        assert_eq!(user(&found), "alice");
         assert!(
             reused
                 .find(&request("pay", &[("authorization", "Bearer b")]))
@@ -343,7 +352,7 @@ mod tests {
         let found = reused
             .find(&request("pay", &[("x-key", "t")]))
             .expect("x-key");
-        assert_eq!(found.set[0].value, "b");
+        assert_eq!(user(&found), "b");
         assert!(
             reused
                 .find(&request("pay", &[("authorization", "t")]))

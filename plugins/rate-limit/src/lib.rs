@@ -50,12 +50,17 @@ fn default_key() -> String {
     "ip".into()
 }
 
-/// The bucket a request counts against.
+/// Longest part of a bucket's key taken from the request (after the route's name): the host
+/// store takes keys of at most 512 bytes. A longer header value is cut, not refused.
+const KEY_PART_BYTES_MAX: usize = 400;
+
+/// The bucket a request counts against: `ROUTE/ip:ADDRESS`, `ROUTE/route:ROUTE`,
+/// `ROUTE/h:VALUE` or `ROUTE/anonymous`. Built in one buffer: this runs on every request.
 fn bucket(settings: &Settings, request: &Request<'_>) -> Result<String, HookError> {
     let route = request.route();
-    let key = match settings.key.as_str() {
-        "ip" => format!("ip:{}", request.client_ip()),
-        "route" => format!("route:{route}"),
+    let (prefix, value) = match settings.key.as_str() {
+        "ip" => ("ip:", Some(request.client_ip())),
+        "route" => ("route:", None),
         spec => {
             let name = spec.strip_prefix("header:").ok_or_else(|| {
                 HookError::failed(format!(
@@ -63,16 +68,21 @@ fn bucket(settings: &Settings, request: &Request<'_>) -> Result<String, HookErro
                 ))
             })?;
             match request.header(name) {
-                Some(value) => format!("h:{value}"),
-                None => "anonymous".into(),
+                Some(value) => ("h:", Some(value)),
+                None => ("anonymous", Some(String::new())),
             }
         }
     };
-    // A key is at most 512 bytes in the host store; a longer header value is cut, not refused.
-    Ok(format!(
-        "{route}/{}",
-        key.chars().take(400).collect::<String>()
-    ))
+    // `None`: the route's name again.
+    let value = value.as_deref().unwrap_or(&route);
+    let mut key = String::with_capacity(route.len() + 1 + prefix.len() + value.len());
+    key.push_str(&route);
+    key.push('/');
+    key.push_str(prefix);
+    let room = KEY_PART_BYTES_MAX.saturating_sub(prefix.len());
+    // Cut on a character boundary, so that the key stays text.
+    key.push_str(&value[..value.floor_char_boundary(room)]);
+    Ok(key)
 }
 
 fn limited(gcra: &Gcra, retry_after_us: u64, request: &Request<'_>) -> RequestDecision {
@@ -232,6 +242,28 @@ mod tests {
         assert!(limited_response(host.on_request::<RateLimit>(request(None)).unwrap()).is_none());
         assert!(limited_response(host.on_request::<RateLimit>(request(None)).unwrap()).is_some());
         assert!(host.kv("api/anonymous").is_some());
+    }
+
+    #[test]
+    fn a_long_header_value_is_cut_to_a_key_the_store_takes() {
+        let host = Harness::new()
+            .with_config(json!({"key": "header:x-client-id", "per_second": 1, "burst": 1}));
+        // 300 three-byte characters: 900 bytes, over the store's 512-byte keys if not cut.
+        let long = "€".repeat(300);
+        assert!(
+            limited_response(host.on_request::<RateLimit>(request(Some(&long))).unwrap()).is_none()
+        );
+        assert!(
+            limited_response(host.on_request::<RateLimit>(request(Some(&long))).unwrap()).is_some(),
+            "the same client, limited by the same bucket"
+        );
+        let key = format!("api/h:{}", "€".repeat(132));
+        assert_eq!(
+            key.len(),
+            402,
+            "the cut keeps whole characters: 396 of 398 bytes"
+        );
+        assert!(host.kv(&key).is_some());
     }
 
     #[test]

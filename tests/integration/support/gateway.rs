@@ -18,6 +18,7 @@ pub struct GatewayBuilder {
     server: Vec<String>,
     store: Vec<String>,
     body: String,
+    env: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
@@ -28,7 +29,14 @@ impl GatewayBuilder {
             server: Vec::new(),
             store: Vec::new(),
             body: body.into(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the gateway process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Adds a `[store]` line, such as `backend = "postgres"`.
@@ -73,6 +81,7 @@ impl GatewayBuilder {
             config_path,
             server: self.server.clone(),
             store: self.store.clone(),
+            env: self.env.clone(),
             token: None,
             starts: 0,
             listen: None,
@@ -97,6 +106,7 @@ pub struct Gateway {
     config_path: PathBuf,
     server: Vec<String>,
     store: Vec<String>,
+    env: Vec<(String, String)>,
     token: Option<String>,
     starts: u32,
     listen: Option<String>,
@@ -160,6 +170,7 @@ impl Gateway {
                 "TXGATE_LOG",
                 std::env::var("TXGATE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
