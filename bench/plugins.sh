@@ -33,9 +33,8 @@
 #
 # Each proxy runs WORKERS worker threads (default 1, as in bench/proxy.sh: txgate's `workers`,
 # Envoy's `--concurrency`). What is compared is the CPU each request costs; with two workers on
-# the two cores that wrk and the bank share too, both products' figures also carry the cost of
-# the workers contending (for the cores, and for the one rate-limit bucket both workers update),
-# which moved txgate's added CPU by a factor of two between rounds and Envoy's by five.
+# the two cores that wrk and the bank share too, both products' figures also carry what the
+# workers cost each other (the cores, and the one rate-limit bucket both workers update).
 #
 # Usage: bench/plugins.sh   (env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=3 WARMUP=5 WORKERS=1)
 set -euo pipefail

@@ -232,14 +232,20 @@ impl Edits {
             .sum::<usize>()
     }
 
-    /// Removals first, then each `set` replaces its name. The names and values are shared
-    /// with the edits (reference counts), not copied.
+    /// Removals first, then each `set` replaces its name.
     pub(super) fn apply(&self, headers: &mut HeaderMap) {
         for name in self.names() {
             headers.remove(name);
         }
         for (name, value) in &self.set {
-            headers.append(name.clone(), value.clone());
+            // Copied, not cloned: a clone shares the remembered bytes' reference count, which
+            // every worker would bump on every request given the decision, moving its cache
+            // line between cores. `chain/rate_limit_add_header/two_workers`, in alternating
+            // runs: 6.7 to 7.1 µs per request with clones (seven runs), 4.2 to 7.0 µs with
+            // copies (six); on one worker the same.
+            let name = HeaderName::from_bytes(name.as_str().as_bytes()).expect("a parsed name");
+            let value = HeaderValue::from_bytes(value.as_bytes()).expect("a parsed value");
+            headers.append(name, value);
         }
     }
 }
