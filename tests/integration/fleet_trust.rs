@@ -379,9 +379,10 @@ async fn a_gateway_paused_inside_a_transaction_gets_a_fresh_session_not_an_outag
     // Before, one such stall on a loaded host counted the store unreachable and refused new work.
     // The pause (3.4 s) is longer than the session's idle limit (3 s) and shorter than both the
     // statement deadline (5 s) and the lease (6 s); pauses repeat, under traffic, until one has
-    // caught the writer inside a transaction (bounded).
+    // caught the writer inside a transaction (bounded). On a loaded host the traffic reaches
+    // the writer later, so the pauses start anywhere from 5 to 170 ms into it.
     const LEASE_MS: u64 = 6000;
-    const PAUSES_MAX: usize = 15;
+    const PAUSES_MAX: usize = 30;
     let a = Bank::start(&["alice=1000000"]).await;
     let b = Bank::start(&["carol=0"]).await;
     let routes = transfer_routes(&a, &b, "").replace("timeout_ms = 1000", "timeout_ms = 20000");
@@ -403,7 +404,7 @@ async fn a_gateway_paused_inside_a_transaction_gets_a_fresh_session_not_an_outag
                 .map(|id| transfer(gateway, "/transfers", id, "alice", "carol", 1)),
         );
         // A different moment of the traffic each time.
-        let into_traffic = Duration::from_millis(5 + 7 * (pauses as u64 % 8));
+        let into_traffic = Duration::from_millis(5 + 11 * (pauses as u64 % 16));
         let pause = async {
             tokio::time::sleep(into_traffic).await;
             gateway.signal(Signal::SIGSTOP);
