@@ -94,9 +94,8 @@ impl Chain {
             if self.reuse
                 && let Some(edits) = decisions.find(request)
             {
-                if apply(plugin, Ok(&edits), request)? {
-                    decisions.given();
-                }
+                apply(&edits, request);
+                decisions.given();
                 continue;
             }
             let outcome = plugin
@@ -119,11 +118,14 @@ impl Chain {
                     // applied: a decision the gateway refuses is never given again.
                     let reusable = (reuse.filter(|_| self.reuse))
                         .and_then(|reuse| Reusable::new(request, reuse));
-                    let edits = convert::Edits::parse(&changes);
-                    if apply(plugin, edits.as_ref(), request)?
-                        && let (Some(reusable), Ok(edits)) = (reusable, edits)
-                    {
-                        decisions.remember(reusable, edits);
+                    match convert::Edits::parse(&changes) {
+                        Ok(edits) => {
+                            apply(&edits, request);
+                            if let Some(reusable) = reusable {
+                                decisions.remember(reusable, edits);
+                            }
+                        }
+                        Err(detail) => refused(plugin, detail)?,
                     }
                 }
                 Outcome::Done((wit::RequestDecision::Respond(answer), _)) => {
@@ -134,7 +136,7 @@ impl Chain {
                                 answered_by: index,
                             });
                         }
-                        Err(detail) => policy(plugin.output_failure::<()>(detail))?,
+                        Err(detail) => refused(plugin, detail)?,
                     }
                 }
                 Outcome::Skipped => {}
@@ -165,8 +167,9 @@ impl Chain {
             if self.reuse
                 && let Some(edits) = decisions.find(request)
             {
-                if self.change(plugin, edits.apply(Arc::make_mut(&mut current), None))? {
-                    decisions.given();
+                match edits.apply(Arc::make_mut(&mut current), None) {
+                    Ok(()) => decisions.given(),
+                    Err(detail) => refused(plugin, detail)?,
                 }
                 continue;
             }
@@ -185,15 +188,20 @@ impl Chain {
                     let reusable = reuse
                         .filter(|_| self.reuse && body.is_none())
                         .and_then(|reuse| Reusable::new(request, reuse));
-                    let edits = convert::ResponseEdits::parse(status, &headers);
-                    let applied = edits.as_ref().map_err(Clone::clone).and_then(|edits| {
-                        let body = convert::new_body(body, self.body_bytes_max)?;
-                        edits.apply(Arc::make_mut(&mut current), body)
-                    });
-                    if self.change(plugin, applied)?
-                        && let (Some(reusable), Ok(edits)) = (reusable, edits)
-                    {
-                        decisions.remember(reusable, edits);
+                    // Checked whole before anything applies: refused, the response is as it was.
+                    let applied =
+                        convert::ResponseEdits::parse(status, &headers).and_then(|edits| {
+                            let body = convert::new_body(body, self.body_bytes_max)?;
+                            edits.apply(Arc::make_mut(&mut current), body)?;
+                            Ok(edits)
+                        });
+                    match applied {
+                        Ok(edits) => {
+                            if let Some(reusable) = reusable {
+                                decisions.remember(reusable, edits);
+                            }
+                        }
+                        Err(detail) => refused(plugin, detail)?,
                     }
                 }
                 Outcome::Skipped => {}
@@ -201,16 +209,6 @@ impl Chain {
             }
         }
         Ok(Arc::unwrap_or_clone(current).into_response())
-    }
-
-    /// What applying a plugin's changes to the response came to: whether they applied. A
-    /// change the gateway refused (checked whole first, so the response is as it was) is the
-    /// plugin's failure, handled by its `on_error`.
-    fn change(&self, plugin: &LoadedPlugin, applied: Result<(), String>) -> Result<bool, Error> {
-        match applied {
-            Ok(()) => Ok(true),
-            Err(detail) => policy(plugin.output_failure::<()>(detail)).map(|()| false),
-        }
     }
 
     /// Runs `on-step-request` through the chain; each plugin sees the previous one's call.
@@ -334,23 +332,18 @@ impl Chain {
     }
 }
 
-/// Applies an `on-request` decision's header edits (as parsed, or why they were refused) to
-/// the request: later plugins see them, and the upstream gets them. The lent view was taken
-/// back with the call, so this copies nothing. Whether they applied: edits the gateway refuses
-/// are a plugin failure, passed over under `skip`.
-fn apply(
-    plugin: &LoadedPlugin,
-    edits: Result<&convert::Edits, &String>,
-    request: &mut Arc<RequestFacts>,
-) -> Result<bool, Error> {
-    match edits {
-        Ok(edits) if edits.is_empty() => Ok(true),
-        Ok(edits) => {
-            edits.apply(&mut Arc::make_mut(request).headers);
-            Ok(true)
-        }
-        Err(detail) => policy(plugin.output_failure::<()>(detail.clone())).map(|()| false),
+/// Applies an `on-request` decision's header edits to the request: later plugins see them, and
+/// the upstream gets them. The lent view was taken back with the call, so this copies nothing.
+fn apply(edits: &convert::Edits, request: &mut Arc<RequestFacts>) {
+    if !edits.is_empty() {
+        edits.apply(&mut Arc::make_mut(request).headers);
     }
+}
+
+/// Changes the gateway refused (`detail` says why): the plugin's failure (`output`), an error
+/// under `reject`, passed over under `skip`.
+fn refused(plugin: &LoadedPlugin, detail: String) -> Result<(), Error> {
+    policy(plugin.output_failure::<()>(detail))
 }
 
 /// One plugin's `on-response` call on `response`, with what it declared reusable.

@@ -5,11 +5,14 @@
 //! from the body it sends. A length a plugin chose could disagree with the body and
 //! desynchronise a keep-alive connection, so the next response read on it would be forged.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::Full;
 
 use super::bindings::txgate::plugin::types as wit;
+use super::reuse::Changes;
 use super::view::ResponseFacts;
 use crate::step::{Phase, StepCall, Verdict};
 
@@ -220,18 +223,6 @@ impl Edits {
         self.removed.is_empty() && self.set.is_empty()
     }
 
-    /// Header names and values, in bytes: what remembering them costs.
-    pub(super) fn bytes(&self) -> usize {
-        let set: usize = (self.set.iter())
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        set + self
-            .removed
-            .iter()
-            .map(|name| name.as_str().len())
-            .sum::<usize>()
-    }
-
     /// Removals first, then each `set` replaces its name.
     pub(super) fn apply(&self, headers: &mut HeaderMap) {
         for name in self.names() {
@@ -270,11 +261,6 @@ impl ResponseEdits {
         })
     }
 
-    /// Header names and values, in bytes.
-    pub(super) fn bytes(&self) -> usize {
-        self.headers.bytes()
-    }
-
     /// Applies the edits, and a new body if there is one (checked by [`new_body`]), to the
     /// response, within limits; refused, the response is left as it was.
     pub(super) fn apply(
@@ -282,17 +268,15 @@ impl ResponseEdits {
         response: &mut ResponseFacts,
         body: Option<Bytes>,
     ) -> Result<(), String> {
-        let framed;
         let edits = match body {
             Some(_) => {
                 // The gateway frames the new body itself (hyper writes its exact length).
                 let mut edits = self.headers.clone();
                 edits.removed.push(header::CONTENT_LENGTH);
                 edits.removed.push(header::TRANSFER_ENCODING);
-                framed = edits;
-                &framed
+                Cow::Owned(edits)
             }
-            None => &self.headers,
+            None => Cow::Borrowed(&self.headers),
         };
         edits.check_result(&response.headers)?;
         // Checked whole: from here on nothing can fail.
@@ -304,6 +288,26 @@ impl ResponseEdits {
             response.body = body;
         }
         Ok(())
+    }
+}
+
+impl Changes for Edits {
+    /// Header names and values, in bytes: what remembering them costs.
+    fn bytes(&self) -> usize {
+        let set: usize = (self.set.iter())
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        set + self
+            .removed
+            .iter()
+            .map(|name| name.as_str().len())
+            .sum::<usize>()
+    }
+}
+
+impl Changes for ResponseEdits {
+    fn bytes(&self) -> usize {
+        self.headers.bytes()
     }
 }
 

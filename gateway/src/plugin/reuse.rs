@@ -85,22 +85,10 @@ impl Decisions {
     }
 }
 
-/// What a hook returns that may be remembered, and its size.
+/// What a hook returns that may be remembered (`convert.rs` implements it), and its size.
 pub(super) trait Changes {
     /// Header names and values, in bytes.
     fn bytes(&self) -> usize;
-}
-
-impl Changes for Edits {
-    fn bytes(&self) -> usize {
-        Edits::bytes(self)
-    }
-}
-
-impl Changes for ResponseEdits {
-    fn bytes(&self) -> usize {
-        ResponseEdits::bytes(self)
-    }
 }
 
 /// One plugin version's reusable decisions of one hook: the changes `C` it returned.
