@@ -10,7 +10,9 @@
 //! 6. the route's target: a plain upstream call (pool, retries, breaker) or a saga, which the
 //!    engine owns from then on;
 //! 7. `on-response` in reverse, once, on what the client gets (a saga's outcome only once it is
-//!    on disk), then `X-Request-ID` echoed and metrics recorded.
+//!    on disk), then `X-Request-ID` echoed and metrics recorded. Which plugins it calls is known
+//!    before step 6 (a plugin whose change is remembered is not called): when none is, the
+//!    request's headers go upstream without a copy, and the response is changed as it is.
 //!
 //! Every failure is an [`Error`]; it becomes a response only through [`Error::into_response`].
 
@@ -140,7 +142,7 @@ async fn admit(
     // the plugins' holds for this request are released.
     let scope = RequestScope::new();
     let mut seen = plugin_view(request, &mut parts, &body);
-    let response = match chain.on_request(&mut seen, &scope).await? {
+    let plan = match chain.on_request(&mut seen, &scope).await? {
         RequestStep::Respond {
             response,
             answered_by,
@@ -149,25 +151,21 @@ async fn admit(
                 .on_response(answered_by, &seen, response, &scope)
                 .await;
         }
-        RequestStep::Continue => {
-            // The upstream gets the headers as the plugins left them: moved back when no
-            // plugin reads the request again in `on-response`, copied otherwise.
-            parts.headers = match Arc::get_mut(&mut seen) {
-                Some(facts) if !chain.sees_responses() => std::mem::take(&mut facts.headers),
-                _ => seen.headers.clone(),
-            };
-            let response = target(request, parts, body)
-                .await
-                .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()));
-            if let Some(saga) = response.extensions().get::<SagaOf>() {
-                scope.set_saga_id(saga.0.clone());
-            }
-            response
-        }
+        RequestStep::Continue => chain.plan_responses(chain.len(), &seen),
     };
-    chain
-        .on_response(chain.len(), &seen, response, &scope)
+    // The upstream gets the headers as the plugins left them: moved back when no plugin reads
+    // the request again in `on-response`, copied otherwise.
+    parts.headers = match Arc::get_mut(&mut seen) {
+        Some(facts) if !plan.reads_request() => std::mem::take(&mut facts.headers),
+        _ => seen.headers.clone(),
+    };
+    let response = target(request, parts, body)
         .await
+        .unwrap_or_else(|error| error.into_response(request.id.to_str().ok()));
+    if let Some(saga) = response.extensions().get::<SagaOf>() {
+        scope.set_saga_id(saga.0.clone());
+    }
+    chain.respond(plan, &seen, response, &scope).await
 }
 
 /// The request as plugins see it: shared, so lending it to each plugin copies nothing. It holds

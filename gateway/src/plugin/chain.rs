@@ -34,6 +34,24 @@ pub struct Chain {
     reuse: bool,
 }
 
+/// What `on-response` will do for one request ([`Chain::plan_responses`]).
+#[derive(Debug)]
+pub struct ResponsePlan {
+    /// The plugins it runs through: the first `upto`.
+    upto: usize,
+    /// Per plugin: the changes a remembered decision gives, if it has one for the request.
+    remembered: Vec<Option<Arc<convert::ResponseEdits>>>,
+    /// Whether a plugin is called, and so reads the request again.
+    calls: bool,
+}
+
+impl ResponsePlan {
+    /// Whether a plugin will read the request again.
+    pub fn reads_request(&self) -> bool {
+        self.calls
+    }
+}
+
 /// Where `on-request` left the request.
 #[derive(Debug)]
 pub enum RequestStep {
@@ -74,12 +92,6 @@ impl Chain {
     /// Whether the route has no plugins.
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
-    }
-
-    /// Whether any plugin of the chain implements `on-response` (and so reads the request again
-    /// on the way back).
-    pub fn sees_responses(&self) -> bool {
-        any_sees_responses(&self.plugins)
     }
 
     /// Runs `on-request` through the chain, applying header edits to `request`: later plugins
@@ -154,23 +166,71 @@ impl Chain {
         response: Response<Full<Bytes>>,
         scope: &Arc<RequestScope>,
     ) -> Result<Response<Full<Bytes>>, Error> {
+        let plan = self.plan_responses(upto, request);
+        self.respond(plan, request, response, scope).await
+    }
+
+    /// What `on-response` through the first `upto` plugins will do for `request`: found when
+    /// the request leaves for its target, so that the request's headers are moved there, not
+    /// copied, when no plugin is called. A remembered change found then applies to the answer
+    /// of the request it was found for.
+    pub fn plan_responses(&self, upto: usize, request: &RequestFacts) -> ResponsePlan {
         let plugins = &self.plugins[..upto.min(self.plugins.len())];
-        if !any_sees_responses(plugins) {
+        let mut calls = false;
+        let mut remembered = Vec::new();
+        if any_sees_responses(plugins) {
+            remembered = plugins
+                .iter()
+                .map(|plugin| {
+                    if plugin.skips(Hook::OnResponse) {
+                        return None;
+                    }
+                    let found = (self.reuse)
+                        .then(|| plugin.decisions().responses.find(request))
+                        .flatten();
+                    calls |= found.is_none();
+                    found
+                })
+                .collect();
+        }
+        ResponsePlan {
+            upto,
+            remembered,
+            calls,
+        }
+    }
+
+    /// Runs `on-response` as `plan` says, last plugin first.
+    pub async fn respond(
+        &self,
+        plan: ResponsePlan,
+        request: &Arc<RequestFacts>,
+        response: Response<Full<Bytes>>,
+        scope: &Arc<RequestScope>,
+    ) -> Result<Response<Full<Bytes>>, Error> {
+        if plan.remembered.is_empty() {
+            // No plugin of the chain sees responses.
             return Ok(response);
         }
+        let plugins = &self.plugins[..plan.upto.min(self.plugins.len())];
+        let remembered = plugins.iter().zip(plan.remembered).rev();
+        if !plan.calls {
+            // Remembered changes only: applied to the response's head as it is.
+            let (mut head, body) = response.into_parts();
+            for (plugin, edits) in remembered {
+                if let Some(edits) = edits {
+                    give(plugin, edits.apply_to(&mut head))?;
+                }
+            }
+            return Ok(Response::from_parts(head, body));
+        }
         let mut current = Arc::new(ResponseFacts::of(response).await);
-        for plugin in plugins.iter().rev() {
+        for (plugin, found) in remembered {
             if plugin.skips(Hook::OnResponse) {
                 continue;
             }
-            let decisions = &plugin.decisions().responses;
-            if self.reuse
-                && let Some(edits) = decisions.find(request)
-            {
-                match edits.apply(Arc::make_mut(&mut current), None) {
-                    Ok(()) => decisions.given(),
-                    Err(detail) => refused(plugin, detail)?,
-                }
+            if let Some(edits) = found {
+                give(plugin, edits.apply(Arc::make_mut(&mut current), None))?;
                 continue;
             }
             match call_on_response(plugin, request, &current, scope).await {
@@ -198,7 +258,7 @@ impl Chain {
                     match applied {
                         Ok(edits) => {
                             if let Some(reusable) = reusable {
-                                decisions.remember(reusable, edits);
+                                plugin.decisions().responses.remember(reusable, edits);
                             }
                         }
                         Err(detail) => refused(plugin, detail)?,
@@ -337,6 +397,17 @@ impl Chain {
 fn apply(edits: &convert::Edits, request: &mut Arc<RequestFacts>) {
     if !edits.is_empty() {
         edits.apply(&mut Arc::make_mut(request).headers);
+    }
+}
+
+/// A remembered `on-response` change given again: counted once it applied, refused otherwise.
+fn give(plugin: &LoadedPlugin, applied: Result<(), String>) -> Result<(), Error> {
+    match applied {
+        Ok(()) => {
+            plugin.decisions().responses.given();
+            Ok(())
+        }
+        Err(detail) => refused(plugin, detail),
     }
 }
 

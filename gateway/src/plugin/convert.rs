@@ -5,8 +5,6 @@
 //! from the body it sends. A length a plugin chose could disagree with the body and
 //! desynchronise a keep-alive connection, so the next response read on it would be forged.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::Full;
@@ -167,6 +165,13 @@ pub(super) struct Edits {
 impl Edits {
     /// Checks and parses `changes`; framing headers are refused.
     pub(super) fn parse(changes: &wit::HeaderChanges) -> Result<Self, String> {
+        if changes.set.is_empty() && changes.remove.is_empty() {
+            // Most calls change nothing.
+            return Ok(Self {
+                removed: Vec::new(),
+                set: Vec::new(),
+            });
+        }
         refuse_reserved(changes, &[&FRAMING], "the message's framing")?;
         check_headers(&changes.set)?;
         let set = changes
@@ -268,24 +273,34 @@ impl ResponseEdits {
         response: &mut ResponseFacts,
         body: Option<Bytes>,
     ) -> Result<(), String> {
-        let edits = match body {
-            Some(_) => {
-                // The gateway frames the new body itself (hyper writes its exact length).
-                let mut edits = self.headers.clone();
-                edits.removed.push(header::CONTENT_LENGTH);
-                edits.removed.push(header::TRANSFER_ENCODING);
-                Cow::Owned(edits)
-            }
-            None => Cow::Borrowed(&self.headers),
+        let Some(body) = body else {
+            return self.edit(&self.headers, &mut response.status, &mut response.headers);
         };
-        edits.check_result(&response.headers)?;
+        // The gateway frames the new body itself (hyper writes its exact length).
+        let mut framed = self.headers.clone();
+        framed.removed.push(header::CONTENT_LENGTH);
+        framed.removed.push(header::TRANSFER_ENCODING);
+        self.edit(&framed, &mut response.status, &mut response.headers)?;
+        response.body = body;
+        Ok(())
+    }
+
+    /// Applies the edits to a response's head, within limits; refused, it is left as it was.
+    pub(super) fn apply_to(&self, head: &mut http::response::Parts) -> Result<(), String> {
+        self.edit(&self.headers, &mut head.status, &mut head.headers)
+    }
+
+    fn edit(
+        &self,
+        edits: &Edits,
+        status: &mut StatusCode,
+        headers: &mut HeaderMap,
+    ) -> Result<(), String> {
+        edits.check_result(headers)?;
         // Checked whole: from here on nothing can fail.
-        edits.apply(&mut response.headers);
-        if let Some(status) = self.status {
-            response.status = status;
-        }
-        if let Some(body) = body {
-            response.body = body;
+        edits.apply(headers);
+        if let Some(new) = self.status {
+            *status = new;
         }
         Ok(())
     }

@@ -57,7 +57,7 @@ mod state;
 mod view;
 
 pub use bindings::txgate::plugin::types as wit;
-pub use chain::{Chain, RequestStep};
+pub use chain::{Chain, RequestStep, ResponsePlan};
 pub use engine::Runtime;
 pub use failure::{Failure, FailureKind};
 pub use instance::{Hook, HookCall, Limits, LoadedPlugin, Outcome};

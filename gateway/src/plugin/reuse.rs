@@ -17,6 +17,7 @@
 //! plugin gave. The map is bounded in entries and in key bytes: one that does not fit is not
 //! remembered, and the next request calls the plugin as before.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -36,6 +37,11 @@ const ENTRIES_MAX: usize = 1024;
 const CHANGES_BYTES_MAX: usize = 16 * 1024;
 /// Longest key (the varied headers' values): a larger request is not remembered.
 const KEY_BYTES_MAX: usize = 8 * 1024;
+
+thread_local! {
+    /// The key of a lookup, built again for each request; it grows to [`KEY_BYTES_MAX`] at most.
+    static LOOKUP_KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What a call declared: the headers its decision depends on, and for how long it holds.
 #[derive(Debug, Clone)]
@@ -120,12 +126,14 @@ impl<C: Changes> Reused<C> {
         if !self.declared.load(Ordering::Relaxed) {
             return None;
         }
-        let key = {
-            let vary = self.vary.read().expect("reused vary");
-            key(request, vary.as_deref()?)?
-        };
-        let entry = self.entries.get(&key)?;
-        (Instant::now() < entry.until).then(|| entry.changes.clone())
+        let vary = self.vary.read().expect("reused vary");
+        let vary = vary.as_deref()?;
+        // Looked up with this thread's buffer: a lookup allocates nothing.
+        LOOKUP_KEY.with_borrow_mut(|key| {
+            write_key(key, request, vary)?;
+            let entry = self.entries.get(&key[..])?;
+            (Instant::now() < entry.until).then(|| entry.changes.clone())
+        })
     }
 
     /// Counts a decision found and applied: one the gateway refused for this request is the
@@ -169,6 +177,15 @@ impl<C: Changes> Reused<C> {
 /// length-prefixed so that no two different requests make the same bytes. `None` past
 /// [`KEY_BYTES_MAX`].
 fn key(request: &RequestFacts, vary: &[HeaderName]) -> Option<Box<[u8]>> {
+    let mut key = Vec::new();
+    write_key(&mut key, request, vary)?;
+    Some(key.into_boxed_slice())
+}
+
+/// Writes the key of `request` into `key`, which it clears first; `None` past
+/// [`KEY_BYTES_MAX`].
+fn write_key(key: &mut Vec<u8>, request: &RequestFacts, vary: &[HeaderName]) -> Option<()> {
+    key.clear();
     // Sized once: a bearer token alone is about a kilobyte.
     let size = 4
         + request.route.len()
@@ -182,18 +199,18 @@ fn key(request: &RequestFacts, vary: &[HeaderName]) -> Option<Box<[u8]>> {
     if size > KEY_BYTES_MAX {
         return None;
     }
-    let mut key = Vec::with_capacity(size);
-    push(&mut key, request.route.as_bytes());
+    key.reserve_exact(size);
+    push(key, request.route.as_bytes());
     for name in vary {
-        push(&mut key, name.as_str().as_bytes());
+        push(key, name.as_str().as_bytes());
         let values = request.headers.get_all(name);
         let count = u32::try_from(values.iter().count()).ok()?;
         key.extend_from_slice(&count.to_le_bytes());
         for value in values {
-            push(&mut key, value.as_bytes());
+            push(key, value.as_bytes());
         }
     }
-    Some(key.into_boxed_slice())
+    Some(())
 }
 
 fn push(key: &mut Vec<u8>, bytes: &[u8]) {

@@ -272,10 +272,12 @@ impl ResponseFacts {
     /// A response's parts, its body read (a `Full` body is already whole).
     pub async fn of(response: http::Response<http_body_util::Full<Bytes>>) -> Self {
         use http_body_util::BodyExt;
-        let (parts, body) = response.into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(never) => match never {},
+        let (parts, mut body) = response.into_parts();
+        // A full body is one frame: taken as it is, without a collector's buffer list.
+        let body = match body.frame().await {
+            Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            Some(Err(never)) => match never {},
+            None => Bytes::new(),
         };
         Self {
             status: parts.status,

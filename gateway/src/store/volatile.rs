@@ -3,6 +3,7 @@
 //! in the same step, so a plugin that floods new keys gets `limit-reached`, not the gateway's
 //! memory. Expired keys read as absent and are swept periodically.
 
+use std::cell::RefCell;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -24,7 +25,34 @@ impl Value {
     }
 }
 
-type Key = (Box<str>, Box<str>);
+/// A namespace and a key in one: the namespace's length (four bytes), the namespace, the key.
+/// One allocation per key kept, and none per lookup ([`with_key`]).
+type Key = Box<[u8]>;
+
+thread_local! {
+    /// The key of a lookup or an update, made again for each one.
+    static LOOKUP: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the map key of `key` in `namespace`, made in this thread's buffer.
+fn with_key<T>(namespace: &str, key: &str, f: impl FnOnce(&[u8]) -> T) -> T {
+    LOOKUP.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let length = u32::try_from(namespace.len()).unwrap_or(u32::MAX);
+        buffer.extend_from_slice(&length.to_le_bytes());
+        buffer.extend_from_slice(namespace.as_bytes());
+        buffer.extend_from_slice(key.as_bytes());
+        f(buffer)
+    })
+}
+
+/// The namespace and the key of a map key.
+fn parts(key: &[u8]) -> (&str, &[u8]) {
+    let (length, rest) = key.split_at(4);
+    let length = u32::from_le_bytes(length.try_into().expect("four bytes")) as usize;
+    let (namespace, key) = rest.split_at(length);
+    (std::str::from_utf8(namespace).unwrap_or_default(), key)
+}
 
 /// The volatile key space.
 #[derive(Debug, Default)]
@@ -34,7 +62,7 @@ pub(super) struct Volatile {
     quotas: DashMap<Box<str>, Quota>,
 }
 
-fn size(key: &str, value: &Bytes) -> usize {
+fn size(key: &[u8], value: &Bytes) -> usize {
     key.len() + value.len()
 }
 
@@ -63,10 +91,12 @@ impl Volatile {
 
     /// A live value.
     pub(super) fn get(&self, namespace: &str, key: &str, now_ms: u64) -> Option<Bytes> {
-        self.entries
-            .get(&(namespace.into(), key.into()))
-            .filter(|v| v.live(now_ms))
-            .map(|v| v.bytes.clone())
+        with_key(namespace, key, |map_key| {
+            self.entries
+                .get(map_key)
+                .filter(|v| v.live(now_ms))
+                .map(|v| v.bytes.clone())
+        })
     }
 
     /// Applies a mutation atomically, within the namespace's quota.
@@ -77,41 +107,45 @@ impl Volatile {
         mutation: Mutation,
         now_ms: u64,
     ) -> Result<Applied, StoreError> {
-        let entry = self.entries.entry((namespace.into(), key.into()));
-        let present = match &entry {
-            Entry::Occupied(e) => Some(e.get().clone()),
-            Entry::Vacant(_) => None,
-        };
-        let live = present.as_ref().filter(|v| v.live(now_ms));
-        let (applied, change) = apply(live.map(|v| (&v.bytes, v.expires_at_ms)), mutation, now_ms)?;
-        let Some(next) = change else {
-            return Ok(applied);
-        };
-        // An expired value still counts until it is replaced or swept.
-        let delta = Delta::between(
-            present.as_ref().map(|v| size(key, &v.bytes)),
-            next.as_ref().map(|(bytes, _)| size(key, bytes)),
-        );
-        self.charge(namespace, delta)?;
-        match (entry, next) {
-            (Entry::Occupied(mut e), Some((bytes, expires_at_ms))) => {
-                e.insert(Value {
-                    bytes,
-                    expires_at_ms,
-                });
+        with_key(namespace, key, |map_key| {
+            // A key that exists and stays (a rate limiter's, on every request) is changed in
+            // place; only a new key, or one removed, goes through the map's entry.
+            if let Some(mut present) = self.entries.get_mut(map_key) {
+                let (applied, change) = decide(key, Some(&*present), &mutation, now_ms)?;
+                match change {
+                    None => return Ok(applied),
+                    Some((Some(next), delta)) => {
+                        self.charge(namespace, delta)?;
+                        *present = next;
+                        return Ok(applied);
+                    }
+                    Some((None, _)) => {}
+                }
             }
-            (Entry::Occupied(e), None) => {
-                e.remove();
+            let entry = self.entries.entry(map_key.into());
+            let present = match &entry {
+                Entry::Occupied(e) => Some(e.get().clone()),
+                Entry::Vacant(_) => None,
+            };
+            let (applied, change) = decide(key, present.as_ref(), &mutation, now_ms)?;
+            let Some((next, delta)) = change else {
+                return Ok(applied);
+            };
+            self.charge(namespace, delta)?;
+            match (entry, next) {
+                (Entry::Occupied(mut e), Some(next)) => {
+                    e.insert(next);
+                }
+                (Entry::Occupied(e), None) => {
+                    e.remove();
+                }
+                (Entry::Vacant(e), Some(next)) => {
+                    e.insert(next);
+                }
+                (Entry::Vacant(_), None) => {}
             }
-            (Entry::Vacant(e), Some((bytes, expires_at_ms))) => {
-                e.insert(Value {
-                    bytes,
-                    expires_at_ms,
-                });
-            }
-            (Entry::Vacant(_), None) => {}
-        }
-        Ok(applied)
+            Ok(applied)
+        })
     }
 
     /// Checks `delta` against the quota and books it. A value replaced by one of the same size
@@ -135,10 +169,11 @@ impl Volatile {
     /// Removes expired entries; returns how many.
     pub(super) fn sweep(&self, now_ms: u64) -> u64 {
         let mut removed = 0;
-        self.entries.retain(|(namespace, key), value| {
+        self.entries.retain(|map_key, value| {
             if value.live(now_ms) {
                 return true;
             }
+            let (namespace, key) = parts(map_key);
             let freed = Delta::between(Some(size(key, &value.bytes)), None);
             if let Some(usage) = self.usage.get(namespace) {
                 let mut usage = usage.lock().expect("usage");
@@ -149,6 +184,39 @@ impl Volatile {
         });
         removed
     }
+}
+
+/// A change to one key: its next value (`None`: removed), and what that adds to its
+/// namespace's books.
+type Change = (Option<Value>, Delta);
+
+/// What `mutation` does to the value `present` (live or expired), and the change it makes, if
+/// any.
+fn decide(
+    key: &str,
+    present: Option<&Value>,
+    mutation: &Mutation,
+    now_ms: u64,
+) -> Result<(Applied, Option<Change>), StoreError> {
+    let live = present.filter(|v| v.live(now_ms));
+    let (applied, change) = apply(
+        live.map(|v| (&v.bytes, v.expires_at_ms)),
+        mutation.clone(),
+        now_ms,
+    )?;
+    let Some(next) = change else {
+        return Ok((applied, None));
+    };
+    // An expired value still counts until it is replaced or swept.
+    let delta = Delta::between(
+        present.map(|v| size(key.as_bytes(), &v.bytes)),
+        next.as_ref().map(|(bytes, _)| size(key.as_bytes(), bytes)),
+    );
+    let next = next.map(|(bytes, expires_at_ms)| Value {
+        bytes,
+        expires_at_ms,
+    });
+    Ok((applied, Some((next, delta))))
 }
 
 #[cfg(test)]
@@ -207,6 +275,36 @@ mod tests {
         assert_eq!(store.get("ns", "gone", 20), None);
         assert_eq!(store.sweep(20), 1);
         assert_eq!(store.usage("ns"), Usage { keys: 1, bytes: 5 });
+    }
+
+    #[test]
+    fn namespaces_and_keys_never_run_together() {
+        let store = Volatile::default();
+        store.mutate("ab", "c", put("one", None), 0).unwrap();
+        store.mutate("a", "bc", put("two", None), 0).unwrap();
+        assert_eq!(store.get("ab", "c", 0).as_deref(), Some(&b"one"[..]));
+        assert_eq!(store.get("a", "bc", 0).as_deref(), Some(&b"two"[..]));
+        assert_eq!(store.get("abc", "", 0), None);
+    }
+
+    #[test]
+    fn a_swap_to_nothing_removes_the_key_and_frees_its_space() {
+        let store = Volatile::default();
+        store.mutate("ns", "k", put("v1", None), 0).unwrap();
+        let swap = |expected: &'static str, new: &'static str| Mutation::CompareAndSwap {
+            expected: Some(Bytes::from_static(expected.as_bytes())),
+            new: Some(new)
+                .filter(|new| !new.is_empty())
+                .map(|new| Bytes::from_static(new.as_bytes())),
+            ttl_ms: None,
+        };
+        let swapped = store.mutate("ns", "k", swap("v1", "v2"), 0).unwrap();
+        assert_eq!(swapped, Applied::Swapped(true), "changed in place");
+        assert_eq!(store.usage("ns"), Usage { keys: 1, bytes: 3 });
+        let removed = store.mutate("ns", "k", swap("v2", ""), 0).unwrap();
+        assert_eq!(removed, Applied::Swapped(true));
+        assert_eq!(store.get("ns", "k", 0), None);
+        assert_eq!(store.usage("ns"), Usage::default(), "booked once");
     }
 
     #[test]
