@@ -39,16 +39,27 @@ pub struct Chain {
 pub struct ResponsePlan {
     /// The plugins it runs through: the first `upto`.
     upto: usize,
-    /// Per plugin: the changes a remembered decision gives, if it has one for the request.
-    remembered: Vec<Option<Arc<convert::ResponseEdits>>>,
-    /// Whether a plugin is called, and so reads the request again.
-    calls: bool,
+    /// What each of them does, in chain order; empty when none implements `on-response`.
+    steps: Vec<ResponseStep>,
+}
+
+/// What one plugin does in `on-response`.
+#[derive(Debug)]
+enum ResponseStep {
+    /// It does not implement the hook.
+    Skipped,
+    /// A remembered decision gives its changes.
+    Remembered(Arc<convert::ResponseEdits>),
+    /// It is called.
+    Called,
 }
 
 impl ResponsePlan {
-    /// Whether a plugin will read the request again.
+    /// Whether a plugin will be called, and so read the request again.
     pub fn reads_request(&self) -> bool {
-        self.calls
+        self.steps
+            .iter()
+            .any(|step| matches!(step, ResponseStep::Called))
     }
 }
 
@@ -176,27 +187,25 @@ impl Chain {
     /// of the request it was found for.
     pub fn plan_responses(&self, upto: usize, request: &RequestFacts) -> ResponsePlan {
         let plugins = &self.plugins[..upto.min(self.plugins.len())];
-        let mut calls = false;
-        let mut remembered = Vec::new();
-        if any_sees_responses(plugins) {
-            remembered = plugins
-                .iter()
-                .map(|plugin| {
-                    if plugin.skips(Hook::OnResponse) {
-                        return None;
-                    }
-                    let found = (self.reuse)
-                        .then(|| plugin.decisions().responses.find(request))
-                        .flatten();
-                    calls |= found.is_none();
-                    found
-                })
-                .collect();
+        if !any_sees_responses(plugins) {
+            // Nothing to plan, and nothing allocated for it.
+            return ResponsePlan {
+                upto,
+                steps: Vec::new(),
+            };
         }
+        let step = |plugin: &Arc<LoadedPlugin>| {
+            if plugin.skips(Hook::OnResponse) {
+                return ResponseStep::Skipped;
+            }
+            let found = (self.reuse)
+                .then(|| plugin.decisions().responses.find(request))
+                .flatten();
+            found.map_or(ResponseStep::Called, ResponseStep::Remembered)
+        };
         ResponsePlan {
             upto,
-            remembered,
-            calls,
+            steps: plugins.iter().map(step).collect(),
         }
     }
 
@@ -208,30 +217,32 @@ impl Chain {
         response: Response<Full<Bytes>>,
         scope: &Arc<RequestScope>,
     ) -> Result<Response<Full<Bytes>>, Error> {
-        if plan.remembered.is_empty() {
+        if plan.steps.is_empty() {
             // No plugin of the chain sees responses.
             return Ok(response);
         }
+        let calls = plan.reads_request();
         let plugins = &self.plugins[..plan.upto.min(self.plugins.len())];
-        let remembered = plugins.iter().zip(plan.remembered).rev();
-        if !plan.calls {
+        let steps = plugins.iter().zip(plan.steps).rev();
+        if !calls {
             // Remembered changes only: applied to the response's head as it is.
             let (mut head, body) = response.into_parts();
-            for (plugin, edits) in remembered {
-                if let Some(edits) = edits {
+            for (plugin, step) in steps {
+                if let ResponseStep::Remembered(edits) = step {
                     give(plugin, edits.apply_to(&mut head))?;
                 }
             }
             return Ok(Response::from_parts(head, body));
         }
         let mut current = Arc::new(ResponseFacts::of(response).await);
-        for (plugin, found) in remembered {
-            if plugin.skips(Hook::OnResponse) {
-                continue;
-            }
-            if let Some(edits) = found {
-                give(plugin, edits.apply(Arc::make_mut(&mut current), None))?;
-                continue;
+        for (plugin, step) in steps {
+            match step {
+                ResponseStep::Skipped => continue,
+                ResponseStep::Remembered(edits) => {
+                    give(plugin, edits.apply(Arc::make_mut(&mut current), None))?;
+                    continue;
+                }
+                ResponseStep::Called => {}
             }
             match call_on_response(plugin, request, &current, scope).await {
                 Outcome::Done((

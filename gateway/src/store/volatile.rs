@@ -109,25 +109,24 @@ impl Volatile {
     ) -> Result<Applied, StoreError> {
         with_key(namespace, key, |map_key| {
             // A key that exists and stays (a rate limiter's, on every request) is changed in
-            // place; only a new key, or one removed, goes through the map's entry.
-            if let Some(mut present) = self.entries.get_mut(map_key) {
-                let (applied, change) = decide(key, Some(&*present), &mutation, now_ms)?;
-                match change {
-                    None => return Ok(applied),
-                    Some((Some(next), delta)) => {
-                        self.charge(namespace, delta)?;
-                        *present = next;
-                        return Ok(applied);
-                    }
-                    Some((None, _)) => {}
+            // place, under its shard's lock; a new key, or a removal, goes through the map's
+            // entry, which takes a key of its own.
+            if !removes(&mutation)
+                && let Some(mut present) = self.entries.get_mut(map_key)
+            {
+                let (applied, change) = decide(key, Some(&*present), mutation, now_ms)?;
+                if let Some((next, delta)) = change {
+                    self.charge(namespace, delta)?;
+                    *present = next.expect("only a removal leaves no value");
                 }
+                return Ok(applied);
             }
             let entry = self.entries.entry(map_key.into());
             let present = match &entry {
                 Entry::Occupied(e) => Some(e.get().clone()),
                 Entry::Vacant(_) => None,
             };
-            let (applied, change) = decide(key, present.as_ref(), &mutation, now_ms)?;
+            let (applied, change) = decide(key, present.as_ref(), mutation, now_ms)?;
             let Some((next, delta)) = change else {
                 return Ok(applied);
             };
@@ -186,6 +185,14 @@ impl Volatile {
     }
 }
 
+/// Whether `mutation` may remove its key: only these leave no value (`store::apply`).
+fn removes(mutation: &Mutation) -> bool {
+    matches!(
+        mutation,
+        Mutation::Delete | Mutation::CompareAndSwap { new: None, .. }
+    )
+}
+
 /// A change to one key: its next value (`None`: removed), and what that adds to its
 /// namespace's books.
 type Change = (Option<Value>, Delta);
@@ -195,15 +202,11 @@ type Change = (Option<Value>, Delta);
 fn decide(
     key: &str,
     present: Option<&Value>,
-    mutation: &Mutation,
+    mutation: Mutation,
     now_ms: u64,
 ) -> Result<(Applied, Option<Change>), StoreError> {
     let live = present.filter(|v| v.live(now_ms));
-    let (applied, change) = apply(
-        live.map(|v| (&v.bytes, v.expires_at_ms)),
-        mutation.clone(),
-        now_ms,
-    )?;
+    let (applied, change) = apply(live.map(|v| (&v.bytes, v.expires_at_ms)), mutation, now_ms)?;
     let Some(next) = change else {
         return Ok((applied, None));
     };
