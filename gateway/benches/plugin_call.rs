@@ -2,6 +2,8 @@
 //!
 //! - `hook_call/reused`: one `on-request` call on a pooled instance, through a route of that
 //!   one plugin (the gateway's path: the request lent as a handle, read by nothing);
+//! - `hook_call/runtime`: the same call with only what wasmtime needs (an instance, its epoch
+//!   deadline, the request lent and taken back): the runtime's share of `hook_call/reused`;
 //! - `hook_call/fresh`: a new instance plus the call (the alternative it was measured against);
 //! - `chain/three_noops`: `on-request` and `on-response` through a route of three no-op plugins,
 //!   the per-request plugin work of the pipeline;
@@ -160,6 +162,11 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("hook_call");
     group.bench_function("reused", |b| {
         b.iter_custom(|iterations| in_runtime(&runtime, iterations, call))
+    });
+    // Every call must return: a call cut by its deadline would be timed as a cheap one.
+    let unmanaged = || async { assert!(plugin.call_on_request_unmanaged(&input).await) };
+    group.bench_function("runtime", |b| {
+        b.iter_custom(|iterations| in_runtime(&runtime, iterations, unmanaged))
     });
     let empty = Arc::new(RequestFacts {
         headers: HeaderMap::new(),

@@ -30,6 +30,7 @@ use super::pool::{IN_USE_MAX, Pool, Trim, Trimmer};
 use super::reuse::Decisions;
 use super::scope::RequestScope;
 use super::state::{Breach, HostState, PluginShared, thread_cpu};
+use super::view::{self, RequestFacts, RequestView};
 use crate::config::{Isolation, OnError};
 use crate::metrics::{Metrics, Name};
 use crate::store::BoxFuture;
@@ -96,6 +97,8 @@ pub enum Outcome<T> {
     Failed(Failure),
 }
 
+/// A live instance: its store and its exports. Boxed wherever it is kept, so that taking it
+/// from the pool and giving it back moves a pointer, not the exports' handles.
 struct Live {
     store: Store<HostState>,
     plugin: Plugin,
@@ -121,7 +124,7 @@ pub struct LoadedPlugin {
     shared: Arc<PluginShared>,
     pre: PluginPre<HostState>,
     limits: Limits,
-    pool: Arc<Pool<Live>>,
+    pool: Arc<Pool<Box<Live>>>,
     /// The hooks the plugin implements, from its `hooks` export, asked once.
     implemented: OnceLock<[bool; 5]>,
     hook_metrics: [(Counter, Histogram); 5],
@@ -323,6 +326,36 @@ impl LoadedPlugin {
         )
     }
 
+    /// One `on-request` call with only what the runtime needs: an instance of this worker,
+    /// its budget and epoch deadline, the request lent and taken back. No turn, budget, wall deadline,
+    /// metrics or failure handling: benchmarks set it beside a call through a chain, to tell
+    /// the runtime's cost of a call from the gateway's. Whether the call returned.
+    #[doc(hidden)]
+    pub async fn call_on_request_unmanaged(&self, request: &Arc<RequestFacts>) -> bool {
+        let mut live = match self.pool.take(worker::index()) {
+            Some(live) => live,
+            None => match Box::pin(self.instantiate()).await {
+                Ok(live) => live,
+                Err(_) => return false,
+            },
+        };
+        self.arm(&mut live.store, None);
+        let returned = match view::lend(&mut live.store, RequestView(request.clone())) {
+            Ok(lent) => live
+                .plugin
+                .txgate_plugin_hooks()
+                .call_on_request(&mut live.store, lent)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        live.store.data_mut().take_back_lent();
+        if returned {
+            self.pool.put(worker::index(), live, Instant::now());
+        }
+        returned
+    }
+
     /// Drops this worker's idle instances, so the next call instantiates afresh (benchmarks
     /// compare the two).
     #[doc(hidden)]
@@ -362,7 +395,7 @@ impl LoadedPlugin {
         started
     }
 
-    async fn instantiate(&self) -> Result<Live, (FailureKind, String)> {
+    async fn instantiate(&self) -> Result<Box<Live>, (FailureKind, String)> {
         let state = HostState::new(self.shared.clone(), self.limits.memory_bytes_max);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| state);
@@ -400,11 +433,11 @@ impl LoadedPlugin {
             Ok(Err(error)) => return Err((FailureKind::Instantiate, format!("{error:#}"))),
             Err(_) => return Err((FailureKind::Timeout, self.wall_detail())),
         };
-        Ok(Live { store, plugin })
+        Ok(Box::new(Live { store, plugin }))
     }
 
     /// Keeps an instance that served a call ending at `now` for the next one.
-    fn checkin(&self, live: Live, now: Instant) {
+    fn checkin(&self, live: Box<Live>, now: Instant) {
         if self.limits.isolation == Isolation::Fresh {
             return;
         }
