@@ -15,7 +15,8 @@ use http_body_util::Full;
 use super::bindings::txgate::plugin::types as wit;
 use super::convert;
 use super::failure::{Failure, FailureKind};
-use super::instance::{Hook, LoadedPlugin, Outcome};
+use super::hook::Hook;
+use super::instance::{LoadedPlugin, Outcome};
 use super::reuse::{Reusable, Reuse};
 use super::scope::RequestScope;
 use super::view::{

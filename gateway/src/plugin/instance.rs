@@ -23,9 +23,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::exports::txgate::plugin::hooks::Guest;
-use super::bindings::txgate::plugin::types::{self as wit, HookError};
+use super::bindings::txgate::plugin::types::HookError;
 use super::bindings::{Plugin, PluginPre};
 use super::failure::{Failure, FailureKind};
+use super::hook::{HOOKS, Hook};
 use super::pool::{IN_USE_MAX, Pool, Trim, Trimmer};
 use super::reuse::Decisions;
 use super::scope::RequestScope;
@@ -39,52 +40,6 @@ use crate::worker;
 /// Component handles an instance may hold at once (wasmtime's default is 100,000). A hook is
 /// lent at most three views, and WASI needs a few; a leak shows within a few hundred calls.
 const HANDLES_MAX: usize = 1024;
-
-/// The hooks, for metrics labels and the set each plugin implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    /// `on-request`.
-    OnRequest = 0,
-    /// `on-step-request`.
-    OnStepRequest = 1,
-    /// `on-step-response`.
-    OnStepResponse = 2,
-    /// `on-compensate`.
-    OnCompensate = 3,
-    /// `on-response`.
-    OnResponse = 4,
-}
-
-impl Hook {
-    /// The WIT name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::OnRequest => "on-request",
-            Self::OnStepRequest => "on-step-request",
-            Self::OnStepResponse => "on-step-response",
-            Self::OnCompensate => "on-compensate",
-            Self::OnResponse => "on-response",
-        }
-    }
-
-    fn of(hook: wit::Hook) -> Self {
-        match hook {
-            wit::Hook::OnRequest => Self::OnRequest,
-            wit::Hook::OnStepRequest => Self::OnStepRequest,
-            wit::Hook::OnStepResponse => Self::OnStepResponse,
-            wit::Hook::OnCompensate => Self::OnCompensate,
-            wit::Hook::OnResponse => Self::OnResponse,
-        }
-    }
-}
-
-const HOOKS: [Hook; 5] = [
-    Hook::OnRequest,
-    Hook::OnStepRequest,
-    Hook::OnStepResponse,
-    Hook::OnCompensate,
-    Hook::OnResponse,
-];
 
 /// What a hook call came to.
 #[derive(Debug)]
