@@ -2,8 +2,9 @@
 //!
 //! - `hook_call/reused`: one `on-request` call on a pooled instance, through a route of that
 //!   one plugin (the gateway's path: the request lent as a handle, read by nothing);
-//! - `hook_call/runtime`: the same call with only what wasmtime needs (an instance, its epoch
-//!   deadline, the request lent and taken back): the runtime's share of `hook_call/reused`;
+//! - `hook_call/runtime`: the same call with only what wasmtime needs (an instance, its budget
+//!   and epoch deadline, the request lent and taken back): the runtime's share of
+//!   `hook_call/reused`;
 //! - `hook_call/fresh`: a new instance plus the call (the alternative it was measured against);
 //! - `chain/three_noops`: `on-request` and `on-response` through a route of three no-op plugins,
 //!   the per-request plugin work of the pipeline;

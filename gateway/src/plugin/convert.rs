@@ -156,7 +156,7 @@ fn refuse_reserved(
 /// A plugin's header edits, checked and parsed: nothing is applied until all of them are. A
 /// remembered decision (`reuse.rs`) keeps them in this form, so that giving it again parses
 /// nothing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Edits {
     removed: Vec<HeaderName>,
     set: Vec<(HeaderName, HeaderValue)>,
@@ -167,10 +167,7 @@ impl Edits {
     pub(super) fn parse(changes: &wit::HeaderChanges) -> Result<Self, String> {
         if changes.set.is_empty() && changes.remove.is_empty() {
             // Most calls change nothing.
-            return Ok(Self {
-                removed: Vec::new(),
-                set: Vec::new(),
-            });
+            return Ok(Self::default());
         }
         refuse_reserved(changes, &[&FRAMING], "the message's framing")?;
         check_headers(&changes.set)?;

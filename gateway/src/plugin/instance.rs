@@ -281,10 +281,10 @@ impl LoadedPlugin {
         )
     }
 
-    /// One `on-request` call with only what the runtime needs: an instance of this worker,
-    /// its budget and epoch deadline, the request lent and taken back. No turn, budget, wall deadline,
-    /// metrics or failure handling: benchmarks set it beside a call through a chain, to tell
-    /// the runtime's cost of a call from the gateway's. Whether the call returned.
+    /// One `on-request` call with only what the runtime needs: an instance of this worker, its
+    /// budget and epoch deadline, the request lent and taken back. No turn, wall-clock bound,
+    /// metrics, reuse or failure handling: benchmarks set it beside a call through a chain, to
+    /// tell the runtime's cost of a call from the gateway's. Whether the call returned.
     #[doc(hidden)]
     pub async fn call_on_request_unmanaged(&self, request: &Arc<RequestFacts>) -> bool {
         let mut live = match self.pool.take(worker::index()) {
